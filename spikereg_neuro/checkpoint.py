@@ -1,0 +1,79 @@
+"""Checkpoints: weights plus the config they were made with, validated on load."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import torch
+
+from .io.atomic import atomic_write
+from .model.config import ModelConfig
+from .model.unet import SpikeRegUNet
+
+FORMAT = "spikereg-neuro/checkpoint"
+FORMAT_VERSION = 1
+DEFAULT_MODEL = Path(__file__).parent / "models" / "default.pt"
+
+
+def save_checkpoint(path: str | Path, net: SpikeRegUNet, extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write ``net`` (state + model config) and ``extra`` (training state, metrics) atomically."""
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": net.cfg.to_dict(),
+        "state_dict": net.state_dict(),
+        **(extra or {}),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Load and validate a checkpoint's dictionary (clear errors for anything else)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise ValueError(f"{path} is not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a spikereg-neuro checkpoint (no '{FORMAT}' marker)")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path} has checkpoint format version {ckpt.get('format_version')}, "
+                         f"this spikereg-neuro reads version {FORMAT_VERSION}")
+    return ckpt
+
+
+def load_network(path: str | Path, expect: Optional[ModelConfig] = None) -> tuple[SpikeRegUNet, Dict[str, Any]]:
+    """Build the network a checkpoint describes and load its weights.
+
+    If ``expect`` is given, the checkpoint's model config must equal it (a checkpoint from
+    another config is an error naming the differing fields).
+    """
+    ckpt = read_checkpoint(path)
+    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    if expect is not None and cfg.to_dict() != expect.to_dict():
+        a, b = cfg.to_dict(), expect.to_dict()
+        diff = {k: (a[k], b[k]) for k in a if a[k] != b.get(k)}
+        raise ValueError(f"checkpoint {path} was made with another model config; differing fields "
+                         f"(checkpoint, expected): {diff}")
+    net = SpikeRegUNet(cfg)
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"checkpoint {path} does not match its own model config: {exc}") from exc
+    net.eval()
+    return net, ckpt
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

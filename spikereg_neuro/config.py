@@ -1,0 +1,107 @@
+"""Project configuration: one YAML file with ``data``, ``model``, ``train`` and ``inference``."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+import yaml
+
+from .model.config import ModelConfig
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
+
+
+def _from_dict(cls, d: Dict[str, Any], section: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(d or {}) - known
+    if unknown:
+        raise ValueError(f"unknown keys in '{section}': {sorted(unknown)}; known: {sorted(known)}")
+    return cls(**(d or {}))
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (patch-based, surrogate gradients, AdamW)."""
+
+    patch_size: int = 32
+    batch_size: int = 2
+    steps_per_epoch: int = 100
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    ncc_window: int = 9
+    w_smooth: float = 1.0
+    w_dice: float = 0.0
+    w_rate: float = 1.0
+    rate_band: Tuple[float, float] = (0.02, 0.3)
+    min_foreground: float = 0.05
+    val_pairs: int = 0  # 0: all validation pairs
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.rate_band = tuple(float(x) for x in self.rate_band)
+        if len(self.rate_band) != 2 or not 0 <= self.rate_band[0] < self.rate_band[1] <= 1:
+            raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
+        for k in ("patch_size", "batch_size", "steps_per_epoch", "epochs"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"train.{k} must be >= 1")
+
+
+@dataclass
+class InferenceConfig:
+    patch_size: int = 32
+    stride: int = 16
+    batch_size: int = 4
+
+
+@dataclass
+class Config:
+    data: Any = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    def __post_init__(self) -> None:
+        if self.data is None:
+            from .data.dataset import DataConfig
+            self.data = DataConfig()
+
+    def to_dict(self) -> Dict[str, Any]:
+        t = asdict(self.train)
+        t["rate_band"] = list(t["rate_band"])
+        return {"data": self.data.to_dict(), "model": self.model.to_dict(), "train": t,
+                "inference": asdict(self.inference)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Config":
+        from .data.dataset import DataConfig
+        d = d or {}
+        unknown = set(d) - {"data", "model", "train", "inference"}
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; known: data, model, train, inference")
+        return cls(
+            data=DataConfig.from_dict(d.get("data") or {}),
+            model=ModelConfig.from_dict(d.get("model") or {}),
+            train=_from_dict(TrainConfig, d.get("train"), "train"),
+            inference=_from_dict(InferenceConfig, d.get("inference"), "inference"),
+        )
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a YAML config (missing keys take their defaults; unknown keys are errors)."""
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+    if d is not None and not isinstance(d, dict):
+        raise ValueError(f"{path}: top level must be a mapping of sections")
+    try:
+        return Config.from_dict(d or {})
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: {exc}") from exc

@@ -1,0 +1,154 @@
+"""Inference: register a (fixed, moving) pair of any size with a trained SpikeReg network."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import DEFAULT_MODEL, load_network
+from .model.policy import residual_registration
+from .registration.transform import warp
+from .tiling import count_tiles, tiled_predict
+
+VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
+
+
+def normalize_intensity(x: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
+    """Robust min-max to [0, 1]; volumes already in [0, 1] are left as they are."""
+    x = np.asarray(x, dtype=np.float32)
+    if not np.isfinite(x).all():
+        raise ValueError("volume contains NaN or inf")
+    if x.min() >= 0.0 and x.max() <= 1.0:
+        return x
+    lo, hi = np.percentile(x, [lo_pct, hi_pct])
+    if hi <= lo:
+        raise ValueError("volume is constant: nothing to register")
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def _as_volume(v: VolumeLike, what: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A 3D float32 array (and the affine if it came from a NIfTI file)."""
+    if isinstance(v, (str, Path)):
+        from .io.nifti import load_volume
+        arr, affine, _ = load_volume(v)
+        return arr, affine
+    arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim != 3:
+        raise ValueError(f"{what} must be a 3D volume, got shape {arr.shape}")
+    return arr.astype(np.float32), None
+
+
+def register_tensors(
+    predict_patch: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scales: Sequence[int],
+    fixed: torch.Tensor,
+    moving: torch.Tensor,
+    patch: Sequence[int],
+    stride: Sequence[int],
+    batch_size: int = 4,
+    progress: Optional[Callable[[int], None]] = None,
+) -> torch.Tensor:
+    """Residual coarse-to-fine registration of whole ``(1, 1, D, H, W)`` volumes by tiles.
+
+    Volumes are zero-padded to a multiple of the coarsest scale (so every scale divides them)
+    and the field is cropped back. Returns ``(1, 3, D, H, W)``.
+    """
+    size = fixed.shape[2:]
+    k = max(scales)
+    pads = []
+    for n in reversed(size):
+        pads += [0, -(-n // k) * k - n]
+    ft, mt = F.pad(fixed, pads), F.pad(moving, pads)
+
+    def predict(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return tiled_predict(predict_patch, a, b, patch, stride, batch_size, progress=progress)
+
+    u, _ = residual_registration(predict, ft, mt, scales)
+    return u[..., :size[0], :size[1], :size[2]]
+
+
+class SpikeRegInference:
+    """Register volume pairs with a trained network (default: the shipped model).
+
+    >>> reg = SpikeRegInference()                      # shipped default model
+    >>> field = reg.register(fixed, moving)            # (3, D, H, W) in voxels
+    >>> warped = reg.apply_deformation(moving, field)
+    """
+
+    def __init__(self, checkpoint: Union[str, Path, None] = None, device: str = "cpu",
+                 patch_size: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
+                 batch_size: int = 4, progress: bool = False) -> None:
+        path = Path(checkpoint) if checkpoint is not None else DEFAULT_MODEL
+        if checkpoint is None and not path.is_file():
+            raise FileNotFoundError(f"the shipped default model is missing ({path}); pass a checkpoint")
+        self.checkpoint_path = path
+        self.net, ckpt = load_network(path)
+        self.device = torch.device(device)
+        self.net.to(self.device)
+        inf = ckpt.get("inference", {})
+        p = patch_size or inf.get("patch_size", 32)
+        s = stride or inf.get("stride", None)
+        self.patch = [int(p)] * 3 if np.isscalar(p) else [int(x) for x in p]
+        s = s if s is not None else [max(1, x // 2) for x in self.patch]
+        self.stride = [int(s)] * 3 if np.isscalar(s) else [int(x) for x in s]
+        m = self.net.cfg.size_multiple // max(self.net.cfg.scales)
+        if any(x % m for x in self.patch):
+            raise ValueError(f"patch size {self.patch} must be divisible by {m}")
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.meta = {k: ckpt.get(k) for k in ("best_val_dice", "data_config", "train_summary")}
+        self.activity: Dict[str, np.ndarray] = {}
+        self.num_neurons: Dict[str, int] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def _predict(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        out = self.net(fixed, moving)
+        for k, v in self.net.activity.items():  # accumulate activity over patches/iterations
+            prev = self.activity.get(k)
+            v = v.cpu().numpy()
+            self.activity[k] = v if prev is None else prev + v
+            self.num_neurons[k] = self.num_neurons.get(k, 0) + self.net.num_neurons[k] * fixed.shape[0]
+        return out
+
+    @torch.no_grad()
+    def register(self, fixed: VolumeLike, moving: VolumeLike) -> np.ndarray:
+        """Displacement field ``(3, D, H, W)`` in voxels that warps ``moving`` onto ``fixed``."""
+        f, fa = _as_volume(fixed, "fixed")
+        m, ma = _as_volume(moving, "moving")
+        if f.shape != m.shape:
+            raise ValueError(f"fixed {f.shape} and moving {m.shape} must have the same shape")
+        if fa is not None and ma is not None and not np.allclose(fa, ma, atol=1e-3):
+            raise ValueError(f"fixed and moving affines differ:\n{fa}\n{ma}\nresample to a common grid first")
+        f, m = normalize_intensity(f), normalize_intensity(m)
+        ft = torch.from_numpy(f)[None, None].to(self.device)
+        mt = torch.from_numpy(m)[None, None].to(self.device)
+        self.activity, self.num_neurons = {}, {}
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+            total = sum(count_tiles([-(-n // s) for n in f.shape], self.patch, self.stride)
+                        for s in self.net.cfg.scales)
+            bar = tqdm(total=total, desc="register", unit="patch", leave=False)
+        u = register_tensors(self._predict, self.net.cfg.scales, ft, mt, self.patch, self.stride,
+                             self.batch_size, progress=bar.update if bar is not None else None)
+        if bar is not None:
+            bar.close()
+        return u[0].cpu().numpy().astype(np.float32)
+
+    @staticmethod
+    def apply_deformation(moving: VolumeLike, field: np.ndarray, labels: bool = False) -> np.ndarray:
+        """Pull-warp ``moving`` with ``field`` (trilinear; nearest for ``labels=True``)."""
+        m, _ = _as_volume(moving, "moving")
+        field = np.asarray(field, dtype=np.float32)
+        if field.shape != (3, *m.shape):
+            raise ValueError(f"field shape {field.shape} does not match volume {m.shape} (expected (3, D, H, W))")
+        if not np.isfinite(field).all():
+            raise ValueError("field contains NaN or inf")
+        mt = torch.from_numpy(m)[None, None]
+        ut = torch.from_numpy(field)[None]
+        out = warp(mt, ut, mode="nearest" if labels else "bilinear")
+        return out[0, 0].numpy().astype(m.dtype if not labels else np.int32)

@@ -1,0 +1,109 @@
+"""Network blocks in lava-dl ``slayer/block`` style: one block = synapse + neuron, each block
+with its own ``export()`` description read by calibration, the Lava backend and the mapper."""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict
+
+import torch
+
+from .neuron import NeuronConfig, device_params, make_neuron, reset_neuron
+from .synapse import Conv3dSynapse
+
+
+def _init_weight(synapse: Conv3dSynapse, gain: float) -> None:
+    fan_in = synapse.in_channels // synapse.groups * math.prod(synapse.kernel_size)
+    with torch.no_grad():
+        synapse.weight.normal_(0.0, gain / math.sqrt(fan_in))
+
+
+class SpikingConvBlock(torch.nn.Module):
+    """3D conv synapse followed by a SLAYER neuron; spikes in, spikes out, time last.
+
+    The synapse's ``pre_hook_fx`` is the neuron's ``quantize_8bit`` (SLAYER's default for its
+    blocks): training sees the 8-bit weight grid Loihi uses (even mantissas in [-256, 254] at
+    weight scale 64), so the exported integers are the trained weights.
+    """
+
+    def __init__(self, name: str, in_channels: int, out_channels: int, neuron: NeuronConfig,
+                 kernel_size: int = 3, stride: int = 1, weight_gain: float = 2.0,
+                 quantize: bool = True) -> None:
+        super().__init__()
+        self.name = name
+        self.neuron_cfg = neuron
+        self.neuron = make_neuron(neuron)
+        self.synapse = Conv3dSynapse(in_channels, out_channels, kernel_size, stride=stride,
+                                     pre_hook_fx=self.neuron.quantize_8bit if quantize else None)
+        _init_weight(self.synapse, weight_gain)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        reset_neuron(self.neuron)
+        return self.neuron(self.synapse(x))
+
+    def export(self) -> Dict[str, Any]:
+        """Block description: geometry, integer weight mantissas, neuron device parameters."""
+        syn = self.synapse
+        w = syn.weight if syn.pre_hook_fx is None else syn.pre_hook_fx(syn.weight, descale=True)
+        return {
+            "name": self.name,
+            "type": "conv3d",
+            "in_channels": syn.in_channels,
+            "out_channels": syn.out_channels,
+            "kernel_size": list(syn.kernel_size),
+            "stride": list(syn.stride),
+            "padding": list(syn.padding),
+            "weight": w.detach().cpu().numpy(),
+            "weight_scale": int(self.neuron.w_scale),
+            "neuron_kind": self.neuron_cfg.kind,
+            "neuron": device_params(self.neuron),
+            "neuron_config": self.neuron_cfg.to_dict(),
+        }
+
+
+class ReadoutBlock(torch.nn.Module):
+    """Non-spiking read-out: a 3D conv synapse into integrator neurons with no threshold.
+
+    On Loihi this is a compartment with ``iDecay = 4096`` (current = input), ``vDecay = 0``
+    (no leak) and spiking disabled; its voltage after ``T`` steps is ``sum_t W * s[t]`` and is read
+    out. We return ``scale * v_T / T`` (voxels).
+    """
+
+    def __init__(self, name: str, in_channels: int, out_channels: int, scale: float,
+                 kernel_size: int = 3, w_scale: int = 64, quantize: bool = True) -> None:
+        super().__init__()
+        self.name = name
+        self.scale = float(scale)
+        self.w_scale = int(w_scale)
+        self.synapse = Conv3dSynapse(in_channels, out_channels, kernel_size,
+                                     pre_hook_fx=self._quantize if quantize else None)
+        with torch.no_grad():
+            self.synapse.weight.normal_(0.0, 0.1 / math.sqrt(in_channels * kernel_size ** 3))
+
+    def _quantize(self, weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
+        # the same 8-bit grid as SLAYER's neuron.quantize_8bit
+        from lava.lib.dl.slayer.utils import quantize
+        q = quantize(weight, step=2 / self.w_scale).clamp(-256 / self.w_scale, 254 / self.w_scale)
+        return q * self.w_scale if descale else q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes ``(N, C, D, H, W, T)`` -> analog field ``(N, C_out, D, H, W)``."""
+        v = self.synapse(x).sum(dim=-1)
+        return v * (self.scale / x.shape[-1])
+
+    def export(self) -> Dict[str, Any]:
+        syn = self.synapse
+        w = syn.weight if syn.pre_hook_fx is None else syn.pre_hook_fx(syn.weight, descale=True)
+        return {
+            "name": self.name,
+            "type": "readout3d",
+            "in_channels": syn.in_channels,
+            "out_channels": syn.out_channels,
+            "kernel_size": list(syn.kernel_size),
+            "stride": list(syn.stride),
+            "padding": list(syn.padding),
+            "weight": w.detach().cpu().numpy(),
+            "weight_scale": self.w_scale,
+            "neuron_kind": "integrator",
+            "neuron": {"iDecay": 4096, "vDecay": 0, "spiking": False},
+            "output_scale": self.scale,
+        }

@@ -1,0 +1,77 @@
+"""Model configuration (network shape, time windows, neurons, residual policy)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Tuple
+
+from .neuron import NeuronConfig
+
+
+@dataclass
+class ModelConfig:
+    """SpikeReg network and policy hyper-parameters.
+
+    ``enc_windows[l]`` is the number of time steps of encoder level ``l`` (decreasing with depth:
+    level ``l + 1`` sees the last ``enc_windows[l + 1]`` steps of level ``l``); every decoder level
+    and the read-out run for ``dec_window`` steps. ``scales`` gives, per residual iteration, the
+    downsampling factor of that iteration (coarse to fine), so ``len(scales)`` is the number of
+    iterations.
+    """
+
+    in_channels: int = 2
+    enc_channels: Tuple[int, ...] = (8, 16, 32, 32)
+    dec_channels: Tuple[int, ...] = (32, 16, 8)
+    enc_windows: Tuple[int, ...] = (8, 6, 4, 4)
+    dec_window: int = 4
+    input_bits: int = 8
+    readout_scale: float = 4.0
+    weight_gain: float = 2.0
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    scales: Tuple[int, ...] = (2, 1)
+
+    def __post_init__(self) -> None:
+        self.enc_channels = tuple(int(c) for c in self.enc_channels)
+        self.dec_channels = tuple(int(c) for c in self.dec_channels)
+        self.enc_windows = tuple(int(t) for t in self.enc_windows)
+        self.scales = tuple(int(s) for s in self.scales)
+        if isinstance(self.neuron, dict):
+            self.neuron = NeuronConfig.from_dict(self.neuron)
+        if len(self.enc_channels) != 4 or len(self.enc_windows) != 4:
+            raise ValueError("enc_channels and enc_windows need 4 entries (4 encoder levels), got "
+                             f"{self.enc_channels} and {self.enc_windows}")
+        if len(self.dec_channels) != 3:
+            raise ValueError(f"dec_channels needs 3 entries (decoder levels 2, 1, 0), got {self.dec_channels}")
+        if any(t < 1 for t in self.enc_windows) or self.dec_window < 1:
+            raise ValueError("time windows must be >= 1 step")
+        if any(a < b for a, b in zip(self.enc_windows, self.enc_windows[1:])):
+            raise ValueError(f"encoder time windows must not increase with depth, got {self.enc_windows}")
+        if self.dec_window > min(self.enc_windows):
+            raise ValueError(f"dec_window ({self.dec_window}) must be <= every encoder window "
+                             f"{self.enc_windows} (skips feed their last dec_window steps)")
+        if not self.scales or any(s < 1 or (s & (s - 1)) for s in self.scales):
+            raise ValueError(f"scales must be a non-empty list of powers of two, got {self.scales}")
+        if not 1 <= self.input_bits <= 24:
+            raise ValueError(f"input_bits must be in [1, 24], got {self.input_bits}")
+
+    @property
+    def iterations(self) -> int:
+        return len(self.scales)
+
+    @property
+    def size_multiple(self) -> int:
+        """Spatial sizes must be divisible by this (3 stride-2 levels x the coarsest scale)."""
+        return 8 * max(self.scales)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        for k in ("enc_channels", "dec_channels", "enc_windows", "scales"):
+            d[k] = list(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)

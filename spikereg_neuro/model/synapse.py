@@ -1,0 +1,106 @@
+"""3D convolution synapse in SLAYER's conventions.
+
+SLAYER's own ``synapse.Conv`` is 2D-spatial + time (a ``Conv3d`` over H, W, T). Volumes need
+a true 3D spatial kernel applied independently at every time step; this class keeps SLAYER's
+synapse API: ``pre_hook_fx`` (weight quantization hook, called as ``fx(weight)`` in the forward
+pass and ``fx(weight, descale=True)`` on export), ``weight_scale`` at initialisation,
+optional weight normalisation, and a ``shape`` property.
+
+Tensors are SLAYER's layout with time last: ``(N, C, D, H, W, T)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+_Triple = Union[int, Sequence[int]]
+
+
+def _triple(v: _Triple) -> tuple[int, int, int]:
+    if isinstance(v, int):
+        return (v, v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 3:
+        raise ValueError(f"expected an int or 3 ints, got {v}")
+    return v  # type: ignore[return-value]
+
+
+class Conv3dSynapse(torch.nn.Conv3d):
+    """3D spatial convolution applied at each time step of a ``(N, C, D, H, W, T)`` tensor.
+
+    Parameters mirror ``lava.lib.dl.slayer.synapse.Conv``; there is no bias (SLAYER synapses
+    have none; Loihi biases live in the neuron).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: _Triple = 3,
+        stride: _Triple = 1,
+        padding: Optional[_Triple] = None,
+        dilation: _Triple = 1,
+        groups: int = 1,
+        weight_scale: float = 1.0,
+        weight_norm: bool = False,
+        pre_hook_fx: Optional[Callable[..., torch.Tensor]] = None,
+    ) -> None:
+        kernel_size = _triple(kernel_size)
+        if padding is None:
+            padding = tuple(k // 2 for k in kernel_size)
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=_triple(stride),
+            padding=_triple(padding), dilation=_triple(dilation), groups=groups, bias=False,
+        )
+        if weight_scale != 1:
+            self.weight = torch.nn.Parameter(weight_scale * self.weight.data)
+        self._pre_hook_fx = pre_hook_fx
+        self.weight_norm_enabled = False
+        if weight_norm:
+            self.enable_weight_norm()
+
+    # -- SLAYER GenericLayer API ------------------------------------------------------------
+    @property
+    def pre_hook_fx(self) -> Optional[Callable[..., torch.Tensor]]:
+        """Weight pre-hook (typically the quantizer)."""
+        return self._pre_hook_fx
+
+    @pre_hook_fx.setter
+    def pre_hook_fx(self, fx: Optional[Callable[..., torch.Tensor]]) -> None:
+        self._pre_hook_fx = fx
+
+    def enable_weight_norm(self) -> None:
+        torch.nn.utils.weight_norm(self, name="weight")
+        self.weight_norm_enabled = True
+
+    def disable_weight_norm(self) -> None:
+        torch.nn.utils.remove_weight_norm(self, name="weight")
+        self.weight_norm_enabled = False
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.weight.shape
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the forward pass uses (after ``pre_hook_fx``)."""
+        return self.weight if self._pre_hook_fx is None else self._pre_hook_fx(self.weight)
+
+    def output_shape(self, in_shape: Sequence[int]) -> tuple[int, int, int]:
+        """Spatial output shape for a spatial input shape ``(D, H, W)``."""
+        out = []
+        for n, k, s, p, d in zip(in_shape, self.kernel_size, self.stride, self.padding, self.dilation):
+            out.append((n + 2 * p - d * (k - 1) - 1) // s + 1)
+        return tuple(out)  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        """``(N, C, D, H, W, T) -> (N, C_out, D', H', W', T)``."""
+        if x.dim() != 6:
+            raise ValueError(f"Conv3dSynapse expects (N, C, D, H, W, T), got {tuple(x.shape)}")
+        n, c, d, h, w, t = x.shape
+        frames = x.permute(0, 5, 1, 2, 3, 4).reshape(n * t, c, d, h, w)
+        y = F.conv3d(frames, self.effective_weight(), None, self.stride, self.padding,
+                     self.dilation, self.groups)
+        y = y.reshape(n, t, *y.shape[1:]).permute(0, 2, 3, 4, 5, 1)
+        return y.contiguous()

@@ -1,0 +1,110 @@
+"""SpikeReg's spiking 3D U-Net (lava-dl SLAYER neurons, our 3D synapse)."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+
+from .blocks import ReadoutBlock, SpikingConvBlock
+from .config import ModelConfig
+from .encoding import encode_graded
+
+
+def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (stays binary)."""
+    return s.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+
+
+class SpikeRegUNet(torch.nn.Module):
+    """4-level spiking U-Net: (fixed, moving) -> displacement field in voxels.
+
+    * ``enc0``: graded-spike input (2 channels) -> conv 3^3 -> neurons, ``enc_windows[0]`` steps;
+    * ``enc1..enc3``: stride-2 conv 3^3 -> neurons, each on the last ``enc_windows[l]`` steps of
+      the level above (decreasing time windows);
+    * ``dec2..dec0``: x2 nearest upsampling of spikes, concatenation with the encoder skip
+      (its last ``dec_window`` steps), conv 3^3 -> neurons;
+    * ``readout``: conv 3^3 into non-spiking integrators, averaged over the window.
+
+    Only binary spikes travel between spiking layers. After each forward pass
+    ``self.activity`` holds, per layer, the spike count at each time step (summed over batch and
+    neurons) and ``self.num_neurons`` the layer sizes; ``self.rates`` holds differentiable mean
+    firing rates for the rate regulariser.
+    """
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or ModelConfig()
+        ec, dc, nc = cfg.enc_channels, cfg.dec_channels, cfg.neuron
+        g = cfg.weight_gain
+        self.enc = torch.nn.ModuleList([
+            SpikingConvBlock("enc0", cfg.in_channels, ec[0], nc, stride=1, weight_gain=g),
+            SpikingConvBlock("enc1", ec[0], ec[1], nc, stride=2, weight_gain=g),
+            SpikingConvBlock("enc2", ec[1], ec[2], nc, stride=2, weight_gain=g),
+            SpikingConvBlock("enc3", ec[2], ec[3], nc, stride=2, weight_gain=g),
+        ])
+        self.dec = torch.nn.ModuleList([
+            SpikingConvBlock("dec2", ec[3] + ec[2], dc[0], nc, weight_gain=g),
+            SpikingConvBlock("dec1", dc[0] + ec[1], dc[1], nc, weight_gain=g),
+            SpikingConvBlock("dec0", dc[1] + ec[0], dc[2], nc, weight_gain=g),
+        ])
+        self.readout = ReadoutBlock("readout", dc[2], 3, scale=cfg.readout_scale)
+        self.activity: Dict[str, torch.Tensor] = {}
+        self.num_neurons: Dict[str, int] = {}
+        self.rates: Dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------------------------------
+    def blocks(self) -> List[torch.nn.Module]:
+        """All blocks in execution order (encoder, decoder, read-out)."""
+        return [*self.enc, *self.dec, self.readout]
+
+    def check_input(self, fixed: torch.Tensor, moving: torch.Tensor) -> None:
+        if fixed.dim() != 5 or moving.dim() != 5:
+            raise ValueError(f"fixed and moving must be (N, 1, D, H, W); got {tuple(fixed.shape)} "
+                             f"and {tuple(moving.shape)}")
+        if fixed.shape != moving.shape:
+            raise ValueError(f"fixed {tuple(fixed.shape)} and moving {tuple(moving.shape)} differ in shape")
+        if fixed.shape[1] + moving.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"expected {self.cfg.in_channels} input channels in total, got "
+                             f"{fixed.shape[1] + moving.shape[1]}")
+        bad = [s for s in fixed.shape[2:] if s % 8]
+        if bad:
+            raise ValueError(f"spatial size {tuple(fixed.shape[2:])} must be divisible by 8 "
+                             "(3 stride-2 levels); pad or tile the volume")
+
+    def _record(self, name: str, spikes: torch.Tensor) -> None:
+        self.rates[name] = spikes.mean()
+        self.activity[name] = spikes.detach().sum(dim=(0, 1, 2, 3, 4))
+        self.num_neurons[name] = int(spikes[0, ..., 0].numel())
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, D, H, W)`` x 2 -> displacement ``(N, 3, D, H, W)`` in voxels."""
+        self.check_input(fixed, moving)
+        cfg = self.cfg
+        self.activity, self.rates, self.num_neurons = {}, {}, {}
+        x = encode_graded(torch.cat([fixed, moving], dim=1), cfg.enc_windows[0], cfg.input_bits)
+        skips = []
+        for level, block in enumerate(self.enc):
+            x = block(x[..., -cfg.enc_windows[level]:])
+            self._record(block.name, x)
+            skips.append(x)
+        td = cfg.dec_window
+        x = x[..., -td:]
+        for block, skip in zip(self.dec, reversed(skips[:-1])):
+            x = block(torch.cat([upsample_spikes(x), skip[..., -td:]], dim=1))
+            self._record(block.name, x)
+        return self.readout(x)
+
+    def export(self) -> List[dict]:
+        """Per-block descriptions in execution order, with the graph's connectivity."""
+        cfg = self.cfg
+        out = []
+        inputs = {"enc0": ["input"], "enc1": ["enc0"], "enc2": ["enc1"], "enc3": ["enc2"],
+                  "dec2": ["up(enc3)", "enc2"], "dec1": ["up(dec2)", "enc1"],
+                  "dec0": ["up(dec1)", "enc0"], "readout": ["dec0"]}
+        windows = dict(zip(["enc0", "enc1", "enc2", "enc3"], cfg.enc_windows))
+        for b in self.blocks():
+            d = b.export()
+            d["inputs"] = inputs[b.name]
+            d["time_window"] = windows.get(b.name, cfg.dec_window)
+            out.append(d)
+        return out

@@ -1,0 +1,214 @@
+"""Differentiable registration losses (torch, batch-first, 3D).
+
+All losses return a scalar tensor where **lower is better**:
+
+* :class:`LocalNCC` returns ``-mean(local NCC)`` (``-mean(NCC^2)`` by default, as VoxelMorph),
+  so a perfect match gives ``-1``;
+* :class:`MSE` returns the mean squared error;
+* :class:`GradientSmoothness` / :class:`BendingEnergy` regularise displacement fields
+  ``(N, 3, D, H, W)`` (voxel units);
+* :class:`DiceLoss` returns ``1 - mean Dice`` over foreground channels of one-hot maps.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = [
+    "LocalNCC",
+    "MSE",
+    "GradientSmoothness",
+    "BendingEnergy",
+    "DiceLoss",
+    "one_hot",
+]
+
+
+def _check_5d(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 5:
+        raise ValueError(f"{name} must have shape (N, C, D, H, W), got {tuple(x.shape)}")
+
+
+def _check_pair(a: torch.Tensor, b: torch.Tensor, names=("fixed", "warped")) -> None:
+    _check_5d(a, names[0])
+    _check_5d(b, names[1])
+    if a.shape != b.shape:
+        raise ValueError(
+            f"shape mismatch: {names[0]} {tuple(a.shape)} vs {names[1]} {tuple(b.shape)}"
+        )
+
+
+def _check_field(field: torch.Tensor, name: str = "field") -> None:
+    _check_5d(field, name)
+    if field.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (N, 3, D, H, W), got {tuple(field.shape)}")
+
+
+class LocalNCC(nn.Module):
+    """Local (windowed) normalised cross-correlation loss, ``-mean(NCC^p)``.
+
+    For every voxel the correlation of the two images over a ``window^3`` box is computed from
+    box sums (``conv3d`` with a ones kernel), as in VoxelMorph's ``NCC``::
+
+        cc = cross / sqrt(var_I * var_J + eps)         (squared=False)
+        cc = cross^2 / (var_I * var_J + eps)           (squared=True, VoxelMorph's default)
+
+    Returned value: ``-mean(cc)`` over batch, channels and voxels, so identical images give
+    ``~ -1`` and lower is better. Differences from VoxelMorph: local means use the number of
+    voxels of the window that lie inside the volume (zero padding is not counted), so the
+    statistic is exactly invariant to ``a * I + b`` up to ``eps`` at the borders too. Constant
+    windows (zero variance) give ``cc = 0``. Channels are treated independently.
+    """
+
+    def __init__(self, window: int | Sequence[int] = 9, eps: float = 1e-5, squared: bool = True):
+        super().__init__()
+        win = (int(window),) * 3 if isinstance(window, int) else tuple(int(w) for w in window)
+        if len(win) != 3 or any(w < 1 or w % 2 == 0 for w in win):
+            raise ValueError(f"window must be an odd positive int or 3 of them, got {window}")
+        if eps <= 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        self.window = win
+        self.eps = float(eps)
+        self.squared = bool(squared)
+
+    def _box_sum(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        kernel = torch.ones((c, 1) + self.window, device=x.device, dtype=x.dtype)
+        pad = tuple(w // 2 for w in self.window)
+        return F.conv3d(x, kernel, padding=pad, groups=c)
+
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        _check_pair(fixed, warped)
+        i, j = fixed, warped
+        ones = torch.ones_like(i[:, :1])
+        n = self._box_sum(ones)  # voxels of each window inside the volume, (N, 1, D, H, W)
+        s_i, s_j = self._box_sum(i), self._box_sum(j)
+        s_ii, s_jj, s_ij = self._box_sum(i * i), self._box_sum(j * j), self._box_sum(i * j)
+        cross = s_ij - s_i * s_j / n
+        var_i = (s_ii - s_i * s_i / n).clamp_min(0.0)
+        var_j = (s_jj - s_j * s_j / n).clamp_min(0.0)
+        if self.squared:
+            cc = cross * cross / (var_i * var_j + self.eps)
+        else:
+            cc = cross / torch.sqrt(var_i * var_j + self.eps)
+        return -cc.mean()
+
+
+class MSE(nn.Module):
+    """Mean squared error ``mean((fixed - warped)^2)``."""
+
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        _check_pair(fixed, warped)
+        return torch.mean((fixed - warped) ** 2)
+
+
+def _diff(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Forward difference along spatial ``axis`` (0, 1, 2) of a (N, C, D, H, W) tensor."""
+    return torch.diff(x, dim=axis + 2)
+
+
+class GradientSmoothness(nn.Module):
+    """VoxelMorph-style ``Grad`` regulariser of a displacement field ``(N, 3, D, H, W)``.
+
+    ``mean over axes k of mean(|d_k u|^p)`` with forward differences ``d_k``; ``p = 2`` for
+    ``penalty='l2'``, ``p = 1`` for ``'l1'``. Zero exactly for constant fields.
+    """
+
+    def __init__(self, penalty: str = "l2"):
+        super().__init__()
+        if penalty not in ("l1", "l2"):
+            raise ValueError(f"penalty must be 'l1' or 'l2', got {penalty!r}")
+        self.penalty = penalty
+
+    def forward(self, field: torch.Tensor) -> torch.Tensor:
+        _check_field(field)
+        terms = []
+        for k in range(3):
+            d = _diff(field, k)
+            terms.append((d * d).mean() if self.penalty == "l2" else d.abs().mean())
+        return sum(terms) / 3.0
+
+
+class BendingEnergy(nn.Module):
+    """Bending energy of a displacement field ``(N, 3, D, H, W)`` (voxel units).
+
+    ``sum_k mean(d_kk u ^ 2) + 2 * sum_{k<l} mean(d_kl u ^ 2)``, with second differences
+    ``u[x+1] - 2u[x] + u[x-1]`` on the diagonal and forward-forward mixed differences; each
+    ``mean`` is over batch, the 3 channels and the valid voxels. Zero for affine fields.
+    """
+
+    def forward(self, field: torch.Tensor) -> torch.Tensor:
+        _check_field(field)
+        if any(s < 3 for s in field.shape[2:]):
+            raise ValueError(f"field needs >= 3 voxels per axis, got {tuple(field.shape[2:])}")
+        total = field.new_zeros(())
+        first = [_diff(field, k) for k in range(3)]
+        for k in range(3):
+            dkk = _diff(first[k], k)
+            total = total + (dkk * dkk).mean()
+            for m in range(k + 1, 3):
+                dkm = _diff(first[k], m)
+                total = total + 2.0 * (dkm * dkm).mean()
+        return total
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot float ``(N, L, D, H, W)`` from int labels ``(N, 1, D, H, W)``/``(N, D, H, W)``."""
+    if not isinstance(labels, torch.Tensor):
+        raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+    if labels.dim() == 5:
+        if labels.shape[1] != 1:
+            raise ValueError(
+                f"labels must have shape (N, 1, D, H, W) or (N, D, H, W), got {tuple(labels.shape)}"
+            )
+        labels = labels[:, 0]
+    if labels.dim() != 4:
+        raise ValueError(
+            f"labels must have shape (N, 1, D, H, W) or (N, D, H, W), got {tuple(labels.shape)}"
+        )
+    if labels.is_floating_point():
+        if not torch.equal(labels, labels.round()):
+            raise ValueError("labels must hold integer values")
+    labels = labels.long()
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes - 1}], got range "
+            f"[{int(labels.min())}, {int(labels.max())}]"
+        )
+    return F.one_hot(labels, num_classes).permute(0, 4, 1, 2, 3).float()
+
+
+class DiceLoss(nn.Module):
+    """Soft Dice loss on one-hot / probability maps ``(N, L, D, H, W)``.
+
+    ``1 - mean over (batch, foreground channels) of (2 sum(p t) + smooth) / (sum p + sum t +
+    smooth)``; channel 0 is background and skipped unless ``include_background=True``.
+    A channel empty in both maps has Dice 1 (thanks to ``smooth``).
+    """
+
+    def __init__(self, include_background: bool = False, smooth: float = 1e-5):
+        super().__init__()
+        self.include_background = bool(include_background)
+        self.smooth = float(smooth)
+
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+        _check_pair(fixed, warped)
+        start = 0 if self.include_background else 1
+        if fixed.shape[1] <= start:
+            raise ValueError(
+                f"need at least {start + 1} channels (one-hot labels), got {fixed.shape[1]}"
+            )
+        t = fixed[:, start:]
+        p = warped[:, start:]
+        dims = (2, 3, 4)
+        inter = (p * t).sum(dims)
+        denom = p.sum(dims) + t.sum(dims)
+        dice = (2.0 * inter + self.smooth) / (denom + self.smooth)
+        return 1.0 - dice.mean()

@@ -1,0 +1,4 @@
+"""Training: surrogate-gradient trainer for the SpikeReg network."""
+from .trainer import SpikeRegTrainer, random_patches, rate_penalty
+
+__all__ = ["SpikeRegTrainer", "random_patches", "rate_penalty"]

@@ -1,0 +1,191 @@
+"""The spiking U-Net, its blocks, the residual policy, tiling and checkpoints (tiny sizes)."""
+import numpy as np
+import pytest
+import torch
+
+from spikereg_neuro.checkpoint import load_network, read_checkpoint, save_checkpoint
+from spikereg_neuro.model.blocks import SpikingConvBlock
+from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.encoding import encode_graded, graded_payload
+from spikereg_neuro.model.neuron import NeuronConfig, make_neuron
+from spikereg_neuro.model.policy import residual_registration
+from spikereg_neuro.model.synapse import Conv3dSynapse
+from spikereg_neuro.model.unet import SpikeRegUNet, upsample_spikes
+from spikereg_neuro.registration.transform import compose
+from spikereg_neuro.tiling import blend_window, tile_starts, tiled_predict
+
+TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+
+
+def _pair(size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 1, size, size, size, generator=g), torch.rand(1, 1, size, size, size, generator=g)
+
+
+def test_synapse_matches_conv3d_per_time_step():
+    torch.manual_seed(0)
+    syn = Conv3dSynapse(2, 3, 3, stride=2)
+    x = (torch.rand(1, 2, 8, 8, 8, 5) > 0.7).float()
+    y = syn(x)
+    assert y.shape == (1, 3, 4, 4, 4, 5)
+    for t in range(5):
+        ref = torch.nn.functional.conv3d(x[..., t], syn.weight, None, 2, 1)
+        assert torch.allclose(y[..., t], ref, atol=1e-6)
+    assert syn.output_shape((8, 8, 8)) == (4, 4, 4)
+    with pytest.raises(ValueError, match=r"\(N, C, D, H, W, T\)"):
+        syn(torch.zeros(1, 2, 8, 8, 8))
+
+
+def test_block_weights_are_on_the_8bit_grid_and_export_integers():
+    blk = SpikingConvBlock("b", 2, 4, NeuronConfig(), weight_gain=8.0)
+    w = blk.synapse.effective_weight() * blk.neuron.w_scale
+    assert torch.allclose(w, w.round()) and (w.round() % 2 == 0).all()
+    assert w.min() >= -256 and w.max() <= 254
+    d = blk.export()
+    assert d["type"] == "conv3d" and d["weight"].shape == (4, 2, 3, 3, 3)
+    assert np.array_equal(d["weight"], np.round(d["weight"]))
+    assert d["neuron"]["vThMant"] == 64 and d["neuron"]["refDecay"] == 2048
+
+
+def test_refractory_period_holds():
+    """Constant drive that fires every step without refractoriness skips steps with it."""
+    cfg = NeuronConfig(threshold=1.0, current_decay=1.0, voltage_decay=1.0, refractory_decay=0.5)
+    neuron = make_neuron(cfg)
+    drive = torch.full((1, 1, 12), 1.2)  # v = 1.2 every step (no memory), above threshold 1
+    s = neuron(drive)[0, 0]
+    assert s[0] == 1
+    # after a spike r = 2 theta, decaying by half per step: v - r < theta for the next steps
+    assert s.sum() < 12
+    fired = torch.nonzero(s).flatten().tolist()
+    assert all(b - a >= 2 for a, b in zip(fired, fired[1:])), fired
+    # a CUBA neuron (no refractory state) with the same drive and hard reset fires every step
+    cuba = make_neuron(NeuronConfig(kind="cuba", current_decay=1.0, voltage_decay=1.0))
+    assert cuba(drive)[0, 0].sum() == 12
+
+
+def test_graded_encoding_is_quantized_and_repeated():
+    x = torch.tensor([0.0, 0.5, 1.0, 0.3]).view(1, 1, 1, 1, 4)
+    e = encode_graded(x, steps=3, bits=8)
+    assert e.shape == (1, 1, 1, 1, 4, 3)
+    assert torch.allclose(e[..., 0] * 255, graded_payload(x).float())
+    with pytest.raises(ValueError, match="NaN"):
+        encode_graded(torch.tensor([float("nan")]).view(1, 1, 1, 1, 1), 2)
+
+
+def test_unet_shapes_spikes_and_activity():
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY))
+    f, m = _pair(16)
+    u = net(f, m)
+    assert u.shape == (1, 3, 16, 16, 16) and torch.isfinite(u).all()
+    assert set(net.activity) == {"enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0"}
+    assert net.activity["enc0"].shape == (4,) and net.activity["enc1"].shape == (3,)
+    assert net.activity["dec0"].shape == (2,)
+    assert net.num_neurons["enc0"] == 4 * 16 ** 3 and net.num_neurons["enc3"] == 8 * 2 ** 3
+    # every layer fires at initialisation (the original SpikeReg was silent past layer 1)
+    for name, counts in net.activity.items():
+        assert counts.sum() > 0, name
+
+
+def test_only_binary_spikes_travel_between_layers():
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY))
+    seen = []
+    for blk in [*net.enc, *net.dec]:
+        blk.register_forward_hook(lambda mod, inp, out: seen.append(out))
+    net(*_pair(16))
+    for out in seen:
+        assert torch.all((out == 0) | (out == 1))
+
+
+def test_gradient_reaches_every_layer():
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY))
+    f, m = _pair(16)
+    u, _ = residual_registration(net, f, m, net.cfg.scales)
+    (u ** 2).mean().backward()
+    for name, p in net.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_bad_input_shapes():
+    net = SpikeRegUNet(ModelConfig(**TINY))
+    with pytest.raises(ValueError, match="divisible by 8"):
+        net(torch.rand(1, 1, 12, 16, 16), torch.rand(1, 1, 12, 16, 16))
+    with pytest.raises(ValueError, match="differ in shape"):
+        net(torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 8, 16, 16))
+
+
+def test_model_config_validation():
+    with pytest.raises(ValueError, match="must not increase"):
+        ModelConfig(enc_windows=(4, 6, 2, 2), dec_window=2)
+    with pytest.raises(ValueError, match="dec_window"):
+        ModelConfig(enc_windows=(8, 6, 4, 2), dec_window=4)
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"channels": 3})
+
+
+def test_residual_policy_composes_fields():
+    """Two iterations with fixed predictors give compose(r1, r2), not r1 + r2."""
+    f, m = _pair(16)
+    g = torch.Generator().manual_seed(1)
+    r1 = torch.randn(1, 3, 16, 16, 16, generator=g) * 0.5
+    r2 = torch.randn(1, 3, 16, 16, 16, generator=g) * 0.5
+    preds = iter([r1, r2])
+    u, hist = residual_registration(lambda a, b: next(preds), f, m, scales=(1, 1))
+    assert torch.allclose(u, compose(r1, r2), atol=1e-5)
+    assert not torch.allclose(u, r1 + r2, atol=1e-3)
+    assert len(hist) == 2
+
+
+def test_tiling_one_patch_equals_untiled_and_blends_without_seams():
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
+    f, m = _pair(16)
+    with torch.no_grad():
+        direct = net(f, m)
+        tiled = tiled_predict(net, f, m, patch=[16] * 3, stride=[8] * 3)
+    assert torch.allclose(direct, tiled, atol=1e-6)
+    # a constant predictor through overlapping tiles stays exactly constant (weights normalise)
+    const = lambda a, b: torch.ones(a.shape[0], 3, *a.shape[2:])  # noqa: E731
+    out = tiled_predict(const, torch.rand(1, 1, 20, 24, 9), torch.rand(1, 1, 20, 24, 9), [8, 8, 8], [4, 4, 4])
+    assert out.shape == (1, 3, 20, 24, 9) and torch.allclose(out, torch.ones_like(out))
+    assert tile_starts(20, 8, 4) == [0, 4, 8, 12]
+    assert tile_starts(21, 8, 6) == [0, 6, 12, 13]
+    assert blend_window([8, 8, 8]).min() > 0
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
+    f, m = _pair(16)
+    path = save_checkpoint(tmp_path / "m.pt", net, {"best_val_dice": 0.5})
+    net2, ckpt = load_network(path)
+    with torch.no_grad():
+        assert torch.equal(net(f, m), net2(f, m))
+    assert ckpt["best_val_dice"] == 0.5
+    with pytest.raises(ValueError, match="another model config"):
+        load_network(path, expect=ModelConfig())
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable torch checkpoint"):
+        read_checkpoint(bad)
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a spikereg-neuro checkpoint"):
+        read_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.pt")
+    # weights that do not fit the stored config
+    ck = torch.load(path, weights_only=False)
+    ck["model_config"]["enc_channels"] = [8, 8, 8, 8]
+    torch.save(ck, tmp_path / "mismatch.pt")
+    with pytest.raises(ValueError, match="does not match its own model config"):
+        load_network(tmp_path / "mismatch.pt")
+
+
+def test_upsample_spikes():
+    s = (torch.rand(1, 2, 2, 2, 2, 3) > 0.5).float()
+    u = upsample_spikes(s)
+    assert u.shape == (1, 2, 4, 4, 4, 3)
+    assert torch.equal(u[:, :, ::2, ::2, ::2], s)

@@ -1,0 +1,167 @@
+"""Training, inference and the model commands end to end on a tiny embedded dataset."""
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from spikereg_neuro.cli import main
+from spikereg_neuro.config import Config, load_config
+from spikereg_neuro.data import RegistrationPairs, build_dataset
+from spikereg_neuro.inference import SpikeRegInference
+from spikereg_neuro.model.unet import SpikeRegUNet
+from spikereg_neuro.train.trainer import SpikeRegTrainer, random_patches, rate_penalty
+
+TINY = {
+    "data": {"voxel_size_mm": 8.0, "shape": [16, 24, 16], "n_train": 3, "n_val": 2, "n_test": 2, "seed": 3},
+    "model": {"enc_channels": [4, 4, 8, 8], "dec_channels": [8, 4, 4], "enc_windows": [4, 3, 2, 2],
+              "dec_window": 2, "scales": [2, 1]},
+    "train": {"patch_size": 16, "batch_size": 1, "steps_per_epoch": 2, "epochs": 1, "seed": 0},
+    "inference": {"patch_size": 16, "stride": 8, "batch_size": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    cfg_path = root / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(TINY))
+    cfg = load_config(cfg_path)
+    h5 = build_dataset(cfg.data, root / "cache", progress=False)
+    torch.manual_seed(0)
+    net = SpikeRegUNet(cfg.model)
+    trainer = SpikeRegTrainer(net, cfg, root / "run", progress=False)
+    loader = torch.utils.data.DataLoader(RegistrationPairs(h5, "train"), batch_size=1, shuffle=True)
+    val = torch.utils.data.DataLoader(RegistrationPairs(h5, "val"), batch_size=1)
+    summary = trainer.train(loader, val)
+    return {"root": root, "cfg_path": cfg_path, "cfg": cfg, "h5": h5, "summary": summary,
+            "ckpt": root / "run" / "best.pt", "trainer": trainer}
+
+
+def test_load_config_defaults_and_errors(tmp_path):
+    cfg = load_config()
+    assert isinstance(cfg, Config) and cfg.model.enc_windows == (8, 6, 4, 4)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  enc_chanels: [1, 2, 3, 4]\n")
+    with pytest.raises(ValueError, match="enc_chanels"):
+        load_config(bad)
+    bad.write_text("trainer:\n  lr: 1\n")
+    with pytest.raises(ValueError, match="unknown config sections"):
+        load_config(bad)
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "none.yaml")
+
+
+def test_training_writes_checkpoints_log_and_resumes(tiny):
+    run = tiny["root"] / "run"
+    assert (run / "best.pt").is_file() and (run / "last.pt").is_file()
+    rows = (run / "train_log.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("epoch,") and len(rows) == 2
+    assert np.isfinite(tiny["summary"]["best_val_dice"])
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["config"]["model"] == tiny["cfg"].model.to_dict() and ck["epoch"] == 1
+    # resume continues the epoch count and the log
+    net = SpikeRegUNet(tiny["cfg"].model)
+    tr = SpikeRegTrainer(net, tiny["cfg"], run, progress=False)
+    tr.resume(run / "last.pt")
+    assert tr.epoch == 1
+    loader = torch.utils.data.DataLoader(RegistrationPairs(tiny["h5"], "train"), batch_size=1)
+    tr.train(loader, None, num_epochs=1)
+    assert tr.epoch == 2
+    assert len((run / "train_log.csv").read_text().strip().splitlines()) == 3
+
+
+def test_training_step_lowers_loss_on_a_fixed_batch(tiny):
+    torch.manual_seed(1)
+    cfg = tiny["cfg"]
+    net = SpikeRegUNet(cfg.model)
+    tr = SpikeRegTrainer(net, cfg, tiny["root"] / "run_fit", progress=False)
+    ds = RegistrationPairs(tiny["h5"], "train")
+    full = {k: v[None] for k, v in ds[0].items()}
+    batch = random_patches(full, 1, 16, np.random.default_rng(0))
+    first = tr.step(batch)["loss"]
+    for _ in range(15):
+        last = tr.step(batch)["loss"]
+    assert last < first
+
+
+def test_rate_penalty_band():
+    r = {"a": torch.tensor(0.1), "b": torch.tensor(0.5), "c": torch.tensor(0.0)}
+    assert torch.isclose(rate_penalty(r, (0.02, 0.3)), torch.tensor(0.2 ** 2 + 0.02 ** 2))
+
+
+def test_inference_api_arrays_and_errors(tiny):
+    reg = SpikeRegInference(tiny["ckpt"])
+    rng = np.random.default_rng(0)
+    f = rng.random((16, 24, 16)).astype(np.float32)
+    m = rng.random((16, 24, 16)).astype(np.float32)
+    u = reg.register(f, m)
+    assert u.shape == (3, 16, 24, 16) and np.isfinite(u).all()
+    assert set(reg.activity) >= {"enc0", "dec0"}
+    # any size works (padding, tiling); odd sizes too
+    u2 = reg.register(rng.random((13, 30, 9)), rng.random((13, 30, 9)))
+    assert u2.shape == (3, 13, 30, 9)
+    w = reg.apply_deformation(m, np.zeros_like(u))
+    assert np.allclose(w, m, atol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        reg.register(f, m[:8])
+    with pytest.raises(ValueError, match="NaN"):
+        reg.register(np.full_like(f, np.nan), m)
+    with pytest.raises(ValueError, match="3D"):
+        reg.register(f[0], m[0])
+    with pytest.raises(ValueError, match="field shape"):
+        reg.apply_deformation(m, u[:, :8])
+
+
+def _write(path, arr, affine):
+    nib.save(nib.Nifti1Image(np.asarray(arr, dtype=np.float32), affine), str(path))
+
+
+def test_register_command_keeps_the_fixed_affine(tiny, tmp_path):
+    rng = np.random.default_rng(1)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    aff[:3, 3] = [-10, 5, 3]
+    _write(tmp_path / "f.nii.gz", rng.random((16, 24, 16)), aff)
+    _write(tmp_path / "m.nii.gz", rng.random((16, 24, 16)), aff)
+    _write(tmp_path / "ml.nii.gz", rng.integers(0, 4, (16, 24, 16)), aff)
+    rc = main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m.nii.gz"),
+               "--out-warped", str(tmp_path / "w.nii.gz"), "--out-field", str(tmp_path / "u.nii.gz"),
+               "--moving-labels", str(tmp_path / "ml.nii.gz"),
+               "--out-warped-labels", str(tmp_path / "wl.nii.gz"), "--model", str(tiny["ckpt"])])
+    assert rc == 0
+    for name in ("w", "u", "wl"):
+        img = nib.load(str(tmp_path / f"{name}.nii.gz"))
+        assert np.allclose(img.affine, aff)
+    assert nib.load(str(tmp_path / "u.nii.gz")).shape == (16, 24, 16, 1, 3)
+    wl = np.asarray(nib.load(str(tmp_path / "wl.nii.gz")).dataobj)
+    assert set(np.unique(wl)) <= {0, 1, 2, 3}
+    # mismatched affine: clear error, nothing written
+    aff2 = aff.copy()
+    aff2[0, 3] += 7
+    _write(tmp_path / "m2.nii.gz", rng.random((16, 24, 16)), aff2)
+    rc = main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "m2.nii.gz"),
+               "--out-warped", str(tmp_path / "w2.nii.gz"), "--model", str(tiny["ckpt"])])
+    assert rc == 1 and not (tmp_path / "w2.nii.gz").exists()
+    rc = main(["register", str(tmp_path / "f.nii.gz"), str(tmp_path / "missing.nii.gz"),
+               "--out-warped", str(tmp_path / "w3.nii.gz"), "--model", str(tiny["ckpt"])])
+    assert rc == 1 and not (tmp_path / "w3.nii.gz").exists()
+
+
+def test_demo_command_prints_per_pair_metrics(tiny, tmp_path, capsys):
+    rc = main(["demo", "--model", str(tiny["ckpt"]), "--cache", str(tiny["root"] / "cache"),
+               "--out", str(tmp_path / "demo")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Dice before" in out and "mean" in out
+    doc = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
+    assert len(doc["pairs"]) == 1 and 0 <= doc["mean"]["dice"] <= 1
+    assert doc["mean"]["dice_before"] == pytest.approx(doc["pairs"][0]["dice_before"])
+
+
+def test_train_command(tiny, tmp_path):
+    rc = main(["train", "--config", str(tiny["cfg_path"]), "--out", str(tmp_path / "r"),
+               "--steps", "1", "--cache", str(tiny["root"] / "cache"), "--no-progress"])
+    assert rc == 0
+    assert (tmp_path / "r" / "best.pt").is_file() and (tmp_path / "r" / "summary.json").is_file()
