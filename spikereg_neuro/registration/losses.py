@@ -77,10 +77,22 @@ class LocalNCC(nn.Module):
         self.squared = bool(squared)
 
     def _box_sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-padded box sums over ``window``, as three separable 1D passes.
+
+        Exactly the sums of a ``window^3`` ones kernel, about 10x cheaper on the CPU than the
+        full 3D kernel (measured 0.39 s vs 0.04 s forward + backward for 2 x 32^3, 9^3 window).
+        """
         c = x.shape[1]
-        kernel = torch.ones((c, 1) + self.window, device=x.device, dtype=x.dtype)
-        pad = tuple(w // 2 for w in self.window)
-        return F.conv3d(x, kernel, padding=pad, groups=c)
+        for axis, w in enumerate(self.window):
+            if w == 1:
+                continue
+            shape = [1, 1, 1]
+            shape[axis] = w
+            pad = [0, 0, 0]
+            pad[axis] = w // 2
+            kernel = torch.ones((c, 1, *shape), device=x.device, dtype=x.dtype)
+            x = F.conv3d(x, kernel, padding=tuple(pad), groups=c)
+        return x
 
     def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
         _check_pair(fixed, warped)

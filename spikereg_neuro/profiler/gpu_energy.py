@@ -1,0 +1,214 @@
+"""GPU energy/latency: measured with NVML when a GPU is present, otherwise an estimate that says so.
+CPU wall time is always measured.
+
+Measurement (:func:`measure_gpu`): NVML's ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since the
+driver loaded; Volta and newer) read before and after a loop of calls long enough for the
+counter's coarse updates (at least ``min_seconds``, default 2 s), with ``torch.cuda.synchronize``
+around the loop. The GPU's idle power is measured the same way over an idle window just before,
+and ``idle power x loop time`` is subtracted: ``energy_mj`` is the energy the workload added on top
+of an idle GPU, per call (``gross_energy_mj`` keeps the total).
+
+Estimate (:func:`estimate_gpu`): counted MACs x an energy per MAC from a named, cited constant.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, Dict, Optional
+
+from .constants import Constant
+
+GPU_CONSTANTS: Dict[str, Constant] = {
+    "horowitz_fp32_mac_pj": Constant(
+        4.6, "pJ",
+        "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, energy "
+        "table for 45 nm at 0.9 V: 32-bit float multiply 3.7 pJ + 32-bit float add 0.9 pJ = 4.6 pJ "
+        "per MAC. Arithmetic only: no memory access, data movement, control or idle power, so an "
+        "estimate from it is a LOWER BOUND for any real GPU.", "derived"),
+    "h100_sxm_fp32_peak_pj_per_mac": Constant(
+        20.9, "pJ",
+        "derived from the NVIDIA H100 Tensor Core GPU datasheet (H100 SXM): FP32 67 TFLOPS and max "
+        "TDP 700 W -> 700 W / (67e12 / 2 MAC/s) = 20.9 pJ per MAC. Board power at full FP32 "
+        "(non-tensor-core) throughput; real convolutions run below peak throughput, so the true "
+        "energy per MAC is usually higher, and tensor-core (TF32/FP16) paths are lower.", "derived"),
+}
+
+ESTIMATE_BASES = tuple(GPU_CONSTANTS)
+
+
+def _sync(device) -> None:
+    import torch
+    if torch.cuda.is_available() and str(device).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def nvml_available(device: Any = "cuda") -> bool:
+    """True when CUDA, NVML and the energy counter are usable for ``device``."""
+    try:
+        import torch
+        if not torch.cuda.is_available():
+            return False
+        import pynvml
+        handle = _nvml_handle(device)
+        try:
+            pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        finally:
+            pynvml.nvmlShutdown()
+        return True
+    except Exception:
+        return False
+
+
+def _nvml_handle(device: Any):
+    """The NVML handle of a torch CUDA device (matched by UUID when torch exposes it)."""
+    import pynvml
+    import torch
+    pynvml.nvmlInit()
+    dev = torch.device(device)
+    idx = dev.index if dev.index is not None else torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(idx)
+    uuid = getattr(props, "uuid", None)
+    if uuid is not None:
+        want = str(uuid).lower().replace("gpu-", "")
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            got = pynvml.nvmlDeviceGetUUID(h)
+            got = (got.decode() if isinstance(got, bytes) else got).lower().replace("gpu-", "")
+            if got == want:
+                return h
+    import os
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        first = visible.split(",")[idx].strip()
+        if first.isdigit():
+            return pynvml.nvmlDeviceGetHandleByIndex(int(first))
+        return pynvml.nvmlDeviceGetHandleByUUID(first)
+    return pynvml.nvmlDeviceGetHandleByIndex(idx)
+
+
+def measure_gpu(fn: Callable[[], Any], n_repeats: int = 10, device: Any = "cuda",
+                min_seconds: float = 2.0, idle_seconds: float = 2.0, warmup: int = 3) -> Dict[str, Any]:
+    """Measured GPU energy and latency per call of ``fn`` (NVML energy counter, CUDA synced).
+
+    ``fn`` is called ``warmup`` times, then the idle power is measured over ``idle_seconds``,
+    then ``fn`` runs in a loop of at least ``n_repeats`` calls and at least ``min_seconds``
+    (the number of calls is raised from a timed probe so that the loop lasts that long).
+    Raises RuntimeError when no CUDA GPU with an NVML energy counter is present.
+    """
+    import torch
+    if not torch.cuda.is_available():
+        raise RuntimeError("no CUDA GPU: use estimate_gpu() (labelled 'estimated') instead")
+    import pynvml
+    handle = _nvml_handle(device)
+    try:
+        return _measure(fn, handle, n_repeats, device, min_seconds, idle_seconds, warmup)
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _measure(fn, handle, n_repeats, device, min_seconds, idle_seconds, warmup) -> Dict[str, Any]:
+    import pynvml
+    energy = lambda: pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # noqa: E731  (mJ)
+    name = pynvml.nvmlDeviceGetName(handle)
+    name = name.decode() if isinstance(name, bytes) else name
+    for _ in range(max(1, warmup)):
+        fn()
+    _sync(device)
+    # idle power over a window (counter-based, robust to the counter's update period)
+    e0, t0 = energy(), time.perf_counter()
+    time.sleep(idle_seconds)
+    e1, t1 = energy(), time.perf_counter()
+    idle_w = (e1 - e0) * 1e-3 / (t1 - t0)
+    # probe the call time, then size the loop
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    probe = max(time.perf_counter() - t0, 1e-6)
+    n = max(int(n_repeats), int(min_seconds / probe) + 1)
+    _sync(device)
+    e0, t0 = energy(), time.perf_counter()
+    for _ in range(n):
+        fn()
+    _sync(device)
+    e1, t1 = energy(), time.perf_counter()
+    dt = t1 - t0
+    gross_mj = float(e1 - e0)
+    net_mj = gross_mj - idle_w * dt * 1e3
+    return {
+        "device": f"GPU {name}",
+        "source": "measured",
+        "energy_mj": net_mj / n,
+        "energy_source": "measured",
+        "latency_ms": dt * 1e3 / n,
+        "latency_source": "measured",
+        "gross_energy_mj": gross_mj / n,
+        "idle_power_w": idle_w,
+        "mean_power_w": gross_mj * 1e-3 / dt,
+        "n_calls": n,
+        "loop_seconds": dt,
+        "idle_seconds": idle_seconds,
+        "method": ("NVML nvmlDeviceGetTotalEnergyConsumption before/after a loop of n_calls "
+                   "(CUDA synchronized), minus idle power x loop time; idle power from the same "
+                   "counter over an idle window"),
+        "constants": {},
+    }
+
+
+def estimate_gpu(macs: float, basis: str = "horowitz_fp32_mac_pj",
+                 pj_per_mac: Optional[float] = None, citation: Optional[str] = None) -> Dict[str, Any]:
+    """ESTIMATED GPU energy of ``macs`` multiply-accumulates; no latency (not measured).
+
+    ``basis`` picks a cited constant of :data:`GPU_CONSTANTS`; ``pj_per_mac`` (with a
+    ``citation``) replaces it.
+    """
+    if pj_per_mac is not None:
+        if not citation:
+            raise ValueError("a custom pj_per_mac needs a citation")
+        const = Constant(float(pj_per_mac), "pJ", citation, "override")
+        basis = "custom"
+    else:
+        if basis not in GPU_CONSTANTS:
+            raise ValueError(f"basis must be one of {ESTIMATE_BASES}, got {basis!r}")
+        const = GPU_CONSTANTS[basis]
+    energy_mj = float(macs) * const.value * 1e-9
+    return {
+        "device": "GPU (estimate)",
+        "energy_mj": energy_mj,
+        "energy_source": "estimated",
+        "latency_ms": None,
+        "latency_source": "not measured",
+        "source": "estimated",
+        "macs": float(macs),
+        "energy_basis": basis,
+        "lower_bound": basis == "horowitz_fp32_mac_pj",
+        "label": (f"estimated: {float(macs):.4g} counted MACs x {const.value:g} pJ/MAC ({basis}); "
+                  "no GPU was measured"),
+        "constants": {basis: const.to_dict()},
+    }
+
+
+def measure_cpu(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> Dict[str, Any]:
+    """Measured CPU wall time per call (``time.perf_counter``), after ``warmup`` calls."""
+    import torch
+    for _ in range(max(0, warmup)):
+        fn()
+    times = []
+    for _ in range(max(1, int(repeats))):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    ms = [t * 1e3 for t in times]
+    return {
+        "device": "CPU",
+        "source": "measured",
+        "latency_ms": statistics.median(ms),
+        "latency_source": "measured",
+        "latency_ms_mean": statistics.fmean(ms),
+        "latency_ms_min": min(ms),
+        "latency_ms_std": statistics.pstdev(ms),
+        "repeats": len(ms),
+        "torch_threads": torch.get_num_threads(),
+        "energy_mj": None,
+        "energy_source": "not measured",
+        "constants": {},
+    }
