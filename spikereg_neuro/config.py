@@ -28,12 +28,12 @@ class TrainConfig:
     batch_size: int = 2
     steps_per_epoch: int = 100
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 3e-4
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ncc_window: int = 9
     w_smooth: float = 1.0
-    w_dice: float = 0.0
+    w_dice: float = 1.0
     w_rate: float = 1.0
     rate_band: Tuple[float, float] = (0.02, 0.3)
     min_foreground: float = 0.05

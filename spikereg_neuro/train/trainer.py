@@ -133,13 +133,16 @@ class SpikeRegTrainer:
                 nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
                 ml = one_hot(batch["moving_labels"], nl)
                 dice = dice + wk * self.dice_loss(one_hot(batch["fixed_labels"], nl), warp(ml, u))
+        with torch.no_grad():  # the unregistered similarity, for the log: progress = ncc < ncc_identity
+            ncc_identity = float(self.ncc(fixed, moving)) * sum((k + 1) / K for k in range(K))
         rate = torch.stack(rate_terms).mean()
         loss = sim + self.tc.w_smooth * smooth + self.tc.w_dice * dice + self.tc.w_rate * rate
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
         self.opt.step()
-        return {"loss": float(loss), "ncc": float(sim), "smooth": float(smooth), "dice_loss": float(dice),
+        return {"loss": float(loss), "ncc": float(sim), "ncc_identity": ncc_identity,
+                "smooth": float(smooth), "dice_loss": float(dice),
                 "rate_pen": float(rate), "grad_norm": float(gnorm),
                 "rate_mean": float(np.mean([np.mean(v) for v in rates.values()])),
                 "rate_min": float(min(np.mean(v) for v in rates.values()))}
