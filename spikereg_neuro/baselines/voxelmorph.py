@@ -1,0 +1,422 @@
+"""VoxelMorph baseline: ``voxelmorph.nn.models.VxmPairwise`` (voxelmorph 0.3.4, PyTorch).
+
+The network is VoxelMorph's own (``BasicUNet`` backbone + flow layer + scaling-and-squaring
+integration of a stationary velocity field); this module only configures it, trains it the way
+SpikeReg is trained and adapts its output to the project's conventions.
+
+Architecture (:class:`VoxelMorphConfig`)
+    ``nb_features = (8, 16, 32, 32)``: the same channel widths as SpikeReg's encoder
+    (``model.enc_channels``), one 3^3 conv + ReLU per level, 4 max-pool levels, trilinear
+    upsampling with skip connections. 166,777 parameters (SpikeReg's default network: ~127k;
+    VoxelMorph 0.3.4's default ``(16,)*5``: 105k, but it pools 5 times, i.e. down to 1^3 on a
+    32^3 training patch, and needs volumes padded to a multiple of 32). Volumes must be a
+    multiple of ``2 ** len(nb_features)`` = 16 per axis; :meth:`VoxelMorphRegistrar.register`
+    zero-pads and crops back. ``integration_steps = 7`` (VoxelMorph's diffeomorphic default
+    in the paper; 0 gives a plain displacement network).
+
+Field convention (verified in ``tests/test_baselines.py``)
+    ``VxmPairwise(source, target)`` returns a displacement ``(N, 3, D, H, W)`` in voxels,
+    channel ``k`` along array axis ``k``, pull warping (``warped = source(x + u(x))`` via
+    ``grid_sample(..., align_corners=True)``), i.e. exactly the project's convention; only the
+    out-of-volume padding differs (VoxelMorph pads with zeros, the project with the border
+    value). So ``source = moving``, ``target = fixed`` and the field is used as is.
+
+Training (:func:`train_voxelmorph`)
+    Same data, patch sampling, loss, optimiser and budget as the SpikeReg trainer
+    (:mod:`spikereg_neuro.train.trainer`): the config's embedded training pairs (one random
+    ordered pair per step, ``random_patches`` draws ``batch_size`` aligned ``patch_size^3``
+    crops of it), loss ``LocalNCC(ncc_window)(fixed, warp(moving, u)) + w_smooth *
+    GradientSmoothness('l2')(u) (+ w_dice * Dice on warped one-hot labels)`` on the
+    displacement ``u``, AdamW(lr, weight_decay), gradient-norm clip ``grad_clip``,
+    ``epochs x steps_per_epoch`` steps, validation Dice on whole validation volumes after each
+    epoch, best-validation checkpoint kept. SpikeReg-only terms (firing-rate penalty, residual
+    coarse-to-fine iterations) have no VoxelMorph counterpart.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io.atomic import atomic_write, atomic_write_text
+from .base import check_field, check_pair_arrays
+
+__all__ = [
+    "VoxelMorphConfig",
+    "DEFAULT_VOXELMORPH_MODEL",
+    "CHECKPOINT_FORMAT",
+    "voxelmorph_available",
+    "build_voxelmorph",
+    "predict_field",
+    "save_voxelmorph",
+    "load_voxelmorph",
+    "VoxelMorphRegistrar",
+    "train_voxelmorph",
+]
+
+DEFAULT_VOXELMORPH_MODEL = Path(__file__).resolve().parent.parent / "models" / "voxelmorph_default.pt"
+CHECKPOINT_FORMAT = "spikereg-neuro/voxelmorph-checkpoint"
+CHECKPOINT_VERSION = 1
+PathLike = Union[str, Path]
+
+
+def voxelmorph_available() -> Tuple[bool, str]:
+    """``(True, version)`` if ``voxelmorph`` (PyTorch) imports, else ``(False, reason)``."""
+    try:
+        import voxelmorph as vxm  # noqa: F401
+        from voxelmorph.nn.models import VxmPairwise  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - ImportError or a broken dependency
+        return False, (f"the voxelmorph package is not usable ({exc.__class__.__name__}: {exc}); "
+                       "install the extra: pip install 'spikereg-neuro[baselines]'")
+    return True, str(getattr(vxm, "__version__", "unknown"))
+
+
+def _require_voxelmorph():
+    ok, msg = voxelmorph_available()
+    if not ok:
+        raise ImportError(msg)
+    import voxelmorph as vxm
+    return vxm
+
+
+@dataclass
+class VoxelMorphConfig:
+    """The VoxelMorph network: ``VxmPairwise(ndim=3, 1, 1, nb_features, integration_steps)``."""
+
+    nb_features: Tuple[int, ...] = (8, 16, 32, 32)
+    integration_steps: int = 7
+
+    def __post_init__(self) -> None:
+        self.nb_features = tuple(int(v) for v in self.nb_features)
+        if not self.nb_features or any(v < 1 for v in self.nb_features):
+            raise ValueError(f"nb_features must be positive integers, got {self.nb_features}")
+        if int(self.integration_steps) != self.integration_steps or self.integration_steps < 0:
+            raise ValueError(f"integration_steps must be an integer >= 0, got {self.integration_steps!r}")
+        self.integration_steps = int(self.integration_steps)
+
+    @property
+    def size_multiple(self) -> int:
+        """Each axis of the network's input must be a multiple of this (one pooling per level)."""
+        return 2 ** len(self.nb_features)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"nb_features": list(self.nb_features), "integration_steps": self.integration_steps}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "VoxelMorphConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d or {}) - known)
+        if unknown:
+            raise ValueError(f"unknown VoxelMorph config key(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(d or {}))
+
+
+def build_voxelmorph(cfg: Optional[VoxelMorphConfig] = None) -> torch.nn.Module:
+    """A fresh ``VxmPairwise`` network of ``cfg`` (PyTorch default init, flow layer ~0)."""
+    vxm = _require_voxelmorph()
+    cfg = cfg or VoxelMorphConfig()
+    net = vxm.nn.models.VxmPairwise(ndim=3, source_channels=1, target_channels=1,
+                                    nb_features=list(cfg.nb_features),
+                                    integration_steps=cfg.integration_steps)
+    net.spikereg_config = cfg  # type: ignore[attr-defined]
+    return net
+
+
+def _pad_to_multiple(x: torch.Tensor, k: int) -> torch.Tensor:
+    pads: List[int] = []
+    for n in reversed(x.shape[2:]):
+        pads += [0, -(-n // k) * k - n]
+    return F.pad(x, pads) if any(pads) else x
+
+
+def predict_field(net: torch.nn.Module, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
+    """Displacement ``(N, 3, D, H, W)`` (voxels, pull) that warps ``moving`` onto ``fixed``.
+
+    Inputs of any size are zero-padded at the far end of each axis up to the network's size
+    multiple and the field is cropped back.
+    """
+    cfg: VoxelMorphConfig = getattr(net, "spikereg_config", VoxelMorphConfig())
+    size = fixed.shape[2:]
+    f = _pad_to_multiple(fixed, cfg.size_multiple)
+    m = _pad_to_multiple(moving, cfg.size_multiple)
+    u = net(m, f)  # VxmPairwise(source=moving, target=fixed) -> displacement
+    return u[..., :size[0], :size[1], :size[2]]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_voxelmorph(path: PathLike, net: torch.nn.Module, extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Write weights + network config (+ ``extra``: training config, history...) atomically."""
+    cfg: VoxelMorphConfig = getattr(net, "spikereg_config", VoxelMorphConfig())
+    _, version = voxelmorph_available()
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "voxelmorph_version": version,
+        "vxm_config": cfg.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        **(extra or {}),
+    }
+    path = Path(path)
+    with atomic_write(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_voxelmorph(path: PathLike, expect: Optional[VoxelMorphConfig] = None
+                    ) -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Build the network a checkpoint describes and load its weights (eval mode).
+
+    Clear errors for a missing file, a file that is not a VoxelMorph checkpoint of this
+    project (e.g. a SpikeReg checkpoint), a newer format, weights that do not fit the stored
+    config, and (with ``expect``) a checkpoint made with another network config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"VoxelMorph checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"{path} is not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        what = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path} is not a spikereg-neuro VoxelMorph checkpoint (format {what!r}, "
+                         f"expected {CHECKPOINT_FORMAT!r})")
+    if ckpt.get("format_version") != CHECKPOINT_VERSION:
+        raise ValueError(f"{path} has VoxelMorph checkpoint version {ckpt.get('format_version')}, "
+                         f"this spikereg-neuro reads version {CHECKPOINT_VERSION}")
+    cfg = VoxelMorphConfig.from_dict(ckpt["vxm_config"])
+    if expect is not None and cfg.to_dict() != expect.to_dict():
+        raise ValueError(f"{path} was made with VoxelMorph config {cfg.to_dict()}, expected {expect.to_dict()}")
+    net = build_voxelmorph(cfg)
+    try:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the VoxelMorph config stored in it: {exc}") from exc
+    net.eval()
+    return net, ckpt
+
+
+# ----------------------------------------------------------------------------- registrar
+class VoxelMorphRegistrar:
+    """Register pairs with a trained VoxelMorph checkpoint (default: the shipped one).
+
+    Intensities are normalised exactly like SpikeReg's inference (``normalize_intensity``:
+    volumes already in [0, 1] are kept, others robustly rescaled). By default the whole volume
+    goes through the network in one pass (padded to a multiple of 16); ``tile=(patch,
+    stride)`` instead predicts overlapping ``patch^3`` tiles blended like SpikeReg's inference
+    (:func:`spikereg_neuro.tiling.tiled_predict`).
+    """
+
+    name = "voxelmorph"
+
+    def __init__(self, checkpoint: Optional[PathLike] = None, device: str = "cpu",
+                 tile: Optional[Tuple[int, int]] = None) -> None:
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else DEFAULT_VOXELMORPH_MODEL
+        self.device = torch.device(device)
+        self.tile = None if tile is None else (int(tile[0]), int(tile[1]))
+        self.net: Optional[torch.nn.Module] = None
+        self.meta: Dict[str, Any] = {}
+
+    def available(self) -> Tuple[bool, str]:
+        ok, msg = voxelmorph_available()
+        if not ok:
+            return False, msg
+        if not self.checkpoint.is_file():
+            return False, (f"no VoxelMorph checkpoint at {self.checkpoint}; train one with "
+                           "'spikereg-neuro baseline train-voxelmorph --out DIR' and pass --voxelmorph-model")
+        return True, ""
+
+    def load(self) -> torch.nn.Module:
+        if self.net is None:
+            net, ckpt = load_voxelmorph(self.checkpoint)
+            self.net = net.to(self.device)
+            self.meta = {k: ckpt.get(k) for k in ("vxm_config", "voxelmorph_version", "best_val_dice",
+                                                  "steps", "train_config")}
+        return self.net
+
+    @torch.no_grad()
+    def register(self, fixed: np.ndarray, moving: np.ndarray,
+                 affine: Optional[np.ndarray] = None) -> np.ndarray:
+        from ..inference import normalize_intensity
+
+        f, m = check_pair_arrays(fixed, moving)
+        net = self.load()
+        ft = torch.from_numpy(normalize_intensity(f))[None, None].to(self.device)
+        mt = torch.from_numpy(normalize_intensity(m))[None, None].to(self.device)
+        if self.tile is None:
+            u = predict_field(net, ft, mt)
+        else:
+            from ..tiling import tiled_predict
+            p, st = self.tile
+            u = tiled_predict(lambda a, b: predict_field(net, a, b), ft, mt, [p] * 3, [st] * 3, batch_size=4)
+        return check_field(u[0].cpu().numpy(), f.shape, "VoxelMorph")
+
+    def info(self) -> Dict[str, Any]:
+        if self.net is None and self.available()[0]:
+            self.load()
+        n = sum(p.numel() for p in self.net.parameters()) if self.net is not None else None
+        return {"checkpoint": str(self.checkpoint), "parameters": n,
+                "inference": "whole volume" if self.tile is None else f"tiles {self.tile[0]}^3, stride {self.tile[1]}",
+                "vxm_config": self.meta.get("vxm_config"), "voxelmorph_version": self.meta.get("voxelmorph_version"),
+                "best_val_dice": self.meta.get("best_val_dice"), "train_steps": self.meta.get("steps")}
+
+
+# ----------------------------------------------------------------------------- training
+@torch.no_grad()
+def _validate(net: torch.nn.Module, val_ds, max_pairs: int, device: torch.device) -> Dict[str, float]:
+    from ..registration.metrics import dice_mean
+    from ..registration.transform import warp_labels
+
+    net.eval()
+    dices, mags = [], []
+    for i in range(len(val_ds)):
+        if max_pairs and i >= max_pairs:
+            break
+        item = val_ds[i]
+        u = predict_field(net, item["fixed"][None].to(device), item["moving"][None].to(device))
+        wl = warp_labels(item["moving_labels"][None].to(device), u)
+        dices.append(dice_mean(item["fixed_labels"][0].numpy(), wl[0, 0].cpu().numpy()))
+        mags.append(float(u.norm(dim=1).mean()))
+    return {"val_dice": float(np.nanmean(dices)) if dices else float("nan"),
+            "val_disp_mean": float(np.mean(mags)) if mags else float("nan")}
+
+
+def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: Optional[int] = None,
+                     vxm_config: Optional[VoxelMorphConfig] = None, cache_dir: Optional[PathLike] = None,
+                     progress: bool = True, device: Optional[str] = None) -> Dict[str, Any]:
+    """Train VoxelMorph like SpikeReg is trained (see the module docstring) and return a summary.
+
+    ``config``: a :class:`spikereg_neuro.config.Config` (default: the packaged default config);
+    its ``data`` section picks the embedded data set and its ``train`` section the budget,
+    patch size, loss weights, optimiser and seed. ``steps`` overrides the total number of
+    optimiser steps (default ``epochs * steps_per_epoch``); validation runs every
+    ``steps_per_epoch`` steps and at the end. Writes to ``out_dir``: ``best.pt`` (best
+    validation Dice; weights + configs + history, no optimiser state), ``last.pt``,
+    ``train_log.csv`` and ``summary.json``.
+    """
+    from tqdm.auto import tqdm
+    from torch.utils.data import DataLoader
+
+    from ..config import load_config
+    from ..data import RegistrationPairs, build_dataset
+    from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
+    from ..registration.transform import warp
+    from ..train.trainer import random_patches
+
+    cfg = config if config is not None else load_config()
+    tc = cfg.train
+    vcfg = vxm_config or VoxelMorphConfig()
+    if tc.patch_size % vcfg.size_multiple:
+        raise ValueError(f"train.patch_size {tc.patch_size} must be a multiple of {vcfg.size_multiple} "
+                         f"for VoxelMorph nb_features {list(vcfg.nb_features)}")
+    total = int(steps) if steps is not None else tc.epochs * tc.steps_per_epoch
+    if total < 1:
+        raise ValueError(f"steps must be >= 1, got {total}")
+    dev = torch.device(device or tc.device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    h5 = build_dataset(cfg.data, cache_dir, progress=progress)
+    train_ds = RegistrationPairs(h5, "train")
+    val_ds = RegistrationPairs(h5, "val")
+    loader_gen = torch.Generator().manual_seed(tc.seed)
+    loader = DataLoader(train_ds, batch_size=1, shuffle=True, generator=loader_gen)
+    torch.manual_seed(tc.seed)
+    gen = np.random.default_rng(tc.seed)
+    net = build_voxelmorph(vcfg).to(dev)
+    n_params = sum(p.numel() for p in net.parameters())
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ncc, smooth_loss, dice_loss = LocalNCC(tc.ncc_window), GradientSmoothness("l2"), DiceLoss()
+
+    history: List[Dict[str, Any]] = []
+    best = {"val_dice": -1.0, "step": 0}
+    meta = {"train_config": cfg.to_dict(), "data_config": cfg.data.to_dict(), "parameters": n_params,
+            "loss": f"LocalNCC({tc.ncc_window}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"}
+
+    def extra(step: int) -> Dict[str, Any]:
+        return {**meta, "steps": step, "best_val_dice": best["val_dice"], "best_step": best["step"],
+                "history": history}
+
+    t0 = time.time()
+    it = iter(loader)
+    agg: Dict[str, List[float]] = {}
+    log_path = out / "train_log.csv"
+    writer = None
+    bar = tqdm(range(1, total + 1), desc="train voxelmorph", disable=not progress, dynamic_ncols=True)
+    with open(log_path, "w", newline="") as fh:
+        for step in bar:
+            try:
+                full = next(it)
+            except StopIteration:
+                it = iter(loader)
+                full = next(it)
+            batch = random_patches(full, tc.batch_size, tc.patch_size, gen, tc.min_foreground)
+            batch = {k: v.to(dev) for k, v in batch.items()}
+            net.train()
+            fixed, moving = batch["fixed"], batch["moving"]
+            u = net(moving, fixed)
+            sim = ncc(fixed, warp(moving, u))
+            smooth = smooth_loss(u)
+            dice = torch.zeros((), device=dev)
+            if tc.w_dice > 0:
+                nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
+                dice = dice_loss(one_hot(batch["fixed_labels"], nl), warp(one_hot(batch["moving_labels"], nl), u))
+            loss = sim + tc.w_smooth * smooth + tc.w_dice * dice
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            opt.step()
+            stats = {"loss": float(loss), "ncc": float(sim), "smooth": float(smooth),
+                     "dice_loss": float(dice), "grad_norm": float(gnorm)}
+            for k, v in stats.items():
+                agg.setdefault(k, []).append(v)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", ncc=f"{stats['ncc']:.3f}")
+            if step % tc.steps_per_epoch == 0 or step == total:
+                row: Dict[str, Any] = {"step": step, "epoch": -(-step // tc.steps_per_epoch),
+                                       "seconds": round(time.time() - t0, 1),
+                                       **{k: float(np.mean(v)) for k, v in agg.items()}}
+                agg = {}
+                row.update(_validate(net, val_ds, tc.val_pairs, dev))
+                history.append(row)
+                if writer is None:
+                    writer = csv.DictWriter(fh, fieldnames=list(row))
+                    writer.writeheader()
+                writer.writerow(row)
+                fh.flush()
+                msg = "[voxelmorph] " + " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items())
+                bar.write(msg) if progress else print(msg, flush=True)
+                if np.isfinite(row["val_dice"]) and row["val_dice"] > best["val_dice"]:
+                    best.update(val_dice=row["val_dice"], step=step)
+                    save_voxelmorph(out / "best.pt", net, extra(step))
+                save_voxelmorph(out / "last.pt", net, extra(step))
+    bar.close()
+    seconds = time.time() - t0
+    summary = {
+        "model": "voxelmorph.nn.models.VxmPairwise",
+        "voxelmorph_version": voxelmorph_available()[1],
+        "vxm_config": vcfg.to_dict(),
+        "parameters": n_params,
+        "steps": total,
+        "patches_per_step": tc.batch_size,
+        "patch_size": tc.patch_size,
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / total, 4),
+        "torch_threads": torch.get_num_threads(),
+        "final_loss": history[-1]["loss"] if history else None,
+        "final_ncc": history[-1]["ncc"] if history else None,
+        "best_val_dice": best["val_dice"],
+        "best_step": best["step"],
+        "final_val_dice": history[-1]["val_dice"] if history else None,
+        "loss": meta["loss"],
+        "history": history,
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
+    return summary

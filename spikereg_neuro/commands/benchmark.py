@@ -1,0 +1,448 @@
+"""``spikereg-neuro benchmark ...`` and ``spikereg-neuro baseline ...``.
+
+* ``benchmark accuracy [--data DIR] --out DIR``: every registration method (identity,
+  VoxelMorph, SpikeReg, ANTs SyN) on the same held-out pairs, evaluated one way
+  (:func:`spikereg_neuro.evaluate.evaluate_registration`); writes ``accuracy.json`` and
+  ``accuracy.md``.
+* ``baseline train-voxelmorph --out DIR``: train the VoxelMorph baseline with SpikeReg's
+  training budget (:func:`spikereg_neuro.baselines.voxelmorph.train_voxelmorph`).
+
+``benchmark`` is a parser with its own sub-subcommands (``accuracy`` for now, added by
+:func:`add_accuracy_parser`); further benchmarks add their parser to the same ``bsub`` in
+:func:`register`, and ``benchmark`` without a sub-subcommand prints its help (exit 2) until a
+default benchmark replaces that ``func``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: method names in report order
+METHODS: Tuple[str, ...] = ("identity", "voxelmorph", "spikereg", "ants_syn")
+ACCURACY_FORMAT = "spikereg-neuro/accuracy"
+ACCURACY_VERSION = 1
+
+
+# ============================================================================ parsers
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("benchmark", help="benchmarks (accuracy of every method, ...)",
+                       description="Benchmarks. 'benchmark accuracy' compares every registration method "
+                                   "on the same held-out pairs.")
+    bsub = p.add_subparsers(dest="benchmark_command", metavar="BENCHMARK")
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    add_accuracy_parser(bsub)
+
+    b = sub.add_parser("baseline", help="train the learned baselines (VoxelMorph)",
+                       description="Baseline methods of the benchmark.")
+    bs = b.add_subparsers(dest="baseline_command", metavar="BASELINE_COMMAND")
+    b.set_defaults(func=lambda args, _p=b: (_p.print_help(), 2)[1])
+    t = bs.add_parser("train-voxelmorph", help="train VoxelMorph with SpikeReg's training budget",
+                      description="Train voxelmorph.nn.models.VxmPairwise on the embedded training pairs "
+                                  "with the config's patch size, loss, optimiser and number of steps "
+                                  "(epochs x steps_per_epoch). Writes best.pt, last.pt, train_log.csv and "
+                                  "summary.json to --out.")
+    t.add_argument("--config", default=None, help="YAML config (default: the packaged default.yaml)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--steps", type=int, help="total optimiser steps (default: epochs x steps_per_epoch)")
+    t.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
+    t.add_argument("--device", help="override train.device (cpu, cuda)")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=run_train_voxelmorph)
+
+
+def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    a = bsub.add_parser(
+        "accuracy", help="Dice / HD95 / folding / SDlogJ / time of every method on held-out pairs",
+        description="Register the same held-out pairs with every method and evaluate them one way. "
+                    "Pairs: the embedded synthetic test pairs (default) or a --data folder (pairs.json "
+                    "from 'spikereg-neuro data export', or a Learn2Reg dataset folder). Methods that cannot "
+                    "run here (missing package or checkpoint) are skipped with a message. Writes "
+                    "accuracy.json (one record per method per pair, plus means) and accuracy.md.")
+    a.add_argument("--data", help="pairs.json folder or Learn2Reg dataset folder (default: embedded test pairs)")
+    a.add_argument("--split", default="registration_val", help="Learn2Reg pair list (default registration_val)")
+    a.add_argument("--out", required=True, help="output directory for accuracy.json and accuracy.md")
+    a.add_argument("--methods", default=",".join(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    a.add_argument("--voxelmorph-model", help="VoxelMorph checkpoint (default: the shipped one)")
+    a.add_argument("--spikereg-model", help="SpikeReg checkpoint (default: the shipped default model)")
+    a.add_argument("--pairs", type=int, help="use only the first N pairs")
+    a.add_argument("--config", default=None, help="config whose data section defines the embedded pairs")
+    a.add_argument("--cache", help="dataset cache directory (embedded data)")
+    a.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for torch and ITK/ANTs (default 1, for comparable timings)")
+    a.add_argument("--ants-transform", default="SyN", help="ants.registration type_of_transform (default SyN)")
+    a.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 "
+                                             "(default: ANTsPy's 40,20,0)")
+    a.add_argument("--device", default="cpu", help="torch device of the network methods")
+    a.add_argument("--no-progress", action="store_true")
+    a.set_defaults(func=run_accuracy)
+    return a
+
+
+# ============================================================================ SpikeReg adapter
+class SpikeRegRegistrar:
+    """:class:`spikereg_neuro.inference.SpikeRegInference` as a benchmark method."""
+
+    name = "spikereg"
+
+    def __init__(self, checkpoint: Optional[str] = None, device: str = "cpu") -> None:
+        from ..checkpoint import DEFAULT_MODEL
+
+        self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_MODEL
+        self.device = device
+        self._inf = None
+
+    def available(self) -> Tuple[bool, str]:
+        if not self.checkpoint.is_file():
+            return False, (f"no SpikeReg checkpoint at {self.checkpoint} (the shipped default model is not "
+                           "there yet?); pass --spikereg-model CKPT")
+        return True, ""
+
+    def load(self):
+        if self._inf is None:
+            from ..inference import SpikeRegInference
+            self._inf = SpikeRegInference(self.checkpoint, device=self.device)
+        return self._inf
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray, affine: Optional[np.ndarray] = None) -> np.ndarray:
+        from ..baselines.base import check_field, check_pair_arrays
+
+        f, m = check_pair_arrays(fixed, moving)
+        return check_field(self.load().register(f, m), f.shape, "SpikeReg")
+
+    def info(self) -> Dict[str, Any]:
+        inf = self.load()
+        return {"checkpoint": str(self.checkpoint), "parameters": sum(p.numel() for p in inf.net.parameters()),
+                "patch": inf.patch, "stride": inf.stride, "best_val_dice": inf.meta.get("best_val_dice")}
+
+
+def make_registrar(name: str, args: Optional[argparse.Namespace] = None):
+    """The registrar of a method name, configured from the command-line ``args``."""
+    g = (lambda k, d=None: getattr(args, k, d) if args is not None else d)
+    if name == "identity":
+        from ..baselines.identity import IdentityRegistrar
+        return IdentityRegistrar()
+    if name == "voxelmorph":
+        from ..baselines.voxelmorph import VoxelMorphRegistrar
+        return VoxelMorphRegistrar(g("voxelmorph_model"), device=g("device", "cpu"))
+    if name == "spikereg":
+        return SpikeRegRegistrar(g("spikereg_model"), device=g("device", "cpu"))
+    if name == "ants_syn":
+        from ..baselines.ants import AntsSyNRegistrar
+        kw: Dict[str, Any] = {}
+        if g("ants_iterations"):
+            try:
+                kw["reg_iterations"] = tuple(int(v) for v in str(g("ants_iterations")).split(","))
+            except ValueError:
+                raise ValueError(f"--ants-iterations must be integers separated by commas, got {g('ants_iterations')!r}")
+        return AntsSyNRegistrar(type_of_transform=g("ants_transform", "SyN") or "SyN",
+                                threads=g("threads", 1) or 1, **kw)
+    raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+
+
+def parse_methods(text: str) -> List[str]:
+    names = [m.strip() for m in str(text).split(",") if m.strip()]
+    if not names:
+        raise ValueError("--methods is empty")
+    bad = [m for m in names if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; known: {', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+# ============================================================================ pairs
+def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The embedded evaluation pairs of ``split`` (built/cached from ``config.data``)."""
+    from ..config import load_config
+    from ..data import build_dataset, dataset_path, load_pairs_numpy
+
+    cfg = config if config is not None else load_config()
+    h5 = build_dataset(cfg.data, cache_dir, progress=progress)
+    pairs = []
+    for k, p in enumerate(load_pairs_numpy(h5, split)):
+        p = dict(p)
+        p["name"] = f"pair_{k:03d}"
+        p["subjects"] = list(p.pop("pair"))
+        pairs.append(p)
+    label_names = pairs[0]["label_names"] if pairs else {}
+    meta = {"source": "embedded", "split": split, "dataset": str(dataset_path(cfg.data, cache_dir)),
+            "dataset_params": cfg.data.to_dict(), "label_names": {int(k): v for k, v in label_names.items()}}
+    return pairs, meta
+
+
+def folder_pairs(path: str, split: str = "registration_val") -> Tuple[List[Any], Dict[str, Any]]:
+    """Pair records of a ``--data`` folder (loaded lazily, one pair at a time)."""
+    from ..data import read_pair_folder
+
+    records = read_pair_folder(path, split=split)
+    label_names: Dict[int, str] = {}
+    try:
+        from ..data import read_pairs_meta
+        label_names = read_pairs_meta(path).get("label_names") or {}
+    except (ValueError, KeyError, FileNotFoundError):
+        pass  # a Learn2Reg folder: no label names
+    return records, {"source": str(Path(path).resolve()), "split": split, "label_names": label_names}
+
+
+def _load_pair(p: Any) -> Dict[str, Any]:
+    if isinstance(p, dict):
+        return p
+    from ..data import load_pair_record
+    return load_pair_record(p)
+
+
+# ============================================================================ evaluation
+def _clean(v: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy scalars -> Python, dict keys -> str."""
+    if isinstance(v, dict):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if isinstance(v, (np.floating, float)):
+        return float(v) if math.isfinite(float(v)) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.ndarray):
+        return _clean(v.tolist())
+    return v
+
+
+def evaluate_pair(pair: Dict[str, Any], field: np.ndarray) -> Dict[str, Any]:
+    """Metrics of one registered pair (labels optional: Dice/HD95 are NaN without them)."""
+    import torch
+
+    from ..evaluate import evaluate_registration
+    from ..registration.metrics import folding_percent, sdlogj_learn2reg, std_log_jacobian
+    from ..registration.transform import warp_labels
+
+    fl, ml = pair.get("fixed_labels"), pair.get("moving_labels")
+    if fl is None or ml is None:
+        nan = float("nan")
+        return {"dice_before": nan, "dice": nan, "hd95_before": nan, "hd95": nan,
+                "folding_pct": folding_percent(field), "sdlogj": std_log_jacobian(field),
+                "sdlogj_learn2reg": sdlogj_learn2reg(field), "dice_per_label": {}}
+    ml_t = torch.from_numpy(np.asarray(ml).astype(np.int64))[None, None]
+    wl = warp_labels(ml_t, torch.from_numpy(np.asarray(field, dtype=np.float32))[None])[0, 0].numpy()
+    return evaluate_registration(fl, ml, wl, field, pair["spacing"])
+
+
+def summarize(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """Means over pair records in the output contract's names."""
+    from ..evaluate import mean_metrics
+
+    m = mean_metrics(records) if records else {}
+    nan = float("nan")
+    dices = [r["dice"] for r in records]
+    labels = sorted({int(k) for r in records for k in r.get("dice_per_label", {})})
+    per_label = {}
+    for lab in labels:
+        vals = [r["dice_per_label"].get(lab, r["dice_per_label"].get(str(lab), nan)) for r in records]
+        vals = [v for v in vals if v is not None and np.isfinite(v)]
+        per_label[lab] = float(np.mean(vals)) if vals else nan
+    finite = [d for d in dices if d is not None and np.isfinite(d)]
+    return {
+        "n_pairs": len(records),
+        "dice_mean": m.get("dice", nan),
+        "dice_std": float(np.std(finite)) if finite else nan,
+        "dice_before_mean": m.get("dice_before", nan),
+        "hd95_mean": m.get("hd95", nan),
+        "hd95_before_mean": m.get("hd95_before", nan),
+        "folding_pct_mean": m.get("folding_pct", nan),
+        "sdlogj_mean": m.get("sdlogj", nan),
+        "sdlogj_learn2reg_mean": m.get("sdlogj_learn2reg", nan),
+        "seconds_per_pair": m.get("seconds", nan),
+        "seconds_total": float(sum(r["seconds"] for r in records)),
+        "dice_per_label_mean": per_label,
+    }
+
+
+def accuracy_benchmark(pairs: Sequence[Any], registrars: Sequence[Any], progress: bool = True,
+                       log=print) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """Run every (available) registrar on every pair.
+
+    Returns ``(methods, skipped)``: ``methods[name]`` = :func:`summarize` of its records plus
+    ``info`` and ``pairs`` (one record per pair: name, seconds, metrics); ``skipped[name]`` =
+    the reason a method could not run. Pairs are loaded one at a time (outer loop), so large
+    Learn2Reg folders do not have to fit in memory; each registrar's model is loaded before
+    the timed calls (``seconds`` is the ``register`` call only).
+    """
+    from tqdm.auto import tqdm
+
+    ready, skipped, setup = [], {}, {}
+    for reg in registrars:
+        ok, why = reg.available()
+        if not ok:
+            skipped[reg.name] = why
+            log(f"[benchmark] skipping {reg.name}: {why}")
+            continue
+        t0 = time.perf_counter()
+        if hasattr(reg, "load"):
+            reg.load()
+        setup[reg.name] = time.perf_counter() - t0
+        ready.append(reg)
+    records: Dict[str, List[Dict[str, Any]]] = {r.name: [] for r in ready}
+    bar = tqdm(total=len(pairs) * len(ready), desc="benchmark accuracy", unit="reg",
+               disable=not progress or not ready, dynamic_ncols=True)
+    for k, p in enumerate(pairs):
+        pair = _load_pair(p)
+        name = pair.get("name") or f"pair_{k:03d}"
+        for reg in ready:
+            bar.set_postfix(method=reg.name, pair=name)
+            t0 = time.perf_counter()
+            field = reg.register(pair["fixed"], pair["moving"], pair.get("affine"))
+            secs = time.perf_counter() - t0
+            rec = {"pair": name, **({"subjects": pair["subjects"]} if "subjects" in pair else {}),
+                   "seconds": secs, **evaluate_pair(pair, field)}
+            records[reg.name].append(rec)
+            bar.update(1)
+    bar.close()
+    methods = {}
+    for reg in ready:
+        info = reg.info()
+        methods[reg.name] = {**summarize(records[reg.name]), "setup_seconds": setup[reg.name],
+                             "info": info, "pairs": records[reg.name]}
+    return methods, skipped
+
+
+# ============================================================================ reports
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{v:.{nd}f}"
+
+
+def accuracy_markdown(doc: Dict[str, Any]) -> str:
+    """The ``accuracy.md`` table(s) of an ``accuracy.json`` document."""
+    methods = doc["methods"]
+    data = doc["data"]
+    lines = ["# Registration accuracy", ""]
+    lines.append(f"Pairs: {data['n_pairs']} ({data['source']}"
+                 + (f", split {data['split']}" if data.get("split") else "") + "). "
+                 f"Machine: {doc['machine']['platform']}, {doc['machine']['cpu_count']} CPU cores, "
+                 f"{doc['threads']} thread(s) per method. Created {doc['created']}.")
+    lines.append("")
+    lines.append("| method | Dice (mean ± sd) | Dice before | HD95 mm | folding % | SDlogJ | s / pair |")
+    lines.append("|---|---|---|---|---|---|---|")
+    for name, m in methods.items():
+        lines.append(f"| {name} | {_fmt(m['dice_mean'])} ± {_fmt(m['dice_std'])} | {_fmt(m['dice_before_mean'])} "
+                     f"| {_fmt(m['hd95_mean'], 2)} | {_fmt(m['folding_pct_mean'], 3)} | {_fmt(m['sdlogj_mean'], 3)} "
+                     f"| {_fmt(m['seconds_per_pair'], 2)} |")
+    lines.append("")
+    lines.append("Dice: mean over foreground labels present in both maps (Learn2Reg); HD95: symmetric 95th "
+                 "percentile surface distance in mm; folding %: voxels with det(J) <= 0; SDlogJ: standard "
+                 "deviation of log det(J) (see spikereg_neuro/registration/metrics.py). s / pair: wall time "
+                 "of the registration call on this machine (model loading excluded).")
+    labels = sorted({int(k) for m in methods.values() for k in m.get("dice_per_label_mean", {})})
+    if labels and methods:
+        names = data.get("label_names") or {}
+        lines += ["", "## Dice per label (mean over pairs)", ""]
+        lines.append("| label | " + " | ".join(methods) + " |")
+        lines.append("|---|" + "---|" * len(methods))
+        for lab in labels:
+            lname = names.get(lab, names.get(str(lab), ""))
+            cells = [_fmt(m["dice_per_label_mean"].get(lab, m["dice_per_label_mean"].get(str(lab)))) for m in methods.values()]
+            lines.append(f"| {lab} {lname} | " + " | ".join(cells) + " |")
+    if doc.get("skipped"):
+        lines += ["", "## Skipped methods", ""]
+        for name, why in doc["skipped"].items():
+            lines.append(f"* **{name}**: {why}")
+    return "\n".join(lines) + "\n"
+
+
+def write_accuracy(out_dir: str | Path, doc: Dict[str, Any]) -> Tuple[Path, Path]:
+    """Write ``accuracy.json`` and ``accuracy.md`` atomically; returns their paths."""
+    from ..io.atomic import atomic_write_text
+
+    out = Path(out_dir)
+    doc = _clean(doc)
+    j = atomic_write_text(out / "accuracy.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    md = atomic_write_text(out / "accuracy.md", accuracy_markdown(doc))
+    return j, md
+
+
+def _machine(threads: int) -> Dict[str, Any]:
+    import torch
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "threads": threads}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+# ============================================================================ commands
+def run_accuracy(args: argparse.Namespace) -> int:
+    threads = max(1, int(args.threads or 1))
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
+    import torch
+    torch.set_num_threads(threads)
+
+    names = parse_methods(args.methods)
+    if args.pairs is not None and args.pairs < 1:
+        raise ValueError("--pairs must be >= 1")
+    progress = not args.no_progress
+    if args.data:
+        pairs, meta = folder_pairs(args.data, args.split)
+    else:
+        from ..config import load_config
+        pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress)
+    if args.pairs is not None:
+        pairs = pairs[: args.pairs]
+    if not pairs:
+        raise ValueError("no pairs to evaluate")
+    registrars = [make_registrar(n, args) for n in names]
+    methods, skipped = accuracy_benchmark(pairs, registrars, progress=progress)
+    if not methods:
+        raise ValueError("no method could run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    doc = {
+        "format": ACCURACY_FORMAT,
+        "version": ACCURACY_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "data": {**meta, "n_pairs": len(pairs),
+                 "pairs": [p["name"] if isinstance(p, dict) else p.name for p in pairs]},
+        "threads": threads,
+        "machine": _machine(threads),
+        "methods": methods,
+        "skipped": skipped,
+    }
+    j, md = write_accuracy(args.out, doc)
+    print(accuracy_markdown(_clean(doc)).split("\n\nDice:")[0])
+    print(f"wrote {j} and {md}")
+    return 0
+
+
+def run_train_voxelmorph(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..baselines.voxelmorph import train_voxelmorph
+    from ..config import load_config
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    if args.steps is not None and args.steps < 1:
+        raise ValueError("--steps must be >= 1")
+    cfg = load_config(args.config)
+    if args.device:
+        cfg.train.device = args.device
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch sees no CUDA device")
+    s = train_voxelmorph(cfg, args.out, steps=args.steps, cache_dir=args.cache, progress=not args.no_progress)
+    print(f"VoxelMorph: {s['steps']} steps in {s['seconds']:.0f} s, final loss {s['final_loss']:.4f}, "
+          f"best validation Dice {s['best_val_dice']:.4f} (step {s['best_step']}); checkpoints in {args.out}")
+    return 0
