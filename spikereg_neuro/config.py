@@ -29,6 +29,7 @@ class TrainConfig:
     steps_per_epoch: int = 100
     epochs: int = 10
     lr: float = 3e-4
+    lr_schedule: str = "cosine"  # "cosine" (to 0 over epochs x steps_per_epoch) or "constant"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ncc_window: int = 9
@@ -45,6 +46,8 @@ class TrainConfig:
         self.rate_band = tuple(float(x) for x in self.rate_band)
         if len(self.rate_band) != 2 or not 0 <= self.rate_band[0] < self.rate_band[1] <= 1:
             raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"train.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         for k in ("patch_size", "batch_size", "steps_per_epoch", "epochs"):
             if getattr(self, k) < 1:
                 raise ValueError(f"train.{k} must be >= 1")

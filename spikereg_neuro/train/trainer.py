@@ -70,6 +70,9 @@ class SpikeRegTrainer:
         self.net.to(self.device)
         self.progress = progress
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
+        total = self.tc.epochs * self.tc.steps_per_epoch
+        self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=total)
+                      if self.tc.lr_schedule == "cosine" else None)
         self.ncc = LocalNCC(self.tc.ncc_window)
         self.smooth = GradientSmoothness("l2")
         self.dice_loss = DiceLoss()
@@ -88,6 +91,7 @@ class SpikeRegTrainer:
             "data_config": self.cfg.data.to_dict(),
             "inference": asdict(self.cfg.inference),
             "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict() if self.sched is not None else None,
             "rng": {"numpy": self.gen.bit_generator.state, "torch": torch.get_rng_state()},
             "history": self.history,
         }
@@ -100,6 +104,8 @@ class SpikeRegTrainer:
         self.net.load_state_dict(ckpt["state_dict"])
         if "optimizer" in ckpt:
             self.opt.load_state_dict(ckpt["optimizer"])
+        if self.sched is not None and ckpt.get("scheduler"):
+            self.sched.load_state_dict(ckpt["scheduler"])
         self.epoch = int(ckpt.get("epoch", 0))
         self.best_val_dice = float(ckpt.get("best_val_dice", -1.0))
         self.history = list(ckpt.get("history", []))
@@ -141,9 +147,11 @@ class SpikeRegTrainer:
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
         self.opt.step()
+        if self.sched is not None:
+            self.sched.step()
         return {"loss": float(loss), "ncc": float(sim), "ncc_identity": ncc_identity,
                 "smooth": float(smooth), "dice_loss": float(dice),
-                "rate_pen": float(rate), "grad_norm": float(gnorm),
+                "rate_pen": float(rate), "grad_norm": float(gnorm), "lr": self.opt.param_groups[0]["lr"],
                 "rate_mean": float(np.mean([np.mean(v) for v in rates.values()])),
                 "rate_min": float(min(np.mean(v) for v in rates.values()))}
 
