@@ -16,6 +16,7 @@ _COMMAND_MODULES = [
     "spikereg_neuro.commands.train",
     "spikereg_neuro.commands.register",
     "spikereg_neuro.commands.demo",
+    "calibration.cli",
     "spikereg_neuro.commands.benchmark",
 ]
 

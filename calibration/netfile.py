@@ -1,0 +1,548 @@
+"""The quantized network file ``net.h5``: dataclasses, writer, reader, validator.
+
+It is what the Lava backend (``sim/``) and the Loihi mapper read, so it is self-describing: every
+layer carries its integer weights, weight exponent, geometry, connectivity (with the upsampling
+and concatenation of the U-Net skips), time window and the lava-nc ``ATRLIF`` constructor
+arguments by their exact names, in the units that process's fixed-point model expects.
+See ``docs/calibration.md`` for the table of groups, datasets and attributes.
+
+Layout (format ``spikereg-neuro/quantized-net``, version 1)::
+
+    /                   attrs: format, format_version, layer_order, enc_windows, dec_window,
+                               input_bits, in_channels, scales, readout_scale, patch_size,
+                               stride, source_checkpoint,
+                               source_sha256, calibration (JSON), model_config (JSON),
+                               rules (JSON), created, lava_nc_version, lava_dl_version
+    /layers/<name>/weight   int16 (out, in, kd, kh, kw): Lava ``weights`` values
+    /layers/<name>          attrs: op, neuron, index, weight_exp, num_weight_bits, sign_mode,
+                               kernel_size, stride, padding, in_channels, out_channels,
+                               output_shape (C, D, H, W at patch_size), time_window, num_message_bits, input_gain, inputs (JSON),
+                               input_sources, delta_i, delta_v, delta_theta, delta_r, theta_0,
+                               theta_step, bias_mant, bias_exp, i_decay_mult, v_decay_mult,
+                               theta_decay_mult, r_decay_mult, output_scale, slayer (JSON)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import h5py
+import numpy as np
+
+from spikereg_neuro.io.atomic import atomic_write
+
+from . import loihi_rules as R
+
+FORMAT = "spikereg-neuro/quantized-net"
+FORMAT_VERSION = 1
+NEURON_KINDS = ("atrlif", "integrator")
+TRANSFORMS = ("identity", "upsample2")
+#: the ATRLIF constructor arguments stored per layer (lava/proc/atrlif/process.py ATRLIF.__init__)
+ATRLIF_PARAMS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step",
+                 "bias_mant", "bias_exp")
+
+PathLike = Union[str, Path]
+
+
+class NetFileError(ValueError):
+    """A net.h5 file (or an in-memory QuantizedNet) that breaks the format or the Loihi rules."""
+
+
+@dataclass
+class LayerInput:
+    """One incoming connection of a layer (one Lava connection process).
+
+    ``source`` is ``"input"`` (the graded input, channels = fixed then moving) or a layer name;
+    ``transform`` is ``"identity"`` or ``"upsample2"`` (nearest x2 upsampling of the source's
+    spikes before the convolution); ``channels = (start, stop)`` is the slice of the layer's
+    weight input dimension this source feeds (the concatenation order); ``source_step_offset`` is
+    the source's local time step that feeds this layer's local step 0 (``T_source - T_layer``:
+    the layer sees the source's LAST ``T_layer`` steps).
+    """
+
+    source: str
+    transform: str = "identity"
+    channels: Tuple[int, int] = (0, 0)
+    source_step_offset: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"source": self.source, "transform": self.transform,
+                "channels": [int(self.channels[0]), int(self.channels[1])],
+                "source_step_offset": int(self.source_step_offset)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "LayerInput":
+        try:
+            return cls(str(d["source"]), str(d.get("transform", "identity")),
+                       (int(d["channels"][0]), int(d["channels"][1])), int(d.get("source_step_offset", 0)))
+        except (KeyError, TypeError, IndexError, ValueError) as exc:
+            raise NetFileError(f"malformed layer input {d!r}: {exc}") from exc
+
+
+@dataclass
+class QuantizedLayer:
+    """One conv layer + its neurons, in Loihi 2 / lava-nc fixed-point units.
+
+    * ``weight``: int (out, in, kd, kh, kw), the values to pass as lava ``weights`` (even
+      integers in [-256, 254], i.e. 8-bit signed mantissas times 2, see loihi_rules);
+      a connection's output per step is ``shift(sum(weight * s), weight_exp)``.
+    * ``atrlif``: the lava-nc ``ATRLIF(...)`` constructor arguments (``delta_*`` fractions with
+      ``delta * 4096`` integral, ``theta_0``/``theta_step`` threshold mantissas, bias 0). The
+      integrator read-out uses the same process with a threshold it cannot reach.
+    * ``output_scale`` (integrator only): field in voxels = ``output_scale * v`` after the
+      layer's last step.
+    * ``input_gain``: how many integer input units make one float unit of the trained model
+      (``2**input_bits - 1`` for the graded-input layer, 1 otherwise); informational.
+    """
+
+    name: str
+    neuron: str
+    weight: np.ndarray
+    weight_exp: int
+    kernel_size: Tuple[int, int, int]
+    stride: Tuple[int, int, int]
+    padding: Tuple[int, int, int]
+    inputs: List[LayerInput]
+    time_window: int
+    atrlif: Dict[str, Any]
+    num_message_bits: int = 0
+    num_weight_bits: int = R.WEIGHT_BITS
+    op: str = "conv3d"
+    input_gain: int = 1
+    output_scale: Optional[float] = None
+    slayer: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def multipliers(self) -> Dict[str, int]:
+        """Integer decay multipliers (of ``x >> 12``) the fixed model applies each step."""
+        p = self.atrlif
+        return {
+            "i_decay_mult": R.current_decay_multiplier(p["delta_i"]),
+            "v_decay_mult": R.decay_multiplier(p["delta_v"], "delta_v"),
+            "theta_decay_mult": R.decay_multiplier(p["delta_theta"], "delta_theta"),
+            "r_decay_mult": R.decay_multiplier(p["delta_r"], "delta_r"),
+        }
+
+    def input_named(self, source: str) -> LayerInput:
+        for e in self.inputs:
+            if e.source == source:
+                return e
+        raise KeyError(f"layer {self.name} has no input from {source!r}")
+
+
+@dataclass
+class QuantizedNet:
+    """The whole quantized network; ``layers`` in execution order (last = read-out)."""
+
+    layers: List[QuantizedLayer]
+    enc_windows: Tuple[int, ...]
+    dec_window: int
+    input_bits: int
+    in_channels: int
+    scales: Tuple[int, ...]
+    readout_scale: float
+    source_checkpoint: str = ""
+    source_sha256: str = ""
+    calibration: Dict[str, Any] = field(default_factory=dict)
+    model_config: Dict[str, Any] = field(default_factory=dict)
+    patch_size: Tuple[int, int, int] = (32, 32, 32)
+    stride: Tuple[int, int, int] = (16, 16, 16)
+
+    def __post_init__(self) -> None:
+        self.enc_windows = tuple(int(t) for t in self.enc_windows)
+        self.scales = tuple(int(s) for s in self.scales)
+        self.patch_size = tuple(int(p) for p in self.patch_size)
+        self.stride = tuple(int(p) for p in self.stride)
+
+    def shapes(self, patch: Optional[Sequence[int]] = None) -> Dict[str, Tuple[int, int, int, int]]:
+        """Population shape ``(C, D, H, W)`` of every layer (and ``input``) for a patch size
+        (default: ``patch_size``, the tiling the model was trained/evaluated with)."""
+        patch = tuple(int(x) for x in (patch or self.patch_size))
+        out: Dict[str, Tuple[int, int, int, int]] = {"input": (int(self.in_channels), *patch)}
+        for l in self.layers:
+            sizes = []
+            for e in l.inputs:
+                if e.source not in out:
+                    raise NetFileError(f"layer {l.name!r}: unknown source {e.source!r}")
+                sp = out[e.source][1:]
+                sizes.append(tuple(2 * x for x in sp) if e.transform == "upsample2" else sp)
+            if len(set(sizes)) != 1:
+                raise NetFileError(f"layer {l.name!r}: shape mismatch: its inputs have spatial sizes "
+                                   f"{sizes} for patch {patch}")
+            sp = sizes[0]
+            o = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(sp, l.padding, l.kernel_size, l.stride))
+            if min(o) < 1:
+                raise NetFileError(f"layer {l.name!r}: patch {patch} too small (output {o})")
+            out[l.name] = (l.out_channels, *o)
+        return out
+
+    @property
+    def names(self) -> List[str]:
+        return [l.name for l in self.layers]
+
+    def layer(self, name: str) -> QuantizedLayer:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(f"no layer {name!r}; layers: {self.names}")
+
+    def __getitem__(self, name: str) -> QuantizedLayer:
+        return self.layer(name)
+
+    @property
+    def readout(self) -> QuantizedLayer:
+        return self.layers[-1]
+
+    @property
+    def size_multiple(self) -> int:
+        """Patch sizes must be divisible by this (2 ** number of stride-2 layers)."""
+        m = 1
+        for l in self.layers:
+            m *= max(l.stride)
+        return m
+
+
+# ============================================================================ validation
+def validate_qnet(q: QuantizedNet) -> QuantizedNet:
+    """Check a QuantizedNet against the format and the Loihi rules; raise NetFileError."""
+    if not q.layers:
+        raise NetFileError("the network has no layers")
+    names = q.names
+    if len(set(names)) != len(names):
+        raise NetFileError(f"duplicate layer names in {names}")
+    if not 1 <= int(q.input_bits) <= R.MAX_PAYLOAD_BITS:
+        raise NetFileError(f"input_bits {q.input_bits} outside [1, {R.MAX_PAYLOAD_BITS}]")
+    if any(t < 1 for t in q.enc_windows) or q.dec_window < 1:
+        raise NetFileError(f"time windows must be >= 1 (enc {q.enc_windows}, dec {q.dec_window})")
+    out_ch: Dict[str, int] = {"input": int(q.in_channels)}
+    window: Dict[str, int] = {"input": max(q.enc_windows) if q.enc_windows else 1}
+    for l in q.layers:
+        where = f"layer {l.name!r}"
+        if l.neuron not in NEURON_KINDS:
+            raise NetFileError(f"{where}: neuron kind {l.neuron!r} not in {NEURON_KINDS}")
+        if l.op != "conv3d":
+            raise NetFileError(f"{where}: op {l.op!r} not supported (conv3d)")
+        w = np.asarray(l.weight)
+        if w.ndim != 5:
+            raise NetFileError(f"{where}: weight must be 5-D (out, in, kd, kh, kw), got shape {w.shape}")
+        try:
+            R.check_weights(w, f"{where}")
+            R.check_weight_exp(l.weight_exp, f"{where}")
+        except ValueError as exc:
+            raise NetFileError(str(exc)) from None
+        if l.num_weight_bits != R.WEIGHT_BITS:
+            raise NetFileError(f"{where}: num_weight_bits {l.num_weight_bits} != {R.WEIGHT_BITS}")
+        for nm, v in (("kernel_size", l.kernel_size), ("stride", l.stride), ("padding", l.padding)):
+            if len(tuple(v)) != 3 or any(int(x) < 0 for x in v):
+                raise NetFileError(f"{where}: {nm} must be 3 non-negative ints, got {v}")
+        if tuple(w.shape[2:]) != tuple(int(k) for k in l.kernel_size):
+            raise NetFileError(f"{where}: weight shape {w.shape} does not match kernel_size {tuple(l.kernel_size)}")
+        if any(int(s) < 1 for s in l.stride):
+            raise NetFileError(f"{where}: stride must be >= 1, got {l.stride}")
+        if l.time_window < 1:
+            raise NetFileError(f"{where}: time_window must be >= 1")
+        if not l.inputs:
+            raise NetFileError(f"{where}: no inputs")
+        pos = 0
+        for e in l.inputs:
+            if e.transform not in TRANSFORMS:
+                raise NetFileError(f"{where}: input transform {e.transform!r} not in {TRANSFORMS}")
+            if e.source not in out_ch:
+                raise NetFileError(f"{where}: input {e.source!r} is not the input or an earlier layer "
+                                   f"(missing layer or wrong order)")
+            a, b = e.channels
+            if a != pos or b <= a:
+                raise NetFileError(f"{where}: input channel slices must tile the weight's input dim in "
+                                   f"order; got {e.channels} after channel {pos}")
+            if b - a != out_ch[e.source]:
+                raise NetFileError(f"{where}: shape mismatch: input {e.source!r} has {out_ch[e.source]} "
+                                   f"channels but the weight slice {e.channels} has {b - a}")
+            pos = b
+            if e.source != "input":
+                if e.source_step_offset != window[e.source] - l.time_window or e.source_step_offset < 0:
+                    raise NetFileError(f"{where}: source_step_offset {e.source_step_offset} for "
+                                       f"{e.source!r} must be T_source - T_layer = "
+                                       f"{window[e.source] - l.time_window} >= 0")
+        if pos != w.shape[1]:
+            raise NetFileError(f"{where}: shape mismatch: inputs cover {pos} channels, weight has {w.shape[1]}")
+        p = l.atrlif
+        missing = [k for k in ATRLIF_PARAMS if k not in p]
+        if missing:
+            raise NetFileError(f"{where}: missing ATRLIF parameters {missing}")
+        try:
+            mult = l.multipliers
+        except ValueError as exc:
+            raise NetFileError(f"{where}: {exc}") from None
+        if int(p["theta_0"]) != p["theta_0"] or int(p["theta_step"]) != p["theta_step"]:
+            raise NetFileError(f"{where}: theta_0 and theta_step must be integers")
+        if l.neuron == "atrlif":
+            if not 1 <= int(p["theta_0"]) <= R.THETA_MAX:
+                raise NetFileError(f"{where}: theta_0 {p['theta_0']} out of range [1, {R.THETA_MAX}] (12 bits)")
+            if not 0 <= int(p["theta_step"]) <= R.THETA_MAX:
+                raise NetFileError(f"{where}: theta_step {p['theta_step']} out of range [0, {R.THETA_MAX}]")
+        else:
+            if int(p["theta_0"]) != R.NON_SPIKING_THETA_0 or mult["i_decay_mult"] != 0 \
+                    or mult["v_decay_mult"] != R.DECAY_UNITY:
+                raise NetFileError(f"{where}: an integrator needs theta_0 = {R.NON_SPIKING_THETA_0}, "
+                                   "delta_i = 4095/4096 (current = input) and delta_v = 0 (no leak)")
+            if l.output_scale is None or not np.isfinite(l.output_scale):
+                raise NetFileError(f"{where}: an integrator needs a finite output_scale")
+        bmax = 2 ** (R.BIAS_MANT_BITS - 1)
+        if not -bmax <= int(p["bias_mant"]) < bmax or not 0 <= int(p["bias_exp"]) < 2 ** R.BIAS_EXP_BITS:
+            raise NetFileError(f"{where}: bias_mant/bias_exp outside {R.BIAS_MANT_BITS}/{R.BIAS_EXP_BITS} bits")
+        if l.num_message_bits < 0 or l.num_message_bits > R.MAX_PAYLOAD_BITS:
+            raise NetFileError(f"{where}: num_message_bits {l.num_message_bits} out of range")
+        graded = any(e.source == "input" for e in l.inputs)
+        if graded and l.num_message_bits != q.input_bits:
+            raise NetFileError(f"{where}: reads the graded input, num_message_bits must be input_bits={q.input_bits}")
+        out_ch[l.name] = l.out_channels
+        window[l.name] = int(l.time_window)
+    if q.readout.neuron != "integrator":
+        raise NetFileError(f"the last layer ({q.readout.name!r}) must be the integrator read-out")
+    if len(q.patch_size) != 3 or len(q.stride) != 3:
+        raise NetFileError(f"patch_size and stride need 3 entries, got {q.patch_size}, {q.stride}")
+    m = q.size_multiple
+    if any(p % m for p in q.patch_size):
+        raise NetFileError(f"patch_size {q.patch_size} must be divisible by {m}")
+    shp = q.shapes()
+    if tuple(shp[q.readout.name][1:]) != tuple(q.patch_size) or q.readout.out_channels != 3:
+        raise NetFileError(f"shape mismatch: the read-out gives {shp[q.readout.name]} for patch "
+                           f"{q.patch_size}, expected (3, *patch)")
+    return q
+
+
+# ============================================================================ write / read
+def _json(x: Any) -> str:
+    return json.dumps(x, sort_keys=True, default=_json_default)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _versions() -> Dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+    out = {}
+    for pkg in ("lava-nc", "lava-dl"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:  # pragma: no cover
+            out[pkg] = "unknown"
+    return out
+
+
+def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
+    """Validate ``q`` and write it to ``path`` atomically (HDF5, h5py)."""
+    validate_qnet(q)
+    path = Path(path)
+    vers = _versions()
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["layer_order"] = np.array(q.names, dtype=h5py.string_dtype())
+        f.attrs["enc_windows"] = np.asarray(q.enc_windows, dtype=np.int64)
+        f.attrs["dec_window"] = int(q.dec_window)
+        f.attrs["input_bits"] = int(q.input_bits)
+        f.attrs["in_channels"] = int(q.in_channels)
+        f.attrs["scales"] = np.asarray(q.scales, dtype=np.int64)
+        f.attrs["readout_scale"] = float(q.readout_scale)
+        f.attrs["patch_size"] = np.asarray(q.patch_size, dtype=np.int64)
+        f.attrs["stride"] = np.asarray(q.stride, dtype=np.int64)
+        f.attrs["source_checkpoint"] = str(q.source_checkpoint)
+        f.attrs["source_sha256"] = str(q.source_sha256)
+        f.attrs["calibration"] = _json(q.calibration)
+        f.attrs["model_config"] = _json(q.model_config)
+        f.attrs["rules"] = _json(R.rules_summary())
+        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        f.attrs["lava_nc_version"] = vers["lava-nc"]
+        f.attrs["lava_dl_version"] = vers["lava-dl"]
+        g = f.create_group("layers")
+        shapes = q.shapes()
+        for idx, l in enumerate(q.layers):
+            h = g.create_group(l.name)
+            h.create_dataset("weight", data=np.asarray(l.weight).astype(np.int16))
+            a = h.attrs
+            a["op"] = l.op
+            a["neuron"] = l.neuron
+            a["index"] = idx
+            a["weight_exp"] = int(l.weight_exp)
+            a["num_weight_bits"] = int(l.num_weight_bits)
+            a["sign_mode"] = R.sign_mode(l.weight)
+            a["kernel_size"] = np.asarray(l.kernel_size, dtype=np.int64)
+            a["stride"] = np.asarray(l.stride, dtype=np.int64)
+            a["padding"] = np.asarray(l.padding, dtype=np.int64)
+            a["in_channels"] = l.in_channels
+            a["out_channels"] = l.out_channels
+            a["output_shape"] = np.asarray(shapes[l.name], dtype=np.int64)
+            a["time_window"] = int(l.time_window)
+            a["num_message_bits"] = int(l.num_message_bits)
+            a["input_gain"] = int(l.input_gain)
+            a["inputs"] = _json([e.to_dict() for e in l.inputs])
+            a["input_sources"] = np.array([e.source for e in l.inputs], dtype=h5py.string_dtype())
+            for k in ATRLIF_PARAMS:
+                v = l.atrlif[k]
+                a[k] = float(v) if k.startswith("delta") else int(v)
+            for k, v in l.multipliers.items():
+                a[k] = int(v)
+            if l.output_scale is not None:
+                a["output_scale"] = float(l.output_scale)
+            a["slayer"] = _json(l.slayer)
+    return path
+
+
+def _attr(a: h5py.AttributeManager, key: str, where: str):
+    if key not in a:
+        raise NetFileError(f"{where}: missing attribute {key!r}")
+    v = a[key]
+    if isinstance(v, bytes):
+        v = v.decode()
+    return v
+
+
+def _str_list(v) -> List[str]:
+    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
+
+
+def load_qnet(path: PathLike) -> QuantizedNet:
+    """Read and validate a net.h5 file (clear NetFileError messages for anything wrong)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"quantized network file not found: {path}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise NetFileError(f"{path} is not an HDF5 file ({exc})") from exc
+    with f:
+        fmt = f.attrs.get("format")
+        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
+        if fmt != FORMAT:
+            raise NetFileError(f"{path} is not a spikereg-neuro quantized network (format {fmt!r}, "
+                               f"expected {FORMAT!r})")
+        ver = f.attrs.get("format_version")
+        if ver is None or int(ver) != FORMAT_VERSION:
+            raise NetFileError(f"{path}: unsupported format_version {ver} (this reader supports "
+                               f"version {FORMAT_VERSION})")
+        where = str(path)
+        order = _str_list(_attr(f.attrs, "layer_order", where))
+        if "layers" not in f:
+            raise NetFileError(f"{path}: no /layers group")
+        g = f["layers"]
+        extra = sorted(set(g.keys()) - set(order))
+        if extra:
+            raise NetFileError(f"{path}: layers {extra} are not in layer_order {order}")
+        layers = []
+        for name in order:
+            if name not in g:
+                raise NetFileError(f"{path}: missing layer {name!r} (listed in layer_order)")
+            h = g[name]
+            lw = f"{path}: layer {name!r}"
+            if "weight" not in h:
+                raise NetFileError(f"{lw}: missing dataset 'weight'")
+            w = np.asarray(h["weight"])
+            a = h.attrs
+            try:
+                inputs = [LayerInput.from_dict(d) for d in json.loads(_attr(a, "inputs", lw))]
+            except json.JSONDecodeError as exc:
+                raise NetFileError(f"{lw}: attribute 'inputs' is not JSON ({exc})") from exc
+            atr = {}
+            for k in ATRLIF_PARAMS:
+                v = _attr(a, k, lw)
+                atr[k] = float(v) if k.startswith("delta") else int(v)
+            out_scale = float(a["output_scale"]) if "output_scale" in a else None
+            layer = QuantizedLayer(
+                name=name, neuron=str(_attr(a, "neuron", lw)), weight=w,
+                weight_exp=int(_attr(a, "weight_exp", lw)),
+                kernel_size=tuple(int(x) for x in _attr(a, "kernel_size", lw)),
+                stride=tuple(int(x) for x in _attr(a, "stride", lw)),
+                padding=tuple(int(x) for x in _attr(a, "padding", lw)),
+                inputs=inputs, time_window=int(_attr(a, "time_window", lw)), atrlif=atr,
+                num_message_bits=int(_attr(a, "num_message_bits", lw)),
+                num_weight_bits=int(_attr(a, "num_weight_bits", lw)), op=str(_attr(a, "op", lw)),
+                input_gain=int(a.get("input_gain", 1)), output_scale=out_scale,
+                slayer=json.loads(a["slayer"]) if "slayer" in a else {},
+            )
+            for k in ("in_channels", "out_channels"):
+                if k in a and int(a[k]) != getattr(layer, k):
+                    raise NetFileError(f"{lw}: shape mismatch: attribute {k}={int(a[k])} but weight "
+                                       f"shape is {w.shape}")
+            layers.append(layer)
+        q = QuantizedNet(
+            layers=layers,
+            enc_windows=tuple(int(x) for x in _attr(f.attrs, "enc_windows", where)),
+            dec_window=int(_attr(f.attrs, "dec_window", where)),
+            input_bits=int(_attr(f.attrs, "input_bits", where)),
+            in_channels=int(_attr(f.attrs, "in_channels", where)),
+            scales=tuple(int(x) for x in _attr(f.attrs, "scales", where)),
+            readout_scale=float(_attr(f.attrs, "readout_scale", where)),
+            source_checkpoint=str(f.attrs.get("source_checkpoint", "")),
+            source_sha256=str(f.attrs.get("source_sha256", "")),
+            calibration=json.loads(f.attrs.get("calibration", "{}")),
+            model_config=json.loads(f.attrs.get("model_config", "{}")),
+            patch_size=tuple(int(x) for x in _attr(f.attrs, "patch_size", where)),
+            stride=tuple(int(x) for x in _attr(f.attrs, "stride", where)),
+        )
+        stored_shapes = {name: tuple(int(x) for x in g[name].attrs["output_shape"])
+                         for name in order if "output_shape" in g[name].attrs}
+    try:
+        validate_qnet(q)
+    except NetFileError as exc:
+        raise NetFileError(f"{path}: {exc}") from None
+    shapes = q.shapes()
+    for name, shp in stored_shapes.items():
+        if shp != shapes[name]:
+            raise NetFileError(f"{path}: layer {name!r}: shape mismatch: output_shape {shp} but the "
+                               f"weights and geometry give {shapes[name]} for patch {q.patch_size}")
+    return q
+
+
+def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
+    """Exact equality of two networks (weights, parameters, connectivity, metadata)."""
+    if a.names != b.names:
+        return False
+    for x, y in zip(a.layers, b.layers):
+        if not (np.array_equal(x.weight, y.weight) and x.weight_exp == y.weight_exp
+                and tuple(x.kernel_size) == tuple(y.kernel_size) and tuple(x.stride) == tuple(y.stride)
+                and tuple(x.padding) == tuple(y.padding) and x.inputs == y.inputs
+                and x.time_window == y.time_window and x.neuron == y.neuron
+                and {k: x.atrlif[k] for k in ATRLIF_PARAMS} == {k: y.atrlif[k] for k in ATRLIF_PARAMS}
+                and x.num_message_bits == y.num_message_bits and x.input_gain == y.input_gain
+                and x.output_scale == y.output_scale):
+            return False
+    return (a.enc_windows == b.enc_windows and a.dec_window == b.dec_window
+            and a.input_bits == b.input_bits and a.in_channels == b.in_channels
+            and a.scales == b.scales and a.readout_scale == b.readout_scale
+            and a.source_sha256 == b.source_sha256 and a.calibration == b.calibration
+            and a.patch_size == b.patch_size and a.stride == b.stride)
+
+
+def layer_table(q: QuantizedNet) -> List[Dict[str, Any]]:
+    """One summary row per layer (for reports and printing)."""
+    rows = []
+    for l in q.layers:
+        rows.append({"name": l.name, "neuron": l.neuron, "weight_shape": list(l.weight.shape),
+                     "weight_exp": l.weight_exp, "theta_0": l.atrlif["theta_0"],
+                     "time_window": l.time_window, "inputs": [e.source for e in l.inputs],
+                     "weight_range": [int(l.weight.min()), int(l.weight.max())]})
+    return rows
+
+
+__all__: Sequence[str] = ["FORMAT", "FORMAT_VERSION", "ATRLIF_PARAMS", "NetFileError", "LayerInput",
+                          "QuantizedLayer", "QuantizedNet", "validate_qnet", "save_qnet", "load_qnet",
+                          "qnet_equal", "layer_table"]

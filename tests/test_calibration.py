@@ -1,0 +1,420 @@
+"""Calibration: Loihi 2 fixed-point rules, the bit-accurate emulator (vs hand-computed traces,
+vs lava-nc's own PyATRLIFModelFixed, vs the float SLAYER model), net.h5 and the command."""
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from calibration import loihi_rules as R
+from calibration.emulator import (NeuronParams, atrlif_run, emulate, emulate_pair, emulator_predictor,
+                                  lava_schedule, payload_of, spike_agreement)
+from calibration.netfile import NetFileError, load_qnet, qnet_equal, save_qnet, validate_qnet
+from calibration.quantize import feasible_weight_exps, quantize_network, theta_mantissa
+from spikereg_neuro.checkpoint import save_checkpoint
+from spikereg_neuro.cli import main
+from spikereg_neuro.data.dataset import DataConfig
+from spikereg_neuro.inference import register_tensors
+from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.unet import SpikeRegUNet
+
+torch.set_num_threads(1)
+
+TINY = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_net():
+    torch.manual_seed(0)
+    return SpikeRegUNet(TINY).eval()
+
+
+@pytest.fixture(scope="module")
+def qnet(tiny_net):
+    return quantize_network(tiny_net, source_checkpoint="tiny", source_sha256="0" * 64,
+                            calibration={"split": "train", "note": "test"}, patch_size=(16, 16, 16),
+                            stride=(8, 8, 8))
+
+
+def smooth_patches(n=2, size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2 * n, 1, size, size, size, generator=g)
+    x = torch.nn.functional.avg_pool3d(x, 3, 1, 1)
+    x = (x - x.amin()) / (x.amax() - x.amin())
+    return x[:n].contiguous(), x[n:].contiguous()
+
+
+# ============================================================================ rules
+def test_weight_rules_match_lava_weightutils():
+    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+    assert (R.WEIGHT_MIN, R.WEIGHT_MAX, R.WEIGHT_EXP_MIN, R.WEIGHT_EXP_MAX) == (-256, 254, -8, 7)
+    rng = np.random.default_rng(0)
+    w = rng.integers(-300, 300, size=500)
+    lava = truncate_weights(clip_weights(w, SignMode.MIXED, num_bits=8), SignMode.MIXED, 8)
+    assert np.array_equal(R.lava_effective_weights(w), lava)
+    grid = np.arange(-256, 255, 2)                    # SLAYER's 8-bit grid survives lava unchanged
+    assert np.array_equal(R.lava_effective_weights(grid), grid)
+    R.check_weights(grid)
+    with pytest.raises(ValueError, match="out of range"):
+        R.check_weights(np.array([0, 256]))
+    with pytest.raises(ValueError, match="out of range"):
+        R.check_weights(np.array([-258, 2]))
+    with pytest.raises(ValueError, match="LSB"):
+        R.check_weights(np.array([-4, 3]))
+    with pytest.raises(ValueError, match="integers"):
+        R.check_weights(np.array([0.5, 2.0]))
+    with pytest.raises(ValueError, match="weight exponent"):
+        R.check_weight_exp(8)
+
+
+def test_weight_quantizer_is_slayers_8bit_grid(tiny_net):
+    neuron = tiny_net.enc[0].neuron
+    w = torch.tensor([1 / 64, 3 / 64, -1 / 64, -3 / 64, 5.0, -5.0, 0.3, -0.2])
+    ref = neuron.quantize_8bit(w, descale=True).numpy()
+    assert np.array_equal(R.quantize_weight(w), ref)
+    # round half to even on the 2/64 grid: 1/64 -> 0, 3/64 -> 4/64; clamped to [-256, 254]
+    assert R.quantize_weight(w).tolist() == [0, 4, 0, -4, 254, -256, 20, -12]
+
+
+def test_shifts_and_overflow_rules():
+    from lava.lib.dl.slayer.utils.int_utils import right_shift_to_zero
+    x = np.array([-8193, -4097, -4096, -4095, -1, 0, 1, 4095, 4096, 8191])
+    expect = [-2, -1, -1, 0, 0, 0, 0, 0, 1, 1]                 # toward zero
+    assert R.sign_magnitude_shift(x, 12).tolist() == expect
+    assert R.sign_magnitude_shift(torch.from_numpy(x), 12).tolist() == expect
+    assert right_shift_to_zero(torch.from_numpy(x), 12).tolist() == expect   # SLAYER agrees
+    # a connection's weight exponent is an arithmetic shift: floor, not toward zero
+    assert R.shift_activation(np.array([-5, -4, 5]), -1).tolist() == [-3, -2, 2]
+    assert R.shift_activation(torch.tensor([-5, 5]), 2).tolist() == [-20, 20]
+    m = 2 ** 23
+    cur = np.array([m - 1, m, m + 1, m + 5, -m + 1, -m, -m - 1])
+    assert R.wrap_current(cur).tolist() == [m - 1, m, -m + 1, -m + 5, -m + 1, m, m - 1]
+    assert R.wrap_current(torch.from_numpy(cur)).tolist() == R.wrap_current(cur).tolist()
+    assert R.saturate_voltage(np.array([m, -m, 5])).tolist() == [m - 1, -m + 1, 5]
+
+
+def test_decay_mapping_from_slayer():
+    d = R.atrlif_deltas_from_slayer(2048, 1024, 2048, 2048)
+    assert d == {"delta_i": 2047 / 4096, "delta_v": 0.25, "delta_theta": 0.5, "delta_r": 0.5}
+    assert R.current_decay_multiplier(d["delta_i"]) == 2048     # = SLAYER's 4096 - iDecay
+    assert R.decay_multiplier(d["delta_v"]) == 3072
+    assert R.current_decay_multiplier(4095 / 4096) == 0          # iDecay 4096: current = input
+    with pytest.raises(ValueError, match="iDecay = 0"):
+        R.atrlif_deltas_from_slayer(0, 0, 0, 0)
+    with pytest.raises(ValueError, match="multiple of 1/4096"):
+        R.decay_multiplier(0.3)
+
+
+def test_threshold_mantissa_and_feasible_exponents():
+    assert theta_mantissa(64, 1, 0) == (64, True)
+    assert theta_mantissa(64, 255, -2) == (4080, True)         # graded input: threshold x 255
+    assert theta_mantissa(64, 255, -7)[1] is False
+    assert feasible_weight_exps(64, 255) == [-6, -5, -4, -3, -2]
+    assert feasible_weight_exps(64, 1) == [-6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5]
+
+
+# ============================================================================ neuron
+def test_emulator_neuron_hand_computed_trace():
+    """ATRLIF fixed point by hand: m_i = 2048, m_v = 3072, m_r = 2048, theta = 64 << 6 = 4096.
+
+    t  a_in  i = i*m_i>>12 + 64a      v = v*m_v>>12 + i             r (decay, +2 theta on spike)  s
+    0   50   0 + 3200 = 3200          0 + 3200 = 3200               0                              0
+    1   50   1600 + 3200 = 4800       2400 + 4800 = 7200            0 -> 8192                      1
+    2    0   2400                     5400 + 2400 = 7800            4096  (7800-4096 < 4096)       0
+    3  -30   1200 - 1920 = -720       5850 - 720 = 5130             2048                           0
+    4  100   -360 + 6400 = 6040       3847 + 6040 = 9887            1024 -> 9216                   1
+    5 -100   3020 - 6400 = -3380      7415 - 3380 = 4035            4608                           0
+    6 -100   -1690 - 6400 = -8090     3026 - 8090 = -5064           2304                           0
+    7    0   -4045                    -3798 - 4045 = -7843          1152                           0
+    (5130*3072/4096 = 3847.5 -> 3847; -5064*3072/4096 = -3798 exactly; -8090/2 = -4045;
+     rounding is toward zero: sign(x) * (|x| >> 12).)
+    """
+    p = NeuronParams.from_atrlif({"delta_i": 2047 / 4096, "delta_v": 0.25, "delta_theta": 0.5,
+                                  "delta_r": 0.5, "theta_0": 64, "theta_step": 0})
+    out = atrlif_run(p, torch.tensor([[50, 50, 0, -30, 100, -100, -100, 0]]))
+    assert out["i"][0].tolist() == [3200, 4800, 2400, -720, 6040, -3380, -8090, -4045]
+    assert out["v"][0].tolist() == [3200, 7200, 7800, 5130, 9887, 4035, -5064, -7843]
+    assert out["r"][0].tolist() == [0, 8192, 4096, 2048, 9216, 4608, 2304, 1152]
+    assert out["s"][0].int().tolist() == [0, 1, 0, 0, 1, 0, 0, 0]
+    assert out["theta"][0].tolist() == [4096] * 8
+    # a negative current decays toward zero: -1 * 2048 >> 12 -> 0 (floor would give -1)
+    assert atrlif_run(p, torch.tensor([[-1, 0]]))["i"][0].tolist() == [-64, -32]
+
+
+class _In:
+    data = None
+
+    def recv(self):
+        return self.data
+
+
+class _Out:
+    def send(self, x):
+        pass
+
+
+def _lava_fixed_run(params, a_in):
+    """lava-nc's own PyATRLIFModelFixed.run_spk, instantiated directly (ports replaced)."""
+    from lava.proc.atrlif.models import PyATRLIFModelFixed
+    n, T = a_in.shape
+    m = PyATRLIFModelFixed({})
+    m.a_in, m.s_out = _In(), _Out()
+    m.i, m.v, m.theta, m.r = (np.zeros(n, np.int32) for _ in range(4))
+    m.s = np.zeros(n, bool)
+    m.bias_mant = np.full(n, params.get("bias_mant", 0), np.int16)
+    m.bias_exp = np.full(n, params.get("bias_exp", 0), np.int16)
+    for k in ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step"):
+        setattr(m, k, params[k])
+    trace = {k: [] for k in ("s", "i", "v", "theta", "r")}
+    for t in range(T):
+        m.a_in.data = a_in[:, t].astype(np.int32)
+        m.run_spk()
+        for k in trace:
+            trace[k].append(np.array(getattr(m, k)).astype(np.int64))
+    return {k: np.stack(v, axis=-1) for k, v in trace.items()}
+
+
+@pytest.mark.parametrize("params,lo,hi", [
+    ({"delta_i": 2047 / 4096, "delta_v": 1024 / 4096, "delta_theta": 0.5, "delta_r": 0.5,
+      "theta_0": 64, "theta_step": 0}, -120, 200),                       # the network's neurons
+    ({"delta_i": 1000 / 4096, "delta_v": 300 / 4096, "delta_theta": 700 / 4096, "delta_r": 100 / 4096,
+      "theta_0": 300, "theta_step": 40, "bias_mant": 37, "bias_exp": 2}, -400, 600),   # adaptation + bias
+    ({"delta_i": 1 / 4096, "delta_v": 0.0, "delta_theta": 0.0, "delta_r": 0.0,
+      "theta_0": 4095, "theta_step": 0}, -150000, 150000),               # 24-bit wrap and saturation
+    ({"delta_i": 4095 / 4096, "delta_v": 0.0, "delta_theta": 0.0, "delta_r": 0.0,
+      "theta_0": R.NON_SPIKING_THETA_0, "theta_step": 0}, -5000, 5000),  # the read-out integrator
+])
+def test_emulator_neuron_equals_lava_pyatrlifmodelfixed(params, lo, hi):
+    rng = np.random.default_rng(abs(hash((lo, hi))) % 2 ** 32)
+    a_in = rng.integers(lo, hi, size=(40, 30))
+    ref = _lava_fixed_run(params, a_in)
+    out = atrlif_run(NeuronParams.from_atrlif(params), torch.from_numpy(a_in))
+    for k in ("i", "v", "theta", "r"):
+        assert np.array_equal(out[k].numpy(), ref[k]), k
+    assert np.array_equal(out["s"].numpy(), ref["s"].astype(bool))
+    if hi > 100000:   # the overflow case really overflows
+        assert np.abs(ref["v"]).max() == 2 ** 23 - 1 and (np.diff(np.sign(ref["i"]), axis=1) != 0).any()
+    if params["theta_0"] < R.NON_SPIKING_THETA_0:
+        assert 0 < ref["s"].mean() < 1
+
+
+LAVA_GRAPH = textwrap.dedent("""
+    import json, numpy as np
+    from lava.proc.atrlif.process import ATRLIF
+    from lava.proc.io.source import RingBuffer
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.magma.core.run_conditions import RunSteps
+    data = np.array(json.loads(input()), dtype=np.int32)
+    n, T = data.shape
+    src = RingBuffer(data=data)
+    neu = ATRLIF(shape=(n,), delta_i=2047/4096, delta_v=0.25, delta_theta=0.5, delta_r=0.5,
+                 theta_0=64, theta_step=0, theta=64)
+    src.s_out.connect(neu.a_in)
+    out = {k: [] for k in ("s", "i", "v", "theta", "r")}
+    try:
+        for t in range(T):
+            neu.run(condition=RunSteps(num_steps=1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+            for k in out:
+                out[k].append(np.asarray(getattr(neu, k).get()).astype(int).tolist())
+    finally:
+        neu.stop()
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_emulator_equals_a_tiny_lava_fixed_pt_graph():
+    """RingBuffer -> ATRLIF run by lava's runtime with Loihi2SimCfg(select_tag='fixed_pt')."""
+    rng = np.random.default_rng(3)
+    data = rng.integers(-60, 110, size=(6, 12))
+    try:
+        proc = subprocess.run([sys.executable, "-c", LAVA_GRAPH], input=json.dumps(data.tolist()),
+                              capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the tiny Lava graph did not finish in 120 s")
+    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and line, proc.stderr[-2000:]
+    ref = {k: np.array(v).T for k, v in json.loads(line[0][6:]).items()}    # (n, T)
+    p = NeuronParams.from_atrlif({"delta_i": 2047 / 4096, "delta_v": 0.25, "delta_theta": 0.5,
+                                  "delta_r": 0.5, "theta_0": 64, "theta_step": 0})
+    out = atrlif_run(p, torch.from_numpy(data))
+    for k in ("i", "v", "theta", "r"):
+        assert np.array_equal(out[k].numpy(), ref[k]), k
+    assert np.array_equal(out["s"].numpy(), ref["s"].astype(bool))
+    assert 0 < ref["s"].mean() < 1
+
+
+# ============================================================================ network
+def test_quantized_net_parameters(tiny_net, qnet):
+    assert qnet.names == ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0", "readout"]
+    enc0, dec2, ro = qnet["enc0"], qnet["dec2"], qnet["readout"]
+    assert enc0.weight_exp == -2 and enc0.atrlif["theta_0"] == 4080 and enc0.input_gain == 255
+    assert enc0.num_message_bits == 8 and qnet["enc1"].num_message_bits == 0
+    assert qnet["enc1"].weight_exp == 0 and qnet["enc1"].atrlif["theta_0"] == 64
+    assert [(e.source, e.transform, e.channels, e.source_step_offset) for e in dec2.inputs] == \
+        [("enc3", "upsample2", (0, 8), 0), ("enc2", "identity", (8, 16), 0)]
+    assert qnet["dec0"].input_named("enc0").source_step_offset == 2            # T_enc0 4 - T_dec 2
+    assert ro.neuron == "integrator" and ro.output_scale == TINY.readout_scale / (4096 * 2)
+    for b in tiny_net.blocks():   # the integers are exactly the weights of the float forward pass
+        fwd = b.synapse.effective_weight().detach().numpy()
+        assert np.array_equal(qnet[b.name].weight / 64.0, fwd)
+
+
+def test_binary_layers_bit_exact_with_slayer(tiny_net, qnet):
+    from calibration.calibrate import FloatRecorder
+    f, m = smooth_patches()
+    with torch.no_grad(), FloatRecorder(tiny_net, keep_pre=False) as rec:
+        u = tiny_net(f, m)
+    pl = payload_of(qnet, f, m)
+    forced = {k: v > 0 for k, v in rec.out.items() if k != "readout"}
+    tf = emulate(qnet, pl, record_spikes=True, forced=forced)
+    for name in ("enc1", "enc2", "enc3", "dec2", "dec1", "dec0"):
+        a = spike_agreement(rec.out[name] > 0, tf.spikes[name])
+        assert a["mismatches"] == 0, (name, a)
+        assert 0 < a["rate_a"] < 1
+    assert spike_agreement(rec.out["enc0"] > 0, tf.spikes["enc0"])["agreement"] > 0.999
+    assert torch.equal(tf.field, u)             # same dec0 spikes -> bit-identical field
+    e2e = emulate(qnet, pl, record_spikes=True)
+    assert spike_agreement(rec.out["dec0"] > 0, e2e.spikes["dec0"])["agreement"] > 0.99
+
+
+def test_emulator_predictor_in_the_host_pipeline(qnet):
+    f, m = smooth_patches(1)
+    res = emulate_pair(qnet, f, m)
+    pred = emulator_predictor(qnet)
+    # one patch = the untiled prediction (up to the blending's float normalisation)
+    u = register_tensors(pred, [1], f, m, patch=[16] * 3, stride=[8] * 3)
+    assert torch.allclose(u, res.field, atol=1e-6, rtol=0) and res.field.abs().max() > 0
+    # a whole volume of another size, two residual scales
+    g = torch.Generator().manual_seed(1)
+    vf = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 24, 20, 16, generator=g), 3, 1, 1)
+    vm = torch.roll(vf, 1, dims=2)
+    stats = {}
+    u2 = register_tensors(emulator_predictor(qnet, stats), qnet.scales, vf, vm, [16] * 3, [8] * 3)
+    assert u2.shape == (1, 3, 24, 20, 16) and torch.isfinite(u2).all()
+    assert stats["enc0"].neurons > 0 and stats["enc0"].current_wraps == 0
+    with pytest.raises(ValueError, match="divisible"):
+        emulate(qnet, torch.zeros(1, 2, 12, 16, 16, dtype=torch.int64))
+    with pytest.raises(ValueError, match="payload outside"):
+        emulate(qnet, torch.full((1, 2, 16, 16, 16), 256, dtype=torch.int64))
+
+
+def test_lava_schedule(qnet):
+    s = lava_schedule(qnet)
+    assert [s[n]["start"] for n in qnet.names] == [1, 3, 5, 6, 7, 8, 9, 10]
+    assert s["dec0"]["inputs"][1] == {"source": "enc0", "transform": "identity", "first_source_step": 2,
+                                      "arrival": 4, "extra_delay": 5}
+    assert s["readout"]["end"] == 11
+
+
+# ============================================================================ net.h5
+def test_netfile_round_trip_and_contract(qnet, tmp_path):
+    p = save_qnet(tmp_path / "net.h5", qnet)
+    q2 = load_qnet(p)
+    assert qnet_equal(qnet, q2)
+    with h5py.File(p, "r") as f:
+        assert f.attrs["format"] == "spikereg-neuro/quantized-net" and int(f.attrs["format_version"]) == 1
+        assert list(f["layers"].keys()) == sorted(qnet.names)
+        for name in qnet.names:
+            g = f["layers"][name]
+            assert np.issubdtype(g["weight"].dtype, np.integer) and g["weight"].ndim == 5
+            for k in ("weight_exp", "delta_i", "delta_v", "delta_theta", "delta_r", "theta_0",
+                      "theta_step", "bias_mant", "bias_exp", "stride", "padding", "time_window",
+                      "inputs", "neuron"):
+                assert k in g.attrs, (name, k)
+        assert "output_scale" in f["layers/readout"].attrs
+        assert list(f.attrs["enc_windows"]) == [4, 3, 2, 2] and f.attrs["source_sha256"] == "0" * 64
+        assert list(f.attrs["patch_size"]) == [16, 16, 16]
+        assert list(f["layers/enc1"].attrs["output_shape"]) == [4, 8, 8, 8]
+        assert list(f["layers/dec2"].attrs["output_shape"]) == [8, 4, 4, 4]
+        assert list(f["layers/readout"].attrs["output_shape"]) == [3, 16, 16, 16]
+    assert qnet.shapes((24, 16, 32))["enc3"] == (8, 3, 2, 4)
+
+
+def _copy_and_edit(src, dst, fn):
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        fn(f)
+    return dst
+
+
+def test_netfile_validation_errors(qnet, tmp_path):
+    good = save_qnet(tmp_path / "good.h5", qnet)
+
+    def version(f):
+        f.attrs["format_version"] = 99
+
+    def out_of_range(f):
+        w = np.array(f["layers/enc1/weight"])
+        w.flat[0] = 300
+        del f["layers/enc1/weight"]
+        f["layers/enc1"].create_dataset("weight", data=w)
+
+    def shape(f):
+        w = np.array(f["layers/dec2/weight"])[:, :-1]
+        del f["layers/dec2/weight"]
+        f["layers/dec2"].create_dataset("weight", data=w)
+
+    def missing(f):
+        del f["layers/dec1"]
+
+    def out_shape(f):
+        f["layers/enc2"].attrs["output_shape"] = np.array([8, 5, 4, 4])
+
+    def fmt(f):
+        f.attrs["format"] = "something-else"
+
+    for fn, msg in [(version, "format_version"), (out_of_range, "out of range"), (shape, "shape mismatch"), (out_shape, "shape mismatch: output_shape"),
+                    (missing, "missing layer 'dec1'"), (fmt, "not a spikereg-neuro quantized network")]:
+        bad = _copy_and_edit(good, tmp_path / f"{fn.__name__}.h5", fn)
+        with pytest.raises(NetFileError, match=msg):
+            load_qnet(bad)
+    # in-memory validation too
+    import copy
+    q = copy.deepcopy(qnet)
+    q.layers[1].atrlif["theta_0"] = 5000
+    with pytest.raises(NetFileError, match="theta_0 5000 out of range"):
+        validate_qnet(q)
+    q = copy.deepcopy(qnet)
+    q.layers[2].weight_exp = -9
+    with pytest.raises(NetFileError, match="weight exponent"):
+        validate_qnet(q)
+    with pytest.raises(FileNotFoundError):
+        load_qnet(tmp_path / "nope.h5")
+
+
+# ============================================================================ command
+def test_calibrate_command_end_to_end(tmp_path, capsys):
+    torch.manual_seed(1)
+    net = SpikeRegUNet(TINY)
+    dc = DataConfig(voxel_size_mm=8.0, shape=(16, 24, 16), n_train=3, n_val=2, n_test=2, seed=3)
+    ckpt = save_checkpoint(tmp_path / "tiny.pt", net, {"data_config": dc.to_dict(),
+                                                       "inference": {"patch_size": 16, "stride": 8, "batch_size": 2}})
+    out = tmp_path / "out" / "net.h5"
+    rc = main(["calibrate", "--model", str(ckpt), "--out", str(out), "--cache", str(tmp_path / "cache"),
+               "--calib-pairs", "2", "--max-calib-patches", "4"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Dice float" in text
+    files = sorted(p.name for p in out.parent.iterdir())
+    assert files == ["calibration_report.json", "calibration_report.md", "net.h5"]   # no temp files left
+    rep = json.loads((out.parent / "calibration_report.json").read_text())
+    for k in ("dice_float", "dice_quantized", "dice_drop"):
+        assert isinstance(rep[k], float)
+    assert abs(rep["dice_drop"] - (rep["dice_float"] - rep["dice_quantized"])) < 1e-12
+    assert rep["calibration"]["split"] == "train" and rep["calibration"]["patches_verified"] <= 4
+    assert set(rep["layers"]) == set(TINY_NAMES)
+    assert rep["layers"]["enc1"]["verification"]["mismatches_teacher_forced"] == 0
+    q = load_qnet(out)
+    assert q.source_sha256 == rep["source_sha256"] and q.calibration["split"] == "train"
+    assert "Dice drop" in (out.parent / "calibration_report.md").read_text()
+    # a missing model is one clear error line
+    rc = main(["calibrate", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.h5")])
+    assert rc == 1 and "no SpikeReg model" in capsys.readouterr().err
+
+
+TINY_NAMES = ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0", "readout"]
