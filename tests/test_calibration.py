@@ -252,9 +252,10 @@ def test_emulator_equals_a_tiny_lava_fixed_pt_graph():
 def test_quantized_net_parameters(tiny_net, qnet):
     assert qnet.names == ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0", "readout"]
     enc0, dec2, ro = qnet["enc0"], qnet["dec2"], qnet["readout"]
-    assert enc0.weight_exp == -2 and enc0.atrlif["theta_0"] == 4080 and enc0.input_gain == 255
+    # threshold 4 (vThMant 256) x input gain 255 = 65280 -> 12-bit theta_0 needs exponent -4
+    assert enc0.weight_exp == -4 and enc0.atrlif["theta_0"] == 4080 and enc0.input_gain == 255
     assert enc0.num_message_bits == 8 and qnet["enc1"].num_message_bits == 0
-    assert qnet["enc1"].weight_exp == 0 and qnet["enc1"].atrlif["theta_0"] == 64
+    assert qnet["enc1"].weight_exp == 0 and qnet["enc1"].atrlif["theta_0"] == 4 * 64
     assert [(e.source, e.transform, e.channels, e.source_step_offset) for e in dec2.inputs] == \
         [("enc3", "upsample2", (0, 8), 0), ("enc2", "identity", (8, 16), 0)]
     assert qnet["dec0"].input_named("enc0").source_step_offset == 2            # T_enc0 4 - T_dec 2

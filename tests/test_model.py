@@ -44,7 +44,7 @@ def test_block_weights_are_on_the_8bit_grid_and_export_integers():
     d = blk.export()
     assert d["type"] == "conv3d" and d["weight"].shape == (4, 2, 3, 3, 3)
     assert np.array_equal(d["weight"], np.round(d["weight"]))
-    assert d["neuron"]["vThMant"] == 64 and d["neuron"]["refDecay"] == 2048
+    assert d["neuron"]["vThMant"] == 4 * 64 and d["neuron"]["refDecay"] == 2048
 
 
 def test_refractory_period_holds():
@@ -59,7 +59,7 @@ def test_refractory_period_holds():
     fired = torch.nonzero(s).flatten().tolist()
     assert all(b - a >= 2 for a, b in zip(fired, fired[1:])), fired
     # a CUBA neuron (no refractory state) with the same drive and hard reset fires every step
-    cuba = make_neuron(NeuronConfig(kind="cuba", current_decay=1.0, voltage_decay=1.0))
+    cuba = make_neuron(NeuronConfig(kind="cuba", threshold=1.0, current_decay=1.0, voltage_decay=1.0))
     assert cuba(drive)[0, 0].sum() == 12
 
 

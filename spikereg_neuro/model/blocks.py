@@ -76,11 +76,12 @@ class ReadoutBlock(torch.nn.Module):
         self.w_scale = int(w_scale)
         self.synapse = Conv3dSynapse(in_channels, out_channels, kernel_size,
                                      pre_hook_fx=self._quantize if quantize else None)
-        # Initial weights of half a quantum (1 / w_scale): about half of them round to a non-zero
-        # mantissa, so gradients reach the spiking layers from the first step (a smaller
-        # initialisation quantizes to all-zero weights and blocks every upstream gradient).
+        # Initial weights of 4 quanta (1 quantum = 2 / w_scale): almost all round to a non-zero
+        # mantissa, so gradients reach the spiking layers from the first step (an initialisation
+        # below half a quantum rounds to all-zero weights and blocks every upstream gradient), and
+        # training moves them across many quantization steps. ``scale`` is chosen accordingly.
         with torch.no_grad():
-            self.synapse.weight.normal_(0.0, 1.0 / self.w_scale)
+            self.synapse.weight.normal_(0.0, 8.0 / self.w_scale)
 
     def _quantize(self, weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
         # the same 8-bit grid as SLAYER's neuron.quantize_8bit

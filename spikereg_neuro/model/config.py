@@ -24,8 +24,8 @@ class ModelConfig:
     enc_windows: Tuple[int, ...] = (8, 6, 4, 4)
     dec_window: int = 4
     input_bits: int = 8
-    readout_scale: float = 4.0
-    weight_gain: float = 2.0
+    readout_scale: float = 0.5
+    weight_gain: float = 8.0
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
 

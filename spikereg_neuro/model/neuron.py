@@ -23,7 +23,11 @@ class NeuronConfig:
     """Neuron parameters in SLAYER units (decays are fractions per step, in [0, 1])."""
 
     kind: str = "alif"
-    threshold: float = 1.0
+    # 4.0 rather than SLAYER's usual 1.0: weights scale with the threshold, so a larger threshold
+    # puts the trained weights on more of the 8-bit mantissa grid (step 1/32 at w_scale 64).
+    # With 1.0 the deeper layers' weights had std 0.05-0.1, i.e. 2-3 effective bits, and their
+    # latent weights almost never crossed a quantization step during training.
+    threshold: float = 4.0
     threshold_step: float = 0.0
     current_decay: float = 0.5
     voltage_decay: float = 0.25
