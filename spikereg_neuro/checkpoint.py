@@ -77,3 +77,20 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def strip_for_release(src: str | Path, dst: str | Path) -> Dict[str, Any]:
+    """Copy a training checkpoint without optimizer/scheduler/RNG state (what is shipped).
+
+    Returns the kept metadata (epoch, best validation Dice, configs, history).
+    """
+    ckpt = read_checkpoint(src)
+    keep = {k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler", "rng")}
+    keep["train_summary"] = {"source": Path(src).name, "sha256_source": file_sha256(src),
+                             "epoch": ckpt.get("epoch"), "best_val_dice": ckpt.get("best_val_dice"),
+                             "history": ckpt.get("history", [])}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(dst) as tmp:
+        torch.save(keep, tmp)
+    return keep["train_summary"]

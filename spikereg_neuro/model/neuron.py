@@ -9,11 +9,17 @@ twin of lava-nc's ``LIF`` process.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from lava.lib.dl.slayer.neuron import alif as slayer_alif
-from lava.lib.dl.slayer.neuron import cuba as slayer_cuba
+
+# lava-dl prints a notice about an optional dataset toolbox (stdout) and torch's extension loader
+# one about CUDA_HOME (stderr) when SLAYER is imported on a CPU machine; neither concerns us.
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    from lava.lib.dl.slayer.neuron import alif as slayer_alif
+    from lava.lib.dl.slayer.neuron import cuba as slayer_cuba
 
 NEURON_KINDS = ("alif", "cuba")
 
