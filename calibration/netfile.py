@@ -334,6 +334,8 @@ def _json_default(o: Any):
         return float(o)
     if isinstance(o, np.ndarray):
         return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 

@@ -24,7 +24,7 @@ from spikereg_neuro.io.atomic import atomic_write_text
 from spikereg_neuro.model.unet import SpikeRegUNet
 
 from .emulator import LayerStats, emulator_predictor
-from .netfile import QuantizedNet
+from .netfile import QuantizedNet, _json_default
 
 TARGET_DROP = 0.01
 GOAL_DROP = 0.005
@@ -243,18 +243,6 @@ def report_markdown(rep: Mapping[str, Any]) -> str:
         L.append(f"| {n} | {s['start']} | {s['end']} | {ins} |")
     L.append("")
     return "\n".join(L)
-
-
-def _json_default(o: Any):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
 def _clean(o: Any) -> Any:
