@@ -17,6 +17,8 @@ _COMMAND_MODULES = [
     "spikereg_neuro.commands.register",
     "spikereg_neuro.commands.demo",
     "calibration.cli",
+    "sim.cli",
+    "loihi.cli",
     "spikereg_neuro.commands.benchmark",
 ]
 

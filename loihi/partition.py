@@ -1,0 +1,400 @@
+"""Greedy partitioner: layers -> Loihi 2 neuro-cores -> chips, under :class:`~loihi.limits.CoreLimits`.
+
+Each layer is cut into a regular grid of slices: ``ceil(C / gc)`` groups of output channels
+times ``ceil(D / bd) x ceil(H / bh) x ceil(W / bw)`` spatial blocks (the last slice along an axis
+may be smaller). One slice = one core; a core holds only neurons of one layer, and it stores the
+synapses of its neurons' fan-in (all their incoming connections).
+
+Per core (exact, from the per-target fan-in maps of :mod:`loihi.resources`):
+
+* ``neurons``; ``synapses`` (stored by the lowering); ``state_bytes`` (neurons x state size);
+* ``fan_in_axons``: distinct source neurons that send to the core (per incoming connection,
+  the source positions its outputs read, times the source's channels);
+* ``fan_out_axons``: sum over the core's neurons of the number of destination cores (a spike
+  is routed once per destination core);
+* ``synaptic_memory_bits`` by the encoding (:func:`loihi.limits.synaptic_memory_bits`).
+
+Greedy choice per layer: among all grids (channel group sizes and block sizes from the distinct
+values of ``ceil(n / m)``), the one with the fewest cores whose EVERY core respects the neuron,
+memory (synapses + state), fan-in and fan-out limits; ties go to the fewest total input axons
+(the duplicated routing of a layer's sources), then to the smallest largest-core memory. A
+core's fan-out depends on how its consumers are cut, and a layer's cut does not depend on its
+sources' cuts, so layers are planned from the last to the first: when a layer is cut, the grids
+of all its consumers are known and its fan-out is exact. Cores are then numbered in execution
+order and packed onto chips in that order (a new chip when ``cores_per_chip``,
+``neurons_per_chip`` or ``synapses_per_chip`` would be exceeded).
+
+The network is mapped for ONE patch shape; patches run one after another on the same cores.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from itertools import product
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from . import limits as LIM
+from .limits import CoreLimits
+from .resources import LayerResources, NetworkResources
+
+Shape3 = Tuple[int, int, int]
+#: candidates with the minimal core count evaluated for the tie-break (at most)
+MAX_TIES = 48
+
+
+def _sizes(n: int) -> List[int]:
+    """Distinct slice sizes ``ceil(n / m)``, m = 1..n (largest first)."""
+    return sorted({math.ceil(n / m) for m in range(1, n + 1)}, reverse=True)
+
+
+def _starts(n: int, b: int) -> np.ndarray:
+    return np.arange(0, n, b)
+
+
+def _lengths(n: int, b: int) -> np.ndarray:
+    s = _starts(n, b)
+    return np.minimum(s + b, n) - s
+
+
+@dataclass
+class Core:
+    """One neuro-core: a slice of one layer."""
+
+    id: int
+    layer: str
+    channels: Tuple[int, int]
+    block: Tuple[Tuple[int, int], Tuple[int, int], Tuple[int, int]]
+    neurons: int
+    synapses: int
+    synaptic_memory_bits: int
+    state_bytes: int
+    fan_in_axons: int
+    fan_out_axons: int = 0
+    chip: int = -1
+    synops_per_step: Optional[List[float]] = None
+    spikes_out_per_step: Optional[List[float]] = None
+
+    @property
+    def synaptic_memory_bytes(self) -> int:
+        return -(-int(self.synaptic_memory_bits) // 8)
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.synaptic_memory_bytes + int(self.state_bytes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {"id": self.id, "chip": self.chip, "layer": self.layer, "channels": list(self.channels),
+             "block": [list(b) for b in self.block], "neurons": self.neurons,
+             "synapses": self.synapses, "synaptic_memory_bytes": self.synaptic_memory_bytes,
+             "state_bytes": int(self.state_bytes), "memory_bytes": self.memory_bytes,
+             "fan_in_axons": self.fan_in_axons, "fan_out_axons": self.fan_out_axons,
+             # estimate_loihi2 reads neurons, synops_per_step, spikes_out_per_step, chip
+             "synops_per_step": self.synops_per_step if self.synops_per_step is not None else 0.0,
+             "spikes_out_per_step": self.spikes_out_per_step if self.spikes_out_per_step is not None else 0.0}
+        return d
+
+
+@dataclass
+class LayerPlan:
+    layer: str
+    channel_group: int
+    block_shape: Shape3
+    grid: Tuple[int, int, int, int]
+    cores: List[Core]
+    candidates_evaluated: int
+
+    def utilisation(self, limits: CoreLimits) -> Dict[str, float]:
+        """Largest core's use of each enforced per-core limit (1.0 = full)."""
+        u = {"neurons": max(c.neurons for c in self.cores) / limits.neurons_per_core,
+             "memory": max(c.memory_bytes for c in self.cores) / limits.memory_budget_bytes}
+        if limits.fan_in_axons_per_core:
+            u["fan_in_axons"] = max(c.fan_in_axons for c in self.cores) / limits.fan_in_axons_per_core
+        if limits.fan_out_axons_per_core:
+            u["fan_out_axons"] = max(c.fan_out_axons for c in self.cores) / limits.fan_out_axons_per_core
+        return u
+
+    def binding_limit(self, limits: CoreLimits) -> str:
+        u = self.utilisation(limits)
+        return max(u, key=u.get)
+
+
+@dataclass
+class Chip:
+    id: int
+    cores: List[int]
+    neurons: int
+    synapses: int
+    memory_bytes: int
+
+    def to_dict(self, limits: CoreLimits) -> Dict[str, Any]:
+        return {"id": self.id, "cores": len(self.cores), "core_ids": [self.cores[0], self.cores[-1]],
+                "neurons": self.neurons, "synapses": self.synapses, "memory_bytes": self.memory_bytes,
+                "core_occupancy": len(self.cores) / limits.cores_per_chip,
+                "neuron_occupancy": self.neurons / limits.neurons_per_chip}
+
+
+@dataclass
+class Partition:
+    plans: Dict[str, LayerPlan]
+    chips: List[Chip]
+    limits: CoreLimits
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def cores(self) -> List[Core]:
+        return [c for p in self.plans.values() for c in p.cores]
+
+    def violations(self) -> List[str]:
+        """Every per-core and per-chip limit a core or chip breaks (empty for a valid mapping)."""
+        L, out = self.limits, []
+        for c in self.cores:
+            if c.neurons > L.neurons_per_core:
+                out.append(f"core {c.id} ({c.layer}): {c.neurons} neurons > {L.neurons_per_core}")
+            if c.memory_bytes > L.memory_budget_bytes:
+                out.append(f"core {c.id} ({c.layer}): {c.memory_bytes} bytes > {L.memory_budget_bytes}")
+            if L.fan_in_axons_per_core and c.fan_in_axons > L.fan_in_axons_per_core:
+                out.append(f"core {c.id} ({c.layer}): fan-in {c.fan_in_axons} axons > {L.fan_in_axons_per_core}")
+            if L.fan_out_axons_per_core and c.fan_out_axons > L.fan_out_axons_per_core:
+                out.append(f"core {c.id} ({c.layer}): fan-out {c.fan_out_axons} axons > {L.fan_out_axons_per_core}")
+        for ch in self.chips:
+            if len(ch.cores) > L.cores_per_chip or ch.neurons > L.neurons_per_chip \
+                    or ch.synapses > L.synapses_per_chip:
+                out.append(f"chip {ch.id}: {len(ch.cores)} cores, {ch.neurons} neurons, "
+                           f"{ch.synapses} synapses exceed the chip limits")
+        return out
+
+
+# ============================================================================ one layer
+class _LayerCutter:
+    """Exact per-core numbers of a layer for any grid."""
+
+    def __init__(self, layer: LayerResources, limits: CoreLimits) -> None:
+        self.l = layer
+        self.limits = limits
+        self.fanin = layer.fanin
+        self.C = layer.out_channels
+        self.shape = layer.output_shape
+        self._cov: Dict[Tuple[int, int, int], np.ndarray] = {}
+        self._fo: Dict[Tuple[int, int], np.ndarray] = {}
+        #: (consumer connection, consumer output shape, consumer block shape, consumer channel groups)
+        self.consumers: List[Tuple[Any, Shape3, Shape3, int]] = []
+
+    def coverage_counts(self, conn: int, axis: int, b: int) -> np.ndarray:
+        """Distinct source indices along ``axis`` read by each block of size ``b``."""
+        key = (conn, axis, b)
+        if key not in self._cov:
+            c = self.l.connections[conn]
+            n = self.shape[axis]
+            self._cov[key] = np.array([c.coverage(axis, s, min(s + b, n)).sum() for s in _starts(n, b)],
+                                      dtype=np.int64)
+        return self._cov[key]
+
+    def axons(self, b: Shape3) -> np.ndarray:
+        """Input axons per core ``(nD, nH, nW)`` (the same for every channel group)."""
+        axons = np.zeros(1, dtype=np.int64)
+        for i, c in enumerate(self.l.connections):
+            cc = [self.coverage_counts(i, a, b[a]) for a in range(3)]
+            axons = axons + c.source_channels * (cc[0][:, None, None] * cc[1][None, :, None] * cc[2][None, None, :])
+        return axons
+
+    def _fan_out_axis(self, axis: int, b: int) -> np.ndarray:
+        """Per source block along ``axis``: sum over consumer blocks (all consumers, times their
+        channel groups) of the block's positions those consumer blocks read."""
+        key = (axis, b)
+        if key not in self._fo:
+            starts = _starts(self.shape[axis], b)
+            out = []
+            for conn, cshape, cblock, n_cg in self.consumers:
+                col = np.zeros(len(starts), dtype=np.int64)
+                n_out, bo = cshape[axis], cblock[axis]
+                for s0 in _starts(n_out, bo):
+                    col += np.add.reduceat(conn.coverage(axis, s0, min(s0 + bo, n_out)).astype(np.int64), starts)
+                out.append(col)
+            self._fo[key] = np.array(out, dtype=np.int64).reshape(len(self.consumers), len(starts))
+        return self._fo[key]
+
+    def fan_out(self, b: Shape3) -> np.ndarray:
+        """Output axons per neuron channel of each spatial block ``(nD, nH, nW)``: a core's fan-out
+        is this times its number of channels."""
+        cols = [self._fan_out_axis(a, b[a]) for a in range(3)]
+        total = np.zeros(tuple(len(_starts(n, bb)) for n, bb in zip(self.shape, b)), dtype=np.int64)
+        for i, (_, _, _, n_cg) in enumerate(self.consumers):
+            total += n_cg * (cols[0][i][:, None, None] * cols[1][i][None, :, None] * cols[2][i][None, None, :])
+        return total
+
+    def evaluate(self, gc: int, b: Shape3, max_neurons: Optional[int] = None) -> Optional[Dict[str, np.ndarray]]:
+        """Per-core arrays ``(nC, nD, nH, nW)`` for channel group ``gc`` and block ``b``. With
+        ``max_neurons`` (feasibility mode) None as soon as a per-core limit is broken."""
+        L = self.limits
+        C, (D, H, W) = self.C, self.shape
+        axons3 = self.axons(b)
+        check = max_neurons is not None
+        if check and L.fan_in_axons_per_core and axons3.max() > L.fan_in_axons_per_core:
+            return None
+        lc = _lengths(C, gc)
+        l0, l1, l2 = (_lengths(n, bb) for n, bb in zip((D, H, W), b))
+        neurons = lc[:, None, None, None] * (l0[:, None, None] * l1[None, :, None] * l2[None, None, :])[None]
+        if check and neurons.max() > max_neurons:
+            return None
+        fo = lc[:, None, None, None] * self.fan_out(b)[None]
+        if check and L.fan_out_axons_per_core and fo.max() > L.fan_out_axons_per_core:
+            return None
+        syn = self.fanin
+        for ax, (n, bb) in enumerate(zip((C, D, H, W), (gc, *b))):
+            syn = np.add.reduceat(syn, _starts(n, bb), axis=ax)
+        axons = np.broadcast_to(axons3[None], syn.shape)
+        kernel = np.broadcast_to((lc * self.l.in_channels * math.prod(self.l.kernel_size))[:, None, None, None],
+                                 syn.shape)
+        bits = LIM.synaptic_memory_bits(L.encoding, synapses=syn, axons=axons, neurons=neurons,
+                                        kernel_weights=kernel)
+        state = np.ceil(neurons * self.l.state_bytes_per_neuron).astype(np.int64)
+        mem = -(-bits // 8) + state
+        if check and mem.max() > L.memory_budget_bytes:
+            return None
+        return {"neurons": neurons, "synapses": syn, "axons": axons, "bits": bits, "state": state,
+                "memory": mem, "fan_out": fo}
+
+    def lower_bound_memory(self, ncores: int) -> float:
+        """A lower bound of the largest core's memory for a grid of ``ncores`` cores."""
+        enc = self.limits.encoding
+        per_syn = (LIM.WEIGHT_BITS + 1) / 8 if enc == "sparse" else (LIM.WEIGHT_BITS / 8 if enc == "dense" else 0)
+        return (self.l.synapses * per_syn + self.l.neurons * self.l.state_bytes_per_neuron) / ncores
+
+    def plan(self) -> Tuple[Tuple[int, Shape3], Dict[str, np.ndarray], int]:
+        L = self.limits
+        cap = L.neurons_per_core
+        C, (D, H, W) = self.C, self.shape
+        cands = []
+        for gc, bd, bh, bw in product(_sizes(C), _sizes(D), _sizes(H), _sizes(W)):
+            if gc * bd * bh * bw > cap:
+                continue
+            n = math.ceil(C / gc) * math.ceil(D / bd) * math.ceil(H / bh) * math.ceil(W / bw)
+            if self.lower_bound_memory(n) > L.memory_budget_bytes:
+                continue
+            # prefer channel-complete, compact blocks among equals (fewer duplicated input axons)
+            cands.append((n, -gc, max(bd, bh, bw) - min(bd, bh, bw), gc, (bd, bh, bw)))
+        cands.sort()
+        best, best_key, best_n, evaluated = None, None, None, 0
+        ties = 0
+        for n, _, _, gc, b in cands:
+            if best_n is not None and (n > best_n or ties >= MAX_TIES):
+                break
+            ev = self.evaluate(gc, b, cap)
+            evaluated += 1
+            if ev is None:
+                continue
+            # fewest duplicated input axons (= least routing, and the sources' fan-out), then the
+            # smallest largest core
+            key = (int(ev["axons"].sum()), int(ev["memory"].max()))
+            if best is None or key < best_key:
+                best, best_key = ((gc, b), ev), key
+            best_n = n
+            ties += 1
+        if best is None:
+            one = self.evaluate(1, (1, 1, 1))
+            raise ValueError(
+                f"layer {self.l.name}: no slicing fits the per-core limits (one neuron per core needs up "
+                f"to {one['memory'].max()} bytes, {one['axons'].max()} input axons and "
+                f"{one['fan_out'].max()} output axons; limits {L.memory_budget_bytes} bytes, "
+                f"{L.fan_in_axons_per_core} and {L.fan_out_axons_per_core} axons)")
+        return best[0], best[1], evaluated
+
+
+def _make_cores(layer: LayerResources, gc: int, b: Shape3, ev: Dict[str, np.ndarray], first_id: int) -> List[Core]:
+    C, (D, H, W) = layer.out_channels, layer.output_shape
+    cs, zs, ys, xs = _starts(C, gc), _starts(D, b[0]), _starts(H, b[1]), _starts(W, b[2])
+    cores = []
+    for i, c0 in enumerate(cs):
+        for j, z0 in enumerate(zs):
+            for k, y0 in enumerate(ys):
+                for m, x0 in enumerate(xs):
+                    idx = (i, j, k, m)
+                    cores.append(Core(
+                        id=first_id + len(cores), layer=layer.name,
+                        channels=(int(c0), int(min(c0 + gc, C))),
+                        block=((int(z0), int(min(z0 + b[0], D))), (int(y0), int(min(y0 + b[1], H))),
+                               (int(x0), int(min(x0 + b[2], W)))),
+                        neurons=int(ev["neurons"][idx]), synapses=int(ev["synapses"][idx]),
+                        synaptic_memory_bits=int(ev["bits"][idx]), state_bytes=int(ev["state"][idx]),
+                        fan_in_axons=int(ev["axons"][idx]), fan_out_axons=int(ev["fan_out"][idx])))
+    return cores
+
+
+# ============================================================================ network
+def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None) -> Partition:
+    """Place every layer of ``res`` on cores and the cores on chips (see the module docstring)."""
+    L = limits or CoreLimits()
+    chosen: Dict[str, Tuple[int, Shape3, Dict[str, np.ndarray], int]] = {}
+    for name in reversed(list(res.layers)):
+        layer = res.layers[name]
+        cutter = _LayerCutter(layer, L)
+        for cons_name, ci in layer.consumers:
+            gc, b, ev, _ = chosen[cons_name]
+            cons = res.layers[cons_name]
+            cutter.consumers.append((cons.connections[ci], cons.output_shape, b, int(ev["neurons"].shape[0])))
+        (gc, b), ev, n_eval = cutter.plan()
+        chosen[name] = (gc, b, ev, n_eval)
+    plans: Dict[str, LayerPlan] = {}
+    next_id = 0
+    for name, layer in res.layers.items():
+        gc, b, ev, n_eval = chosen[name]
+        cores = _make_cores(layer, gc, b, ev, next_id)
+        next_id += len(cores)
+        grid = tuple(int(x) for x in ev["neurons"].shape)
+        plans[name] = LayerPlan(name, gc, b, grid, cores, n_eval)  # type: ignore[arg-type]
+    chips = pack_chips([c for p in plans.values() for c in p.cores], L)
+    return Partition(plans, chips, L)
+
+
+def pack_chips(cores: Sequence[Core], limits: CoreLimits) -> List[Chip]:
+    """Pack cores onto chips in order (sets ``core.chip``)."""
+    chips: List[Chip] = []
+    cur: Optional[Chip] = None
+    for c in cores:
+        if c.neurons > limits.neurons_per_chip or c.synapses > limits.synapses_per_chip:
+            raise ValueError(f"core {c.id} alone exceeds a chip's neurons or synapses")
+        if cur is None or len(cur.cores) >= limits.cores_per_chip \
+                or cur.neurons + c.neurons > limits.neurons_per_chip \
+                or cur.synapses + c.synapses > limits.synapses_per_chip:
+            cur = Chip(len(chips), [], 0, 0, 0)
+            chips.append(cur)
+        cur.cores.append(c.id)
+        cur.neurons += c.neurons
+        cur.synapses += c.synapses
+        cur.memory_bytes += c.memory_bytes
+        c.chip = cur.id
+    return chips
+
+
+# ============================================================================ activity
+def attach_activity(part: Partition, res: NetworkResources, counts) -> None:
+    """Per-core expected synaptic ops and output spikes per step (per patch) from profiler counts.
+
+    ``counts`` is a :class:`~spikereg_neuro.profiler.ProfileCounts` of the same network and patch
+    shape. A layer's ops on each step (``merged_nonzero``: its folded non-zero synapses,
+    :attr:`LayerResources.ops_variant`; a range-chunked weight costs one op per chunk, not counted)
+    are split over its cores in proportion to their stored
+    synapses, its spikes in proportion to their neurons: exact per layer and step, per core exact
+    only for spikes spread uniformly over the layer (spike positions are not kept per core).
+    """
+    S = max(int(counts.samples), 1)
+    missing = [n for n in res.layers if n not in counts.layers]
+    if missing:
+        raise ValueError(f"counts have no layers {missing}: counts of another network?")
+    for name, plan in part.plans.items():
+        lc, layer = counts.layers[name], res.layers[name]
+        if lc.neurons != layer.neurons:
+            raise ValueError(f"counts of layer {name} are for {lc.neurons} neurons, the mapping has "
+                             f"{layer.neurons} (another patch shape?)")
+        ops = np.asarray(lc.ops[layer.ops_variant], dtype=np.float64) / S
+        spk = np.asarray(lc.spikes, dtype=np.float64) / S
+        for c in plan.cores:
+            share = c.synapses / layer.synapses if layer.synapses else 0.0
+            c.synops_per_step = (ops * share).tolist()
+            c.spikes_out_per_step = (spk * c.neurons / layer.neurons).tolist()
+
+
+__all__ = ["Core", "LayerPlan", "Chip", "Partition", "partition_network", "pack_chips",
+           "attach_activity"]

@@ -1,0 +1,207 @@
+"""``spikereg-neuro simulate``: run the quantized network on a real patch with the Lava CPU
+backend (or the bit-accurate emulator) and write ``run.json``.
+
+``run.json`` (written atomically)::
+
+    {"backend": "lava" | "emulator",
+     "layers": [{"name", "spikes_per_step": [...], "spikes", "neurons", "time_window"}, ...],
+     "readout_sha256": sha256 of the integer read-out (int64 little-endian, (3, D, H, W) C order),
+     "readout": {"name", "shape", "output_scale", "v": [flat integer read-out], field stats},
+     "net", "net_sha256", "pair", "pair_subjects", "patch", "patch_origin", "payload_sha256",
+     "lava": {timings, processes, synapses, throughput}        (lava backend only),
+     "comparison": {per-layer mismatches vs the other backend}  (--compare only)}
+
+Two runs compare with ``diff`` (or by their ``readout_sha256``).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate", help="run net.h5 on a real patch with the Lava CPU backend or the emulator",
+        description="Run the quantized network (net.h5 from `calibrate`) on a centred patch of demo "
+                    "test pair N, with lava-nc processes under Loihi2SimCfg(select_tag='fixed_pt') "
+                    "(--backend lava) or the bit-accurate emulator (--backend emulator). Writes run.json "
+                    "with per-layer spike counts per time step and the integer read-out (and its "
+                    "sha256). See docs/simulation.md.")
+    p.add_argument("--net", required=True, help="quantized network (net.h5)")
+    p.add_argument("--pair", type=int, default=0, help="demo test pair index (default 0)")
+    p.add_argument("--patch", type=int, nargs=3, default=[16, 16, 16], metavar=("D", "H", "W"),
+                   help="patch size (default 16 16 16; divisible by the net's size multiple)")
+    p.add_argument("--origin", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="patch corner (default: the centred patch)")
+    p.add_argument("--backend", choices=("lava", "emulator"), default="lava")
+    p.add_argument("--out", default="run.json", help="output JSON (default run.json)")
+    p.add_argument("--compare", action="store_true",
+                   help="also run the other backend and report mismatches per layer (exit 3 if any)")
+    p.add_argument("--data", help="dataset HDF5 (default: build/reuse the data set recorded in net.h5)")
+    p.add_argument("--cache", help="dataset cache directory")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="wall-clock limit of the Lava run in seconds (default 1800)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int]] = None,
+               data: Optional[str] = None, cache: Optional[str] = None):
+    """Integer payload ``(1, C_in, D, H, W)`` of a patch of demo test pair ``pair`` and where it
+    came from. The data set is the one recorded in net.h5 (``calibration.dataset_params``),
+    else the default DataConfig; ``data`` overrides it."""
+    import torch
+
+    from calibration.emulator import payload_of
+    from spikereg_neuro.data import build_dataset, load_pairs_numpy
+    from spikereg_neuro.data.dataset import DataConfig
+
+    if data:
+        h5 = Path(data)
+        if not h5.is_file():
+            raise FileNotFoundError(f"dataset not found: {h5}")
+    else:
+        params = (q.calibration or {}).get("dataset_params")
+        dc = DataConfig.from_dict(params) if params else DataConfig()
+        h5 = build_dataset(dc, cache, progress=False)
+    pairs = load_pairs_numpy(h5, "test")
+    if not 0 <= int(pair) < len(pairs):
+        raise ValueError(f"--pair {pair} out of range: the test split has {len(pairs)} demo pairs (0..{len(pairs) - 1})")
+    pr = pairs[int(pair)]
+    vol = pr["fixed"].shape
+    patch = tuple(int(x) for x in patch)
+    m = q.size_multiple
+    if any(p < 1 or p % m for p in patch):
+        raise ValueError(f"--patch {list(patch)} must be positive multiples of {m}")
+    if any(p > v for p, v in zip(patch, vol)):
+        raise ValueError(f"--patch {list(patch)} larger than the volume {list(vol)}")
+    if origin is None:
+        origin = tuple((v - p) // 2 for v, p in zip(vol, patch))
+    origin = tuple(int(o) for o in origin)
+    if any(o < 0 or o + p > v for o, p, v in zip(origin, patch, vol)):
+        raise ValueError(f"--origin {list(origin)} + patch {list(patch)} leaves the volume {list(vol)}")
+    sl = tuple(slice(o, o + p) for o, p in zip(origin, patch))
+    f = torch.from_numpy(pr["fixed"][sl].copy())[None, None].float()
+    mv = torch.from_numpy(pr["moving"][sl].copy())[None, None].float()
+    payload = payload_of(q, f, mv)
+    where = {"dataset": Path(h5).name, "pair": int(pair), "pair_subjects": [int(x) for x in pr["pair"]],
+             "patch": list(patch), "patch_origin": list(origin), "volume_shape": [int(x) for x in vol]}
+    return payload, where
+
+
+def run_json(backend: str, q, res, *, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The run.json dictionary of one result (EmulationResult or LavaResult)."""
+    import numpy as np
+
+    from .compare import readout_sha256, spikes_per_step
+
+    shapes = {}
+    layers = []
+    for l in q.layers:
+        if l.neuron == "integrator":
+            continue
+        s = res.spikes[l.name]
+        per = spikes_per_step(s)
+        shapes[l.name] = list(s.shape[1:-1])
+        layers.append({"name": l.name, "spikes_per_step": per, "spikes": int(sum(per)),
+                       "neurons": int(np.prod(s.shape[1:-1])), "time_window": int(s.shape[-1])})
+    v = res.readout_v[0].cpu().numpy().astype(np.int64)
+    fld = res.field[0].cpu().numpy().astype(np.float64)
+    out: Dict[str, Any] = {"backend": backend, "layers": layers, "readout_sha256": readout_sha256(v)}
+    out["readout"] = {"name": q.readout.name, "shape": list(v.shape), "output_scale": float(q.readout.output_scale),
+                      "v_min": int(v.min()), "v_max": int(v.max()),
+                      "field_mean_abs_vox": float(np.abs(fld).mean()), "field_max_abs_vox": float(np.abs(fld).max()),
+                      "v": [int(x) for x in v.reshape(-1)]}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[int] = (16, 16, 16),
+             origin: Optional[Sequence[int]] = None, out: Optional[str] = "run.json", compare: bool = False,
+             data: Optional[str] = None, cache: Optional[str] = None, timeout: float = 1800.0,
+             progress: bool = True, log=print) -> Dict[str, Any]:
+    """The simulate command as a function; returns the run.json dictionary (written to ``out``)."""
+    from calibration.netfile import load_qnet
+    from spikereg_neuro.io.atomic import atomic_write_text
+
+    from .compare import compare_results, format_comparison
+    from .run import run_backend
+
+    def err(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    q = load_qnet(net)
+    payload, where = load_patch(q, pair, patch, origin, data, cache)
+    log(f"net {net} ({len(q.layers)} layers); pair {where['pair']} {where['pair_subjects']} of "
+        f"{where['dataset']}; patch {where['patch']} at {where['patch_origin']}")
+
+    def go(b: str):
+        t0 = time.perf_counter()
+        r = run_backend(b, q, payload, timeout=timeout,
+                        progress=(lambda s: err(f"simulate [{b}] {s}")) if progress else None,
+                        log=(lambda s: err(f"simulate [{b}] {s}")) if progress else None)
+        return r, time.perf_counter() - t0
+
+    res, secs = go(backend)
+    extra: Dict[str, Any] = {"net": str(net), "net_sha256": _sha256_file(Path(net)), **where,
+                             "payload_sha256": hashlib.sha256(payload.numpy().astype("<i8").tobytes()).hexdigest(),
+                             "wall_s": secs}
+    if backend == "lava":
+        extra["lava"] = getattr(res, "info", {})
+    doc = run_json(backend, q, res, extra=extra)
+    for row in doc["layers"]:
+        log(f"  {row['name']:8s} {row['neurons']:8d} neurons  spikes per step {row['spikes_per_step']}")
+    log(f"  read-out sha256 {doc['readout_sha256'][:16]}..., |field| mean {doc['readout']['field_mean_abs_vox']:.4f} "
+        f"max {doc['readout']['field_max_abs_vox']:.4f} vox ({backend}, {secs:.1f} s)")
+    if backend == "lava":
+        info = doc["lava"]
+        log(f"  lava: {info['processes']} processes, {info['neurons']} neurons, {info['synapses']} synapses, "
+            f"{info['num_steps']} steps in {info['timings']['run_s']:.2f} s "
+            f"-> {info['neuron_updates_per_s']:.3g} neuron updates/s "
+            f"(compile {info['timings']['compile_s']:.1f} s, start {info['timings']['init_s']:.1f} s)")
+    if compare:
+        other = "emulator" if backend == "lava" else "lava"
+        res2, secs2 = go(other)
+        c = compare_results(res, res2)
+        doc["comparison"] = {"against": other, "equal": c["equal"], "readout": c["readout"],
+                             "total_spike_mismatches": c["total_spike_mismatches"],
+                             "layers": {k: {kk: v[kk] for kk in ("mismatches", "entries", "spikes_a", "spikes_b")}
+                                        for k, v in c["layers"].items()},
+                             "other_wall_s": secs2}
+        if other == "lava":
+            doc["comparison"]["lava"] = getattr(res2, "info", {})
+        log(f"{backend} vs {other}:\n" + format_comparison(c))
+    if out:
+        atomic_write_text(out, json.dumps(doc, indent=1) + "\n")
+        log(f"wrote {out}")
+    return doc
+
+
+def run(args: argparse.Namespace) -> int:
+    from .run import SimError
+
+    try:
+        doc = simulate(args.net, backend=args.backend, pair=args.pair, patch=args.patch, origin=args.origin,
+                       out=args.out, compare=args.compare, data=args.data, cache=args.cache,
+                       timeout=args.timeout, progress=not args.quiet)
+    except SimError as exc:
+        print(f"spikereg-neuro simulate: error: {exc}", file=sys.stderr)
+        return 1
+    if args.compare and not doc["comparison"]["equal"]:
+        return 3
+    return 0

@@ -1,0 +1,243 @@
+"""Lowering of the network's 3-D operations onto lava-nc ``Sparse`` weight matrices.
+
+lava-nc has no 3-D convolution process (``lava.proc.conv`` is 2-D and its fixed model ignores
+``weight_exp``), no upsampling and no concatenation. Every connection of the quantized network
+(one entry of ``QuantizedLayer.inputs``) is therefore lowered to ONE weight matrix
+``W_e`` of shape ``(n_out, n_src)`` that a ``lava.proc.sparse.Sparse`` process applies each step:
+
+* **3-D convolution** (any kernel, stride, zero padding; PyTorch ``conv3d`` semantics): row
+  ``r`` = flat C-order index of output ``(o, z, y, x)``, column = flat C-order index of input
+  ``(c, d, h, w)``, value = the integer weight mantissa ``weight[o, c, kd, kh, kw]`` of the tap
+  that connects them. Taps that fall into the zero padding have no synapse. Zero weights have
+  no synapse. Stride-2 downsampling is just the stride of the matrix.
+* **x2 nearest upsampling folded into the following convolution**: the conv reads the
+  upsampled spikes ``u[c, Z, Y, X] = s[c, Z//2, Y//2, X//2]``, so column
+  ``(c, Z//2, Y//2, X//2)`` of the SOURCE population is used directly; taps of one output that
+  meet the same source neuron are summed into one synapse (per dimension two of the three taps
+  of a 3-kernel coincide, so a folded 3x3x3 conv has 8 instead of 27 synapses per input
+  channel and output neuron, and no upsampled population exists at all).
+* **skip concatenation**: the weight's input-channel slice ``channels`` of each incoming edge is
+  its own matrix (its own connection process); all of a layer's connection processes feed the
+  same neuron ``a_in`` port, where lava adds them (one ``shift(W_e s, weight_exp)`` per process,
+  exactly the emulator's per-connection shift).
+
+Folded weights are sums of up to 8 mantissas and may leave the 8-bit synapse range
+``[-256, 254]`` that lava's bit-accurate ``Sparse`` enforces (``clip_weights``). Such a matrix is
+split into ``K`` chunk matrices whose entries are in range (``W = W_1 + ... + W_K``, each its own
+``Sparse`` process into the same ``a_in``): exact when ``weight_exp >= 0`` (the shift is
+linear); with ``weight_exp < 0`` the per-process floor shift of a split sum is not the shift of
+the sum, so that case is refused (:class:`LoweringError`). ``K = 1`` for every network we
+trained (the folded sums stay far inside the range).
+
+Construction is vectorised: one numpy pass per kernel tap (27 for 3x3x3), never a Python loop
+over neurons or synapses.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from calibration import loihi_rules as R
+from calibration.netfile import LayerInput, QuantizedLayer, QuantizedNet
+
+Shape4 = Tuple[int, int, int, int]
+
+
+class LoweringError(ValueError):
+    """A connection that cannot be lowered exactly onto lava-nc Sparse processes."""
+
+
+# ============================================================================ matrices
+def conv_output_size(n: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+                     padding: Sequence[int]) -> Tuple[int, int, int]:
+    """Spatial output size of a 3-D convolution (PyTorch semantics)."""
+    out = tuple((int(a) + 2 * int(p) - int(k)) // int(s) + 1
+                for a, k, s, p in zip(n, kernel, stride, padding))
+    if min(out) < 1:
+        raise LoweringError(f"input {tuple(n)} too small for kernel {tuple(kernel)}")
+    return out  # type: ignore[return-value]
+
+
+def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = (1, 1, 1),
+                  padding: Sequence[int] = (0, 0, 0), upsample: bool = False) -> sp.csr_matrix:
+    """The integer matrix of a 3-D convolution of ``in_shape = (C, D, H, W)`` populations.
+
+    ``weight`` is ``(O, C, kd, kh, kw)`` (integers). With ``upsample=True`` the convolution
+    runs on the x2 nearest-upsampled input ``(C, 2D, 2H, 2W)`` but the columns index the
+    ORIGINAL ``(C, D, H, W)`` population (upsampling folded in; coinciding taps summed).
+    Returns ``csr_matrix`` (int32 values, no explicit zeros) of shape ``(O*D'*H'*W', C*D*H*W)``.
+    """
+    w = np.asarray(weight)
+    if w.ndim != 5:
+        raise LoweringError(f"weight must be (O, C, kd, kh, kw), got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.integer):
+        raise LoweringError(f"weight must be integer, got {w.dtype}")
+    O, C = int(w.shape[0]), int(w.shape[1])
+    kern = tuple(int(k) for k in w.shape[2:])
+    Cs, Ds, Hs, Ws = (int(x) for x in in_shape)
+    if Cs != C:
+        raise LoweringError(f"weight has {C} input channels, population has {Cs}")
+    f = 2 if upsample else 1
+    conv_in = (Ds * f, Hs * f, Ws * f)
+    out_sp = conv_output_size(conv_in, kern, stride, padding)
+    n_out_sp = int(np.prod(out_sp))
+    n_src_sp = Ds * Hs * Ws
+    shape = (O * n_out_sp, C * n_src_sp)
+    idx_t = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
+    rows_all, cols_all, vals_all = [], [], []
+    for kz in range(kern[0]):
+        for ky in range(kern[1]):
+            for kx in range(kern[2]):
+                tap_w = w[:, :, kz, ky, kx].astype(np.int64)            # (O, C)
+                nz = tap_w != 0
+                if not nz.any():
+                    continue
+                # valid output positions of this tap along each axis and their input positions
+                axes = []
+                for k, n_in, n_o, s, p in zip((kz, ky, kx), conv_in, out_sp, stride, padding):
+                    o = np.arange(n_o, dtype=np.int64)
+                    i = o * int(s) - int(p) + k
+                    ok = (i >= 0) & (i < n_in)
+                    axes.append((o[ok], i[ok] // f))
+                if any(a[0].size == 0 for a in axes):
+                    continue
+                (oz, iz), (oy, iy), (ox, ix) = axes
+                out_flat = ((oz[:, None, None] * out_sp[1] + oy[None, :, None]) * out_sp[2]
+                            + ox[None, None, :]).ravel()
+                in_flat = ((iz[:, None, None] * Hs + iy[None, :, None]) * Ws + ix[None, None, :]).ravel()
+                oo, cc = (a.astype(np.int64) for a in np.nonzero(nz))
+                rows_all.append((oo[:, None] * n_out_sp + out_flat[None, :]).astype(idx_t).ravel())
+                cols_all.append((cc[:, None] * n_src_sp + in_flat[None, :]).astype(idx_t).ravel())
+                vals_all.append(np.repeat(tap_w[oo, cc].astype(np.int32), out_flat.size))
+    if not rows_all:
+        return sp.csr_matrix(shape, dtype=np.int32)
+    rows, cols, vals = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(vals_all)
+    del rows_all, cols_all, vals_all
+    m = sp.coo_matrix((vals, (rows, cols)), shape=shape)
+    del rows, cols, vals
+    m = m.tocsr()   # sums duplicates (the folded taps); int32 values (|sum| <= 27 * 256 * ...)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    m.sort_indices()
+    return m
+
+
+def split_synapse_range(m: sp.csr_matrix, lo: int = R.WEIGHT_MIN, hi: int = R.WEIGHT_MAX) -> List[sp.csr_matrix]:
+    """Split ``m`` into matrices with entries in ``[lo, hi]`` whose sum is ``m``.
+
+    Each entry ``v`` becomes ``clip(v, lo, hi)``, then the clipped remainder, and so on; with
+    even ``v`` and even bounds every chunk stays even (unchanged by lava's mixed-sign
+    truncation). Returns ``[m]`` when it is in range already.
+    """
+    m = m.tocsr()
+    if m.nnz == 0 or (m.data.min() >= lo and m.data.max() <= hi):
+        return [m]
+    chunks = []
+    rest = m.copy()
+    while rest.nnz:
+        c = rest.copy()
+        c.data = np.clip(c.data, lo, hi)
+        rest = rest - c
+        rest.eliminate_zeros()
+        c.eliminate_zeros()
+        chunks.append(c)
+    return chunks
+
+
+# ============================================================================ connections
+@dataclass
+class LoweredConnection:
+    """One edge of a layer lowered to lava ``Sparse`` matrices (usually exactly one)."""
+
+    layer: str
+    source: str
+    transform: str
+    channels: Tuple[int, int]
+    source_step_offset: int
+    weight_exp: int
+    num_message_bits: int
+    src_shape: Shape4
+    out_shape: Shape4
+    matrices: List[sp.csr_matrix] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        t = "up2:" if self.transform == "upsample2" else ""
+        return f"{t}{self.source}->{self.layer}"
+
+    @property
+    def synapses(self) -> int:
+        return int(sum(m.nnz for m in self.matrices))
+
+    @property
+    def graded(self) -> bool:
+        return self.num_message_bits > 0
+
+    def bytes(self) -> int:
+        """Host memory of the CSR matrices as lava holds them (int32 data and indices)."""
+        return int(sum(4 * m.nnz + 4 * m.nnz + 4 * (m.shape[0] + 1) for m in self.matrices))
+
+    def apply(self, s: np.ndarray) -> np.ndarray:
+        """What lava's bit-accurate Sparse processes deliver for one step of source output ``s``
+        (flat ``(n_src,)``, or ``(n_src, T)`` for T steps): per process
+        ``shift(W_k s, weight_exp)``, summed over the processes. int64."""
+        x = np.asarray(s).astype(np.int64)
+        total = None
+        for m in self.matrices:
+            y = R.shift_activation(m.astype(np.int64) @ x, self.weight_exp)
+            total = y if total is None else total + y
+        return total
+
+
+def lower_connection(layer: QuantizedLayer, edge: LayerInput, src_shape: Shape4, out_shape: Shape4,
+                     input_bits: int = 8) -> LoweredConnection:
+    """Lower one incoming edge of ``layer`` (the weight slice ``edge.channels``)."""
+    a, b = edge.channels
+    w = np.asarray(layer.weight[:, a:b]).astype(np.int64)
+    m = conv3d_matrix(w, src_shape, layer.stride, layer.padding, upsample=(edge.transform == "upsample2"))
+    if m.shape[0] != int(np.prod(out_shape)):
+        raise LoweringError(f"{layer.name}: lowered {edge.source} gives {m.shape[0]} outputs, "
+                            f"population {out_shape} has {int(np.prod(out_shape))}")
+    chunks = split_synapse_range(m)
+    if len(chunks) > 1 and layer.weight_exp < 0:
+        raise LoweringError(
+            f"{layer.name}: the folded x2-upsampling weights from {edge.source} reach "
+            f"[{int(m.data.min())}, {int(m.data.max())}], outside the 8-bit synapse range, and the "
+            f"weight exponent {layer.weight_exp} < 0: splitting the matrix would floor each part "
+            "separately, which is not the emulator's shift of the sum")
+    graded = edge.source == "input"
+    return LoweredConnection(layer=layer.name, source=edge.source, transform=edge.transform,
+                             channels=(int(a), int(b)), source_step_offset=int(edge.source_step_offset),
+                             weight_exp=int(layer.weight_exp),
+                             num_message_bits=int(input_bits if graded else 0),
+                             src_shape=tuple(int(x) for x in src_shape),  # type: ignore[arg-type]
+                             out_shape=tuple(int(x) for x in out_shape),  # type: ignore[arg-type]
+                             matrices=chunks)
+
+
+def lower_network(q: QuantizedNet, patch: Optional[Sequence[int]] = None) -> Dict[str, List[LoweredConnection]]:
+    """Every layer's connections for a patch size (default ``q.patch_size``), in layer order."""
+    shapes = q.shapes(patch)
+    out: Dict[str, List[LoweredConnection]] = {}
+    for layer in q.layers:
+        out[layer.name] = [lower_connection(layer, e, shapes[e.source], shapes[layer.name], q.input_bits)
+                           for e in layer.inputs]
+    return out
+
+
+def lowering_cost(lowered: Dict[str, List[LoweredConnection]]) -> Dict[str, dict]:
+    """Synapse counts and bytes per connection (for reports and docs)."""
+    rows = {}
+    for name, conns in lowered.items():
+        for c in conns:
+            rows[c.name] = {"layer": name, "source": c.source, "transform": c.transform,
+                            "processes": len(c.matrices), "synapses": c.synapses, "bytes": c.bytes(),
+                            "shape": [int(c.matrices[0].shape[0]), int(c.matrices[0].shape[1])]}
+    return rows
+
+
+__all__ = ["LoweringError", "conv_output_size", "conv3d_matrix", "split_synapse_range",
+           "LoweredConnection", "lower_connection", "lower_network", "lowering_cost"]

@@ -1,0 +1,261 @@
+"""sim/: the Lava CPU backend - lowering vs the emulator's integer convolution, a Lava run of a tiny
+network spike for spike against the emulator, the timeout guard, and the simulate command."""
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from calibration import loihi_rules as R
+from calibration.emulator import connection_output, emulate
+from calibration.netfile import LayerInput, QuantizedLayer, save_qnet
+from calibration.quantize import quantize_network
+from sim.compare import compare_results, readout_sha256, spikes_per_step
+from sim.graph import plan_layers
+from sim.lowering import (LoweringError, conv3d_matrix, lower_connection, lower_network,
+                          split_synapse_range)
+from sim.run import SimTimeout, run_lava
+from spikereg_neuro.cli import main
+from spikereg_neuro.data.dataset import DataConfig
+from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.unet import SpikeRegUNet
+
+torch.set_num_threads(1)
+
+#: the brief's tiny network; weight_gain 16 so that every layer fires on a 16^3 patch (and the
+#: folded upsampling weights overflow 8 bits, which exercises the split into several Sparse)
+TINY = ModelConfig(enc_channels=(2, 2, 4, 4), dec_channels=(4, 2, 2), enc_windows=(4, 3, 2, 2), dec_window=2,
+                   weight_gain=16.0)
+LAVA_TIMEOUT = 90.0
+
+
+@pytest.fixture(scope="module")
+def qnet():
+    torch.manual_seed(0)
+    return quantize_network(SpikeRegUNet(TINY).eval(), source_checkpoint="tiny", source_sha256="0" * 64,
+                            patch_size=(16, 16, 16), stride=(8, 8, 8))
+
+
+def smooth_payload(size=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.avg_pool3d(torch.rand(1, 2, size, size, size, generator=g), 3, 1, 1)
+    x = (x - x.min()) / (x.max() - x.min())
+    return torch.round(x * 255).to(torch.int64)
+
+
+def _layer(weight, stride=1, exp=0, inputs=None):
+    return QuantizedLayer(name="L", neuron="atrlif", weight=weight, weight_exp=exp, kernel_size=weight.shape[2:],
+                          stride=(stride,) * 3, padding=(1, 1, 1), inputs=inputs or [LayerInput("a", channels=(0, weight.shape[1]))],
+                          time_window=3, atrlif={})
+
+
+# ============================================================================ lowering
+@pytest.mark.parametrize("stride,exp,size", [(1, 0, (6, 5, 4)), (2, 0, (8, 6, 4)), (1, -2, (5, 5, 5)),
+                                             (2, 1, (4, 8, 6)), (2, -3, (7, 5, 6))])
+def test_lowered_conv_equals_emulator_conv(stride, exp, size):
+    rng = np.random.default_rng(stride * 10 + exp + 7)
+    w = 2 * rng.integers(-128, 128, size=(3, 2, 3, 3, 3))
+    layer = _layer(w, stride, exp)
+    src = torch.from_numpy(rng.random((1, 2, *size, 3)) < 0.3)
+    ref = connection_output(layer, layer.inputs[0], src, 3)[0].numpy()            # (O, D', H', W', T)
+    lc = lower_connection(layer, layer.inputs[0], (2, *size), ref.shape[:4])
+    got = lc.apply(src[0].numpy().reshape(-1, 3)).reshape(ref.shape)
+    assert np.array_equal(got, ref)
+    assert len(lc.matrices) == 1 and lc.matrices[0].dtype == np.int32
+    # the matrix itself = the conv's response to every unit impulse (columns), zero padding has
+    # no synapse, zero weights have none either
+    n_in = 2 * int(np.prod(size))
+    eye = torch.eye(n_in, dtype=torch.float64).reshape(n_in, 2, *size)
+    cols = torch.nn.functional.conv3d(eye, torch.from_numpy(w).double(), None, stride, 1)
+    dense = cols.reshape(n_in, -1).T.numpy().astype(np.int64)
+    assert np.array_equal(lc.matrices[0].toarray(), dense) and lc.synapses == int((dense != 0).sum())
+
+
+def test_lowered_graded_input_equals_emulator():
+    rng = np.random.default_rng(1)
+    w = 2 * rng.integers(-128, 128, size=(4, 2, 3, 3, 3))
+    layer = _layer(w, 1, -4, [LayerInput("input", channels=(0, 2))])
+    payload = torch.from_numpy(rng.integers(0, 256, size=(1, 2, 6, 6, 6)))
+    ref = connection_output(layer, layer.inputs[0], payload, 1, graded=True, max_payload=255)[0, ..., 0].numpy()
+    lc = lower_connection(layer, layer.inputs[0], (2, 6, 6, 6), ref.shape, input_bits=8)
+    assert lc.num_message_bits == 8 and lc.graded
+    assert np.array_equal(lc.apply(payload[0].numpy().reshape(-1)).reshape(ref.shape), ref)
+
+
+@pytest.mark.parametrize("exp", [0, -1])
+def test_lowered_upsample_and_concat_equal_emulator(exp):
+    """dec-style layer: conv over [upsample2(a), b]; one matrix per edge, summed at the neuron."""
+    rng = np.random.default_rng(5 - exp)
+    w = 2 * rng.integers(-20, 21, size=(3, 5, 3, 3, 3))        # folded sums stay in 8 bits
+    inputs = [LayerInput("a", "upsample2", (0, 3), 1), LayerInput("b", "identity", (3, 5), 0)]
+    layer = _layer(w, 1, exp, inputs)
+    T = 2
+    a = torch.from_numpy(rng.random((1, 3, 3, 4, 2, T + 1)) < 0.4)
+    b = torch.from_numpy(rng.random((1, 2, 6, 8, 4, T)) < 0.4)
+    ref = sum(connection_output(layer, e, s, T) for e, s in zip(inputs, (a, b)))[0].numpy()
+    la = lower_connection(layer, inputs[0], (3, 3, 4, 2), ref.shape[:4])
+    lb = lower_connection(layer, inputs[1], (2, 6, 8, 4), ref.shape[:4])
+    got = la.apply(a[0, ..., 1:].numpy().reshape(-1, T)) + lb.apply(b[0].numpy().reshape(-1, T))
+    assert np.array_equal(got.reshape(ref.shape), ref)
+    # folding: at most 8 source synapses per (output, input channel) instead of 27, no
+    # upsampled population (columns index the 3x3x4x2 source)
+    assert la.matrices[0].shape == (3 * 6 * 8 * 4, 3 * 3 * 4 * 2)
+    assert np.diff(la.matrices[0].indptr).max() <= 8 * 3 < 27 * 3
+
+
+def test_split_of_folded_weights_out_of_8_bits():
+    w = np.full((1, 1, 3, 3, 3), 254, dtype=np.int64)         # folded sums up to 8 * 254
+    m = conv3d_matrix(w, (1, 3, 3, 3), padding=(1, 1, 1), upsample=True)
+    assert m.data.max() == 8 * 254
+    chunks = split_synapse_range(m)
+    assert len(chunks) == 8
+    total = sum(c.astype(np.int64) for c in chunks)
+    assert (total != m).nnz == 0
+    for c in chunks:
+        assert c.data.min() >= R.WEIGHT_MIN and c.data.max() <= R.WEIGHT_MAX and not (c.data % 2).any()
+        assert np.array_equal(R.lava_effective_weights(c.data), c.data)   # lava keeps them as they are
+    layer = _layer(w, 1, 0, [LayerInput("a", "upsample2", (0, 1))])
+    src = torch.from_numpy(np.random.default_rng(0).random((1, 1, 3, 3, 3, 2)) < 0.5)
+    ref = connection_output(layer, layer.inputs[0], src, 2)[0].numpy()
+    lc = lower_connection(layer, layer.inputs[0], (1, 3, 3, 3), ref.shape[:4])
+    assert np.array_equal(lc.apply(src[0].numpy().reshape(-1, 2)).reshape(ref.shape), ref)
+    with pytest.raises(LoweringError, match="weight exponent"):
+        lower_connection(dataclasses.replace(layer, weight_exp=-1), layer.inputs[0], (1, 3, 3, 3), ref.shape[:4])
+
+
+def test_lower_network_matches_emulator_layer_inputs(qnet):
+    low = lower_network(qnet, (16, 16, 16))
+    shapes = qnet.shapes((16, 16, 16))
+    rng = np.random.default_rng(2)
+    for layer in qnet.layers:
+        for e, lc in zip(layer.inputs, low[layer.name]):
+            assert lc.out_shape == shapes[layer.name] and lc.src_shape == shapes[e.source]
+            if e.source == "input":
+                continue
+            src = torch.from_numpy(rng.random((1, *shapes[e.source], layer.time_window + e.source_step_offset)) < 0.3)
+            ref = connection_output(layer, e, src, layer.time_window)[0].numpy()
+            s = src[0, ..., e.source_step_offset:].numpy().reshape(-1, layer.time_window)
+            assert np.array_equal(lc.apply(s).reshape(ref.shape), ref), lc.name
+    assert max(len(lc.matrices) for lcs in low.values() for lc in lcs) > 1   # a split happened
+
+
+def test_plan_layers_schedule(qnet):
+    plans, n = plan_layers(qnet, (16, 16, 16))
+    # lava time_step = global step + 1 of calibration's lava_schedule; windows 4/3/2/2, dec 2:
+    # enc1 starts at 1 + (4 - 3) + 1 = 3, enc2 at 3 + 1 + 1 = 5, enc3 at 6, dec2 7, dec1 8, dec0 9
+    assert {k: (p.t_start, p.t_end) for k, p in plans.items()} == {
+        "enc0": (2, 5), "enc1": (4, 6), "enc2": (6, 7), "enc3": (7, 8), "dec2": (8, 9), "dec1": (9, 10),
+        "dec0": (10, 11), "readout": (11, 12)}
+    assert n == 12
+    # gated (WindowedATRLIF): layers that would see earlier source steps, and the read-out
+    assert sorted(k for k, p in plans.items() if p.windowed) == ["dec0", "dec1", "enc1", "enc2", "readout"]
+    delayed = {(k, c["source"]): c["extra_delay"] for k, p in plans.items() for c in p.connections
+               if c["process"] == "DelaySparse"}
+    assert delayed == {("dec2", "enc2"): 1, ("dec1", "enc1"): 3, ("dec0", "enc0"): 5}
+
+
+# ============================================================================ Lava run
+@pytest.fixture(scope="module")
+def lava_run(qnet):
+    pl = smooth_payload(16)
+    # one extra case in the same run: a binary layer with a negative weight exponent (floor shift)
+    q = dataclasses.replace(qnet, layers=list(qnet.layers))
+    i = q.names.index("enc1")
+    q.layers[i] = dataclasses.replace(q.layers[i], weight_exp=-1,
+                                      atrlif={**q.layers[i].atrlif, "theta_0": q.layers[i].atrlif["theta_0"] // 2})
+    t0 = time.time()
+    lines = []
+    res = run_lava(q, pl, timeout=LAVA_TIMEOUT, progress=lines.append)
+    return q, pl, res, time.time() - t0, lines
+
+
+def test_lava_equals_emulator_spike_for_spike(lava_run):
+    q, pl, res, secs, lines = lava_run
+    ref = emulate(q, pl, record_spikes=True)
+    c = compare_results(ref, res)
+    for name, row in c["layers"].items():
+        assert row["mismatches"] == 0, (name, row)
+        assert row["spikes_a"] > 0, f"{name} is silent: the test would prove little"
+    assert c["readout"]["mismatches"] == 0 and c["readout"]["max_abs_diff"] == 0
+    assert c["equal"] and set(c["layers"]) == {"enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0"}
+    assert int(ref.readout_v.abs().max()) > 0
+    assert torch.equal(res.field, ref.field)
+    assert readout_sha256(res.readout_v) == readout_sha256(ref.readout_v)
+    for name in c["layers"]:
+        assert spikes_per_step(res.spikes[name]) == spikes_per_step(ref.spikes[name])
+
+
+def test_lava_run_info(lava_run):
+    q, pl, res, secs, lines = lava_run
+    info = res.info
+    assert info["run_cfg"] == "Loihi2SimCfg(select_tag='fixed_pt')" and info["num_steps"] == 12
+    assert info["neurons"] == sum(int(np.prod(s)) for k, s in q.shapes((16, 16, 16)).items() if k != "input")
+    assert info["neuron_updates_per_s"] > 0 and info["timings"]["run_s"] > 0
+    assert info["layers"]["enc1"]["neuron_process"] == "WindowedATRLIF"
+    assert info["layers"]["enc0"]["neuron_process"] == "ATRLIF"
+    assert info["synapses"] == sum(v["synapses"] for v in info["connections"].values())
+    assert lines and lines[-1].startswith("step 12/12")       # progress, one line per step
+    assert secs < LAVA_TIMEOUT
+
+
+def test_timeout_kills_every_lava_process(qnet):
+    pl = smooth_payload(8)
+    t0 = time.time()
+    seen = []
+    with pytest.raises(SimTimeout, match="did not finish") as ei:
+        run_lava(qnet, pl, timeout=15, _stall_s=600, progress=seen.append)    # hangs after step 1
+    assert time.time() - t0 < 40
+    assert seen and seen[0].startswith("step 1/")       # it was killed while Lava was running
+    with pytest.raises(ProcessLookupError):      # the worker's whole process group is gone
+        os.killpg(ei.value.pid, 0)
+
+
+def test_bad_payload_is_refused(qnet):
+    from sim.graph import build_graph
+    with pytest.raises(ValueError, match="payload outside"):
+        build_graph(qnet, np.full((2, 8, 8, 8), 256))
+    with pytest.raises(ValueError, match="divisible"):
+        build_graph(qnet, np.zeros((2, 12, 8, 8), dtype=np.int64))
+
+
+# ============================================================================ command
+def test_simulate_command_contract_and_backends_agree(qnet, tmp_path, capsys):
+    dc = DataConfig(voxel_size_mm=8.0, shape=(16, 24, 16), n_train=2, n_val=2, n_test=3, seed=3)
+    q = dataclasses.replace(qnet, calibration={"split": "train", "dataset_params": dc.to_dict()})
+    net = save_qnet(tmp_path / "net.h5", q)
+    cache = str(tmp_path / "cache")
+    out_l, out_e = tmp_path / "lava" / "run.json", tmp_path / "emu.json"
+    rc = main(["simulate", "--net", str(net), "--pair", "1", "--patch", "16", "16", "16", "--backend", "lava",
+               "--out", str(out_l), "--cache", cache, "--compare", "--timeout", str(LAVA_TIMEOUT)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    assert "step 12/12" in cap.err                 # progress indication
+    assert "EQUAL (0 mismatches)" in cap.out
+    assert sorted(p.name for p in out_l.parent.iterdir()) == ["run.json"]     # atomic, no temp files
+    doc = json.loads(out_l.read_text())
+    assert doc["backend"] == "lava"
+    assert [l["name"] for l in doc["layers"]] == ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0"]
+    for l in doc["layers"]:
+        assert len(l["spikes_per_step"]) == l["time_window"] and all(isinstance(x, int) for x in l["spikes_per_step"])
+    assert len(doc["readout_sha256"]) == 64 and doc["pair"] == 1 and doc["patch"] == [16, 16, 16]
+    assert doc["patch_origin"] == [0, 4, 0] and doc["pair_subjects"] == [1, 2]
+    assert len(doc["readout"]["v"]) == 3 * 16 ** 3
+    assert doc["lava"]["neuron_updates_per_s"] > 0
+    assert doc["comparison"]["equal"] and doc["comparison"]["total_spike_mismatches"] == 0
+    rc = main(["simulate", "--net", str(net), "--pair", "1", "--backend", "emulator", "--out", str(out_e),
+               "--cache", cache, "--quiet"])
+    assert rc == 0
+    emu = json.loads(out_e.read_text())
+    assert emu["backend"] == "emulator" and emu["readout_sha256"] == doc["readout_sha256"]
+    assert emu["layers"] == doc["layers"] and emu["readout"]["v"] == doc["readout"]["v"]
+    # clear one-line errors
+    rc = main(["simulate", "--net", str(net), "--pair", "7", "--backend", "emulator", "--out", str(out_e),
+               "--cache", cache])
+    assert rc == 1 and "--pair 7 out of range" in capsys.readouterr().err
+    rc = main(["simulate", "--net", str(net), "--patch", "12", "16", "16", "--backend", "emulator",
+               "--out", str(out_e), "--cache", cache])
+    assert rc == 1 and "multiples of 8" in capsys.readouterr().err
