@@ -1,0 +1,19 @@
+"""Lava CPU backend: the quantized network (``net.h5``) as a lava-nc process graph, run with
+``Loihi2SimCfg(select_tag="fixed_pt")`` and checked spike for spike against the emulator.
+
+* :mod:`sim.lowering` - 3-D conv / stride / folded x2 upsampling / concatenation -> ``Sparse``
+  weight matrices (vectorised, integer mantissas, the layer's weight exponent);
+* :mod:`sim.processes` - ``WindowedATRLIF`` (ATRLIF with an input time window and ``v_out``) and a
+  memoised model of lava's bit-accurate ``DelaySparse``;
+* :mod:`sim.graph` - the Lava graph of one patch (RingBuffer graded input, Sparse/DelaySparse,
+  ATRLIF, Extractor monitors) and its time plan (:func:`calibration.emulator.lava_schedule`);
+* :mod:`sim.run` - ``run_lava`` (guarded worker subprocess, timeout, per-step progress),
+  ``run_emulator``; both return a :class:`calibration.emulator.EmulationResult`;
+* :mod:`sim.compare` - mismatches per layer and in the read-out, ``readout_sha256``;
+* :mod:`sim.cli` - ``spikereg-neuro simulate``.
+
+The package imports nothing heavy at import time (``spikereg-neuro`` loads :mod:`sim.cli` for
+every command). See ``docs/simulation.md``.
+"""
+
+__all__ = ["lowering", "processes", "graph", "run", "compare", "cli"]

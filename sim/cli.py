@@ -21,7 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -79,7 +79,8 @@ def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int
         h5 = build_dataset(dc, cache, progress=False)
     pairs = load_pairs_numpy(h5, "test")
     if not 0 <= int(pair) < len(pairs):
-        raise ValueError(f"--pair {pair} out of range: the test split has {len(pairs)} demo pairs (0..{len(pairs) - 1})")
+        raise ValueError(f"--pair {pair} out of range: the test split has {len(pairs)} demo pairs "
+                         f"(0..{len(pairs) - 1})")
     pr = pairs[int(pair)]
     vol = pr["fixed"].shape
     patch = tuple(int(x) for x in patch)
@@ -173,6 +174,7 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
         log(f"  lava: {info['processes']} processes, {info['neurons']} neurons, {info['synapses']} synapses, "
             f"{info['num_steps']} steps in {info['timings']['run_s']:.2f} s "
             f"-> {info['neuron_updates_per_s']:.3g} neuron updates/s "
+            f"(steady state {info['steady_neuron_updates_per_s']:.3g}) "
             f"(compile {info['timings']['compile_s']:.1f} s, start {info['timings']['init_s']:.1f} s)")
     if compare:
         other = "emulator" if backend == "lava" else "lava"

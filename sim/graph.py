@@ -43,6 +43,9 @@ from calibration.netfile import QuantizedLayer, QuantizedNet
 
 from .lowering import LoweredConnection, LoweringError, lower_connection
 
+#: lava/proc/sparse/models.py PyDelaySparseModelBitAcc: "Loihi 2 has a maximum of 6 bits for
+#: delays" (it raises for delays > 63)
+MAX_SYNAPTIC_DELAY = 63
 #: ATRLIF constructor arguments copied from the net file
 _ATRLIF_ARGS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step",
                 "bias_mant", "bias_exp")
@@ -216,6 +219,9 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
             if lc.source != cp["source"]:
                 raise LoweringError(f"{layer.name}: lowered edges out of order ({lc.source} vs {cp['source']})")
             extra = cp["extra_delay"]
+            if extra > MAX_SYNAPTIC_DELAY:
+                raise LoweringError(f"{layer.name}: the edge from {lc.source} needs {extra} extra steps of "
+                                    f"delay; DelaySparse (Loihi 2) allows at most {MAX_SYNAPTIC_DELAY}")
             for k, mat in enumerate(lc.matrices):
                 w = sp.csr_matrix(mat, dtype=np.int32)
                 common = dict(weights=w, num_message_bits=lc.num_message_bits, weight_exp=lc.weight_exp,
@@ -237,6 +243,10 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
                               "delay_buffer_bytes": 4 * int(lc.matrices[0].shape[0]) * (extra + 1) if extra else 0}
             if own and not keep_lowered:
                 lc.matrices = []
+        if log and own:
+            n_syn = sum(stats[lc.name]["synapses"] for lc in lowered[layer.name])
+            log(f"lowered {layer.name}: {plan.neurons} neurons, {n_syn} synapses in "
+                f"{len(conns[layer.name])} connection process(es) ({time.perf_counter() - t0:.1f} s)")
         if monitors:
             ex = Extractor(shape=(plan.neurons,), buffer_size=4)
             if plan.integrator:

@@ -1,25 +1,24 @@
-"""The one Lava process the backend adds: ``WindowedATRLIF``, lava-nc's ATRLIF with a time window.
+"""What the backend adds to lava-nc: one process, ``WindowedATRLIF`` (lava-nc's ATRLIF with a
+time window and a voltage port), and a faster model of an existing one (``DelaySparse``).
 
-Why. The emulator's layer ``L`` runs for ``T_L`` local steps from its initial state and sees
-only its sources' LAST ``T_L`` steps. In a Lava graph every process steps every time step, so a
-layer whose source starts earlier (``source_step_offset > 0``: ``enc1`` sees the last 6 of
-``enc0``'s 8 steps, ``dec0`` the last 4 of ``enc0``'s 8) would integrate the source's earlier
-spikes before its window. ``WindowedATRLIF`` discards its synaptic input outside the lava time
-steps ``[t_start, t_end]`` (input gated to zero); with zero input and zero bias the ATRLIF state
-stays exactly at its initial value (``i = v = r = 0``, ``theta = 64 theta_0``: every decay of 0
-is 0, ``theta`` decays to ``theta_0``), so this is bit-identical to resetting the layer at the
-start of its window. The read-out integrator also needs its voltage: ``with_v_out=True`` adds
-an OutPort ``v_out`` that sends ``v`` after every step (read by an ``Extractor``; reading the Var
-with ``Var.get`` costs one message per element).
+WindowedATRLIF, why. The emulator's layer ``L`` runs for ``T_L`` local steps from its initial
+state and sees only its sources' LAST ``T_L`` steps. In a Lava graph every process steps every
+time step, so a layer whose source starts earlier (``source_step_offset > 0``: in the default
+network ``enc1`` sees the last 6 of ``enc0``'s 8 steps, ``dec0`` the last 4) would integrate the
+source's earlier spikes before its window. ``WindowedATRLIF`` discards its synaptic input outside
+the lava time steps ``[t_start, t_end]`` (input gated to zero). With zero input and zero bias
+the ATRLIF state stays exactly at its initial value (``i = v = r = 0``, ``theta = 64 theta_0``:
+every decay of 0 is 0 and ``theta`` decays to ``theta_0``), so this is bit-identical to
+resetting the layer at the start of its window. The read-out integrator also needs its voltage:
+``with_v_out=True`` adds an OutPort ``v_out`` that sends ``v`` after every step (read by an
+``Extractor``; ``Var.get`` would cost one message per element).
 
-How. The process model SUBCLASSES lava-nc's ``PyATRLIFModelFixed`` (the bit-accurate ATRLIF,
-"bit-by-bit mimicking Loihi 2") and calls its unmodified ``run_spk``; only the ``a_in`` port
-object is wrapped so that ``recv()`` returns zeros outside the window. All neuron arithmetic is
-lava's own code.
-
-On Loihi 2 the same gating is a host/embedded-CPU write of the layer's state at its start step,
-or a microcoded neuron program that tests the time step; neither is in lava-nc (the open-source
-CPU simulator), hence this process.
+WindowedATRLIF, how. Its process model SUBCLASSES lava-nc's ``PyATRLIFModelFixed`` (the
+bit-accurate ATRLIF, "bit-by-bit mimicking Loihi 2") and calls its unmodified ``run_spk``; only
+the ``a_in`` port object is wrapped so that ``recv()`` returns zeros outside the window. All
+neuron arithmetic is lava's own code. On Loihi 2 the same gating is a host or embedded-CPU write
+of the layer's state at its start step, or a microcoded neuron program that tests the time step;
+neither exists in lava-nc (the open-source CPU simulator), hence this process.
 """
 from __future__ import annotations
 

@@ -117,6 +117,8 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
     t_all = time.perf_counter()
     g = build_graph(q, payload, log=log)
     cfg = g.run_cfg()
+    if log:
+        log("compiling (Loihi2SimCfg, select_tag='fixed_pt')")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # lava's ProcessModel search re-imports every module of the sim/ package as a top-level
@@ -124,6 +126,13 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
         warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
         exe = g.source.compile(cfg)
     t_compile = time.perf_counter() - t0
+    models: Dict[str, str] = {}
+    for proc, builder in exe.proc_builders.items():
+        pm = getattr(builder, "proc_model", None)
+        if pm is not None:
+            models[type(proc).__name__] = f"{pm.__module__}.{pm.__name__}"
+    if log:
+        log(f"starting {g.num_processes} Lava processes")
     t0 = time.perf_counter()
     g.source.create_runtime(executable=exe)
     _ACTIVE["runtime"] = g.source.runtime
@@ -131,6 +140,7 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
     spikes: Dict[str, List[np.ndarray]] = {n: [] for n, p in g.plans.items() if not p.integrator}
     readout = None
     n_steps = g.num_steps
+    step_t: List[float] = []          # time at which every monitor had delivered step k
     try:
         t0 = time.perf_counter()
         g.source.run(condition=RunSteps(num_steps=n_steps, blocking=False))
@@ -144,9 +154,9 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
                         readout = np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
                 elif plan.t_start <= step <= plan.t_end:
                     spikes[name].append(np.asarray(x) != 0)
+            step_t.append(time.perf_counter() - t0)
             if progress:
-                el = time.perf_counter() - t0
-                progress(f"step {step}/{n_steps} ({el:.1f} s)")
+                progress(f"step {step}/{n_steps} ({step_t[-1]:.1f} s)")
             if stall_s and step == 1:      # test hook: a run that hangs (exercises the timeout)
                 time.sleep(stall_s)
         g.source.wait()
@@ -171,7 +181,7 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
     window_steps = sum(p.neurons * p.time_window for p in g.plans.values())
     info = {
         "backend": "lava", "patch": list(g.patch), "num_steps": n_steps,
-        "run_cfg": "Loihi2SimCfg(select_tag='fixed_pt')",
+        "run_cfg": "Loihi2SimCfg(select_tag='fixed_pt')", "process_models": models,
         "processes": cost["processes"], "neurons": cost["neurons"], "synapses": cost["synapses"],
         "synapse_bytes": cost["synapse_bytes"], "connections": cost["connections"],
         "layers": {n: {"neurons": p.neurons, "shape": list(p.shape), "t_start": p.t_start, "t_end": p.t_end,
@@ -184,6 +194,12 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
         "neuron_updates_per_s": neuron_steps / t_run if t_run > 0 else float("nan"),
         "window_neuron_updates_per_s": window_steps / t_run if t_run > 0 else float("nan"),
         "steps_per_s": n_steps / t_run if t_run > 0 else float("nan"),
+        # steady state = steps 3..N: every connection process clips/truncates its weights in its
+        # first run_spk (step 1), which delays the delivery of step 2
+        "setup_steps_s": step_t[min(1, len(step_t) - 1)],
+        "steady_neuron_updates_per_s": (g.total_neurons * (n_steps - 2) / (step_t[-1] - step_t[1])
+                                        if n_steps > 2 and step_t[-1] > step_t[1] else float("nan")),
+        "step_times_s": step_t,
     }
     return {"arrays": arrays, "info": info}
 

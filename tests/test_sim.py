@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 import torch
 
 from calibration import loihi_rules as R
@@ -48,9 +47,10 @@ def smooth_payload(size=16, seed=0):
 
 
 def _layer(weight, stride=1, exp=0, inputs=None):
+    """A bare conv layer (3x3x3, padding 1) for the emulator's connection_output."""
+    inputs = inputs or [LayerInput("a", channels=(0, weight.shape[1]))]
     return QuantizedLayer(name="L", neuron="atrlif", weight=weight, weight_exp=exp, kernel_size=weight.shape[2:],
-                          stride=(stride,) * 3, padding=(1, 1, 1), inputs=inputs or [LayerInput("a", channels=(0, weight.shape[1]))],
-                          time_window=3, atrlif={})
+                          stride=(stride,) * 3, padding=(1, 1, 1), inputs=inputs, time_window=3, atrlif={})
 
 
 # ============================================================================ lowering
@@ -189,12 +189,47 @@ def test_lava_equals_emulator_spike_for_spike(lava_run):
         assert spikes_per_step(res.spikes[name]) == spikes_per_step(ref.spikes[name])
 
 
+def test_lava_equals_emulator_with_overflow_adaptation_and_exponents():
+    """Corners through the real Lava graph: 24-bit current wraps and voltage saturation (enc0 at
+    weight exponent 0 with the largest threshold), threshold adaptation and refractory decay,
+    weight exponents -1 and +1, other windows (5/4/3/2, so other delays and gates)."""
+    torch.manual_seed(1)
+    cfg = dataclasses.replace(TINY, enc_windows=(5, 4, 3, 2))
+    q = quantize_network(SpikeRegUNet(cfg).eval(), patch_size=(16, 16, 16), stride=(8, 8, 8))
+    layers = list(q.layers)
+
+    def mod(name, weight_exp, **atr):
+        i = q.names.index(name)
+        layers[i] = dataclasses.replace(layers[i], weight_exp=weight_exp, atrlif={**layers[i].atrlif, **atr})
+
+    mod("enc0", 0, theta_0=4095, theta_step=300, delta_theta=512 / 4096, delta_r=1024 / 4096, delta_v=0.0)
+    mod("enc1", -1, theta_step=40, delta_theta=0.25, delta_r=0.125)
+    mod("dec1", 1, theta_step=100, delta_theta=0.0625, theta_0=700)
+    q = dataclasses.replace(q, layers=layers)
+    g = torch.Generator().manual_seed(3)
+    pl = torch.round(torch.rand(1, 2, 16, 16, 16, generator=g) * 255).to(torch.int64)
+    stats = {}
+    ref = emulate(q, pl, record_spikes=True, stats=stats)
+    assert stats["enc0"].current_wraps > 0 and stats["enc0"].voltage_saturations > 0
+    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    for name, row in c["layers"].items():
+        assert row["mismatches"] == 0 and row["spikes_a"] > 0, (name, row)
+    assert c["readout"]["mismatches"] == 0 and c["equal"]
+
+
 def test_lava_run_info(lava_run):
     q, pl, res, secs, lines = lava_run
     info = res.info
     assert info["run_cfg"] == "Loihi2SimCfg(select_tag='fixed_pt')" and info["num_steps"] == 12
     assert info["neurons"] == sum(int(np.prod(s)) for k, s in q.shapes((16, 16, 16)).items() if k != "input")
     assert info["neuron_updates_per_s"] > 0 and info["timings"]["run_s"] > 0
+    assert info["process_models"] == {
+        "RingBuffer": "lava.proc.io.source.PySendModelFixed",
+        "Sparse": "lava.proc.sparse.models.PySparseModelBitAcc",
+        "DelaySparse": "sim.processes.PyStaticDelaySparseModelBitAcc",
+        "ATRLIF": "lava.proc.atrlif.models.PyATRLIFModelFixed",
+        "WindowedATRLIF": "sim.processes.PyWindowedATRLIFModelFixed",
+        "Extractor": "lava.proc.io.extractor.PyLoihiExtractorModel"}
     assert info["layers"]["enc1"]["neuron_process"] == "WindowedATRLIF"
     assert info["layers"]["enc0"]["neuron_process"] == "ATRLIF"
     assert info["synapses"] == sum(v["synapses"] for v in info["connections"].values())
