@@ -29,8 +29,8 @@ linear); with ``weight_exp < 0`` the per-process floor shift of a split sum is n
 the sum, so that case is refused (:class:`LoweringError`). ``K = 1`` for every network we
 trained (the folded sums stay far inside the range).
 
-Construction is vectorised: one numpy pass per kernel tap (27 for 3x3x3), never a Python loop
-over neurons or synapses.
+Construction is vectorised (numpy over all neurons of an axis class at once; the Python loops
+run over kernel slots and border/parity classes only, never over neurons or synapses).
 """
 from __future__ import annotations
 
@@ -61,14 +61,39 @@ def conv_output_size(n: Sequence[int], kernel: Sequence[int], stride: Sequence[i
     return out  # type: ignore[return-value]
 
 
+def _axis_slots(n_in: int, n_out: int, k: int, s: int, p: int, f: int):
+    """One axis of a (possibly upsampled) convolution, folded.
+
+    Output ``o`` reads upsampled positions ``u = o*s - p + t`` (taps ``t < k``; valid inside
+    ``[0, n_in*f)``), i.e. source neurons ``u // f``. Taps that meet the same source neuron form
+    one SLOT ``j = u // f - (o*s - p) // f``. Returns ``src (n_out, S)`` (source index, -1 where
+    the slot is empty) and ``mask (n_out, S, k)`` (the taps of each slot)."""
+    o = np.arange(n_out, dtype=np.int64)
+    u = o[:, None] * s - p + np.arange(k, dtype=np.int64)[None, :]
+    valid = (u >= 0) & (u < n_in * f)
+    base = np.floor_divide(o * s - p, f)
+    off = np.floor_divide(u, f) - base[:, None]
+    n_slots = int(off.max()) + 1
+    mask = valid[:, None, :] & (off[:, None, :] == np.arange(n_slots)[None, :, None])
+    src = np.where(mask.any(axis=2), base[:, None] + np.arange(n_slots)[None, :], -1)
+    return src, mask
+
+
 def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = (1, 1, 1),
                   padding: Sequence[int] = (0, 0, 0), upsample: bool = False) -> sp.csr_matrix:
     """The integer matrix of a 3-D convolution of ``in_shape = (C, D, H, W)`` populations.
 
     ``weight`` is ``(O, C, kd, kh, kw)`` (integers). With ``upsample=True`` the convolution
     runs on the x2 nearest-upsampled input ``(C, 2D, 2H, 2W)`` but the columns index the
-    ORIGINAL ``(C, D, H, W)`` population (upsampling folded in; coinciding taps summed).
+    ORIGINAL ``(C, D, H, W)`` population (upsampling folded in: the taps of one output that meet
+    the same source neuron are summed into one synapse).
     Returns ``csr_matrix`` (int32 values, no explicit zeros) of shape ``(O*D'*H'*W', C*D*H*W)``.
+
+    Vectorised per axis: every axis is reduced to "slots" (source offsets) with their tap sets
+    (:func:`_axis_slots`); the outputs of an axis fall into a few classes with the same tap sets
+    (parity and borders), and for every combination of classes along the three axes the folded
+    kernel ``(O, C)`` is one weighted sum of the weight and the synapses of all those outputs
+    are generated at once. No duplicates are generated, so no summation pass is needed.
     """
     w = np.asarray(weight)
     if w.ndim != 5:
@@ -81,46 +106,48 @@ def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = 
     if Cs != C:
         raise LoweringError(f"weight has {C} input channels, population has {Cs}")
     f = 2 if upsample else 1
-    conv_in = (Ds * f, Hs * f, Ws * f)
-    out_sp = conv_output_size(conv_in, kern, stride, padding)
+    src_sp = (Ds, Hs, Ws)
+    out_sp = conv_output_size(tuple(n * f for n in src_sp), kern, stride, padding)
     n_out_sp = int(np.prod(out_sp))
     n_src_sp = Ds * Hs * Ws
     shape = (O * n_out_sp, C * n_src_sp)
     idx_t = np.int32 if max(shape) < 2 ** 31 - 1 else np.int64
+    # per axis: classes of (slot, tap set) -> the outputs in the class and their sources
+    axes = []
+    for n_in, n_o, k, st, p in zip(src_sp, out_sp, kern, stride, padding):
+        src, mask = _axis_slots(n_in, n_o, k, int(st), int(p), f)
+        classes = []
+        for j in range(src.shape[1]):
+            code = (mask[:, j, :] * (1 << np.arange(k, dtype=np.int64))).sum(axis=1)
+            for c in np.unique(code[src[:, j] >= 0]):
+                sel = np.nonzero((code == c) & (src[:, j] >= 0))[0]
+                classes.append((mask[sel[0], j, :].astype(np.int64), sel, src[sel, j]))
+        axes.append(classes)
+    w64 = w.astype(np.int64)
     rows_all, cols_all, vals_all = [], [], []
-    for kz in range(kern[0]):
-        for ky in range(kern[1]):
-            for kx in range(kern[2]):
-                tap_w = w[:, :, kz, ky, kx].astype(np.int64)            # (O, C)
-                nz = tap_w != 0
-                if not nz.any():
+    for mz, oz, iz in axes[0]:
+        wz = np.einsum("ocabd,a->ocbd", w64, mz)
+        for my, oy, iy in axes[1]:
+            wy = np.einsum("ocbd,b->ocd", wz, my)
+            out_zy = (oz[:, None] * out_sp[1] + oy[None, :]).ravel()
+            in_zy = (iz[:, None] * Hs + iy[None, :]).ravel()
+            for mx, ox, ix in axes[2]:
+                wf = wy @ mx                                             # folded kernel (O, C)
+                oo, cc = np.nonzero(wf)
+                if oo.size == 0:
                     continue
-                # valid output positions of this tap along each axis and their input positions
-                axes = []
-                for k, n_in, n_o, s, p in zip((kz, ky, kx), conv_in, out_sp, stride, padding):
-                    o = np.arange(n_o, dtype=np.int64)
-                    i = o * int(s) - int(p) + k
-                    ok = (i >= 0) & (i < n_in)
-                    axes.append((o[ok], i[ok] // f))
-                if any(a[0].size == 0 for a in axes):
-                    continue
-                (oz, iz), (oy, iy), (ox, ix) = axes
-                out_flat = ((oz[:, None, None] * out_sp[1] + oy[None, :, None]) * out_sp[2]
-                            + ox[None, None, :]).ravel()
-                in_flat = ((iz[:, None, None] * Hs + iy[None, :, None]) * Ws + ix[None, None, :]).ravel()
-                oo, cc = (a.astype(np.int64) for a in np.nonzero(nz))
+                out_flat = (out_zy[:, None] * out_sp[2] + ox[None, :]).ravel()
+                in_flat = (in_zy[:, None] * Ws + ix[None, :]).ravel()
                 rows_all.append((oo[:, None] * n_out_sp + out_flat[None, :]).astype(idx_t).ravel())
                 cols_all.append((cc[:, None] * n_src_sp + in_flat[None, :]).astype(idx_t).ravel())
-                vals_all.append(np.repeat(tap_w[oo, cc].astype(np.int32), out_flat.size))
+                vals_all.append(np.repeat(wf[oo, cc].astype(np.int32), out_flat.size))
     if not rows_all:
         return sp.csr_matrix(shape, dtype=np.int32)
     rows, cols, vals = np.concatenate(rows_all), np.concatenate(cols_all), np.concatenate(vals_all)
     del rows_all, cols_all, vals_all
     m = sp.coo_matrix((vals, (rows, cols)), shape=shape)
     del rows, cols, vals
-    m = m.tocsr()   # sums duplicates (the folded taps); int32 values (|sum| <= 27 * 256 * ...)
-    m.sum_duplicates()
-    m.eliminate_zeros()
+    m = m.tocsr()
     m.sort_indices()
     return m
 

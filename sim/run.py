@@ -83,18 +83,22 @@ def _dead_actor_errors(runtime) -> Optional[str]:
     return "\n".join(msgs) or f"{len(dead)} lava process(es) exited early (exit codes {[a.exitcode for a in dead]})"
 
 
-def _receive(ex, runtime, poll: float = 0.0005):
+def _receive(ex, runtime, poll: float = 0.0005, grace: float = 5.0):
     """``Extractor.receive()`` that does not block forever when the run died: while the
     extractor's queue is empty it watches lava's actor processes (a model that raised has
-    exited: its traceback is raised here as SimError) and the runtime services (ERROR, or DONE
-    with frames missing). A hang without a dead process is left to :func:`run_lava`'s timeout."""
+    exited: its traceback is raised here as SimError) and the runtime services (a response -
+    DONE or ERROR - while this monitor's frame is still missing ``grace`` seconds later). A hang
+    without a dead process is left to :func:`run_lava`'s timeout."""
     port = ex.out_port.external_pipe_csp_recv_port
     last_check = time.perf_counter()
+    ended_at = None
     while not port.probe():
-        if any(p.probe() for p in runtime.service_to_runtime):
-            runtime.wait()
-            raise SimError("the Lava run ended before every monitor frame was received")
         now = time.perf_counter()
+        if ended_at is None and any(p.probe() for p in runtime.service_to_runtime):
+            ended_at = now      # frames may still be in flight: give them time
+        if ended_at is not None and now - ended_at > grace:
+            runtime.wait()      # raises lava's error if a service reported ERROR
+            raise SimError("the Lava run ended before every monitor frame was received")
         if now - last_check > 0.2:
             last_check = now
             err = _dead_actor_errors(runtime)

@@ -143,6 +143,23 @@ def test_lower_network_matches_emulator_layer_inputs(qnet):
     assert max(len(lc.matrices) for lcs in low.values() for lc in lcs) > 1   # a split happened
 
 
+@pytest.mark.parametrize("delay,max_delay", [(1, 1), (3, 3), (2, 5), (None, 3)])
+def test_static_delay_matrix_equals_lavas(delay, max_delay):
+    """The memoised DelaySparse model builds the same delay-weight matrix as lava's model."""
+    import scipy.sparse as sp
+    from lava.proc.sparse.models import PyDelaySparseModelBitAcc
+
+    from sim.processes import delay_weight_matrix
+    rng = np.random.default_rng(0)
+    w = sp.random(50, 40, density=0.2, random_state=1, format="csr")
+    w.data = 2 * rng.integers(-100, 100, w.nnz).astype(np.int32)
+    w.eliminate_zeros()
+    d = w.copy().astype(np.int64)
+    d.data[:] = delay if delay is not None else rng.integers(0, max_delay + 1, d.nnz)   # None: mixed
+    ref = PyDelaySparseModelBitAcc.get_delay_wgts_mat(w, d, max_delay).toarray()
+    assert np.array_equal(delay_weight_matrix(w, d, max_delay).toarray(), ref)
+
+
 def test_plan_layers_schedule(qnet):
     plans, n = plan_layers(qnet, (16, 16, 16))
     # lava time_step = global step + 1 of calibration's lava_schedule; windows 4/3/2/2, dec 2:
