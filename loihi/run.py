@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -86,9 +84,9 @@ def run_on_loihi(net: str | Path, *, pair: int = 0, patch: Sequence[int] = (16, 
     if not loihi_available():
         raise LoihiUnavailable(INRC_MESSAGE)
     # ---- from here on: only reachable with lava-loihi (not run in this project) ----------------
+    from sim.run import ensure_lava_runtime
+    ensure_lava_runtime()             # before anything else fixes the multiprocessing start method
     import numpy as np
-    import torch
-    from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2HwCfg
     from lava.utils import loihi as lava_loihi
 
@@ -96,7 +94,7 @@ def run_on_loihi(net: str | Path, *, pair: int = 0, patch: Sequence[int] = (16, 
     from sim.cli import load_patch, run_json
     from sim.graph import build_graph
     from sim.processes import exception_proc_model_map
-    from sim.run import LavaResult
+    from sim.run import run_graph, to_result
 
     if slurm:
         lava_loihi.use_slurm_host(partition=partition, board=board)
@@ -111,40 +109,12 @@ def run_on_loihi(net: str | Path, *, pair: int = 0, patch: Sequence[int] = (16, 
                   "execution_time": loihi2_profiler.Loihi2ExecutionTime()}
         callbacks = list(probes.values())
     cfg = Loihi2HwCfg(exception_proc_model_map=exception_proc_model_map(), callback_fxs=callbacks)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
-        exe = g.source.compile(cfg)
-    t_compile = time.perf_counter() - t0
-    g.source.create_runtime(executable=exe)
-    spikes = {n: [] for n, p in g.plans.items() if not p.integrator}
-    readout = None
-    try:
-        t0 = time.perf_counter()
-        g.source.run(condition=RunSteps(num_steps=g.num_steps, blocking=False))
-        for step in range(1, g.num_steps + 1):
-            for name, ex in g.monitors.items():
-                x = ex.receive()
-                p = g.plans[name]
-                if p.integrator:
-                    if step == p.t_end:
-                        readout = np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
-                elif p.t_start <= step <= p.t_end:
-                    spikes[name].append(np.asarray(x) != 0)
-        g.source.wait()
-        t_run = time.perf_counter() - t0
-    finally:
-        g.source.stop()
-    if readout is None:
-        raise RuntimeError("no read-out frame was received from the board")
-    ro = g.plans[g.readout_name]
-    v = torch.from_numpy(readout.reshape(ro.shape)).unsqueeze(0)
-    sp = {n: torch.from_numpy(np.stack(f, axis=-1).reshape(*g.plans[n].shape, len(f))).unsqueeze(0)
-          for n, f in spikes.items()}
-    res = LavaResult(field=(v.to(torch.float64) * q.readout.output_scale).to(torch.float32), readout_v=v,
-                     spikes={l.name: sp[l.name] for l in q.layers if l.name in sp})
-    info = {"run_cfg": "Loihi2HwCfg", "partition": partition, "board": board, "num_steps": g.num_steps,
-            "timings": {"build_s": g.build_seconds, "compile_s": t_compile, "run_s": t_run},
+    # the same compile / start / monitor loop as `simulate` (sim.run.run_graph), on the board
+    ran = run_graph(g, run_cfg=cfg, log=log)
+    res = to_result(q, ran["arrays"], ran["info"])
+    info = {"run_cfg": ran["info"]["run_cfg"], "partition": partition, "board": board,
+            "num_steps": g.num_steps, "timings": ran["info"]["timings"],
+            "process_models": ran["info"]["process_models"],
             "probes": {k: _probe_results(p) for k, p in probes.items()}, "graph": g.cost()}
     extra = {"net": str(net), "net_sha256": hashlib.sha256(Path(net).read_bytes()).hexdigest(), **where,
              "payload_sha256": hashlib.sha256(np.asarray(payload).astype("<i8").tobytes()).hexdigest(),

@@ -95,10 +95,9 @@ class SimGraph:
         return int(sum(p.neurons for p in self.plans.values()))
 
     def run_cfg(self):
-        from lava.magma.core.run_configs import Loihi2SimCfg
-
-        from .processes import exception_proc_model_map
-        return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exception_proc_model_map())
+        """The default CPU run configuration (:func:`sim.run.default_run_cfg`)."""
+        from .run import default_run_cfg
+        return default_run_cfg()
 
     def cost(self) -> Dict[str, Any]:
         """Memory cost of the lowering (synapses and bytes) and graph size."""

@@ -28,7 +28,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import numpy as np
 import torch
@@ -109,26 +109,81 @@ def _receive(ex, runtime, poll: float = 0.0005, grace: float = 5.0):
     return ex.receive()
 
 
-def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional[ProgressFn] = None,
-                        log: Optional[ProgressFn] = None, stop_on_error: bool = True,
-                        stall_s: float = 0.0) -> Dict[str, Any]:
-    """Build, compile and run the Lava graph in THIS process (no timeout guard: use
-    :func:`run_lava`). Returns plain numpy arrays and the run information."""
+#: lava's multiprocessing runtime module: it calls ``multiprocessing.set_start_method('fork')``
+#: when first imported and fails if the start method was fixed before
+LAVA_MP_MODULE = "lava.magma.runtime.message_infrastructure.multiprocessing"
+
+
+def ensure_lava_runtime() -> None:
+    """Import lava's multiprocessing runtime before anything else fixes the start method.
+
+    Every in-process Lava entry point (the worker, ``loihi run``) calls this first. If the
+    start method was already fixed to ``'fork'`` (e.g. by a library calling
+    ``get_start_method()``), it is unset so that lava's import can set it again; any other start
+    method is an error (lava's runtime needs ``fork``)."""
+    if LAVA_MP_MODULE in sys.modules:
+        return
+    import importlib
+    import multiprocessing as mp
+
+    current = mp.get_start_method(allow_none=True)
+    if current not in (None, "fork"):
+        raise SimError(f"lava's CPU runtime needs the 'fork' multiprocessing start method, but this process "
+                       f"already uses {current!r}; run the simulation in a fresh process (run_lava does)")
+    if current == "fork":
+        mp.set_start_method(None, force=True)       # lava's import sets 'fork' again
+    importlib.import_module(LAVA_MP_MODULE)
+
+
+def default_run_cfg():
+    """``Loihi2SimCfg(select_tag="fixed_pt")`` with the backend's process-model exceptions
+    (:func:`sim.processes.exception_proc_model_map`)."""
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    from .processes import exception_proc_model_map
+    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exception_proc_model_map())
+
+
+def describe_run_cfg(cfg) -> str:
+    """A short description of a lava RunConfig, e.g. ``Loihi2SimCfg(select_tag='fixed_pt')``."""
+    tag = getattr(cfg, "select_tag", None)
+    return f"{type(cfg).__name__}(select_tag={tag!r})" if tag is not None else type(cfg).__name__
+
+
+#: lava's ProcessModel search (compile) imports every module found next to a process's module as
+#: a top-level module; for package-relative modules (ours) that fails harmlessly and lava says so
+#: with one UserWarning per module ("Cannot import module ..."). Only these are silenced.
+_SCAN_WARNING = r"Cannot import module"
+_SCAN_MODULE = r"lava\.magma\.compiler\.compiler_graphs"
+
+
+def compile_quietly(source, cfg):
+    """``source.compile(cfg)`` with lava's module-scan warnings silenced (nothing else)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SCAN_WARNING, category=UserWarning, module=_SCAN_MODULE)
+        return source.compile(cfg)
+
+
+def run_graph(g, *, run_cfg=None, progress: Optional[ProgressFn] = None, log: Optional[ProgressFn] = None,
+              stop_on_error: bool = True, stall_s: float = 0.0) -> Dict[str, Any]:
+    """Compile, start and run a built :class:`sim.graph.SimGraph` in THIS process and collect every
+    monitor frame (the monitor loop shared by ``simulate`` and ``loihi run``).
+
+    ``run_cfg``: a lava RunConfig; default :func:`default_run_cfg`
+    (``Loihi2SimCfg(select_tag="fixed_pt")``); ``loihi run`` passes ``Loihi2HwCfg``.
+    Returns ``{"arrays": {"spikes/<layer>": bool (shape..., T_L), "readout_v": int64}, "info": {...}}``
+    (timings: compile, start, run, stop; throughput = neurons x steps / run time).
+    No timeout guard: use :func:`run_lava` for that.
+    """
     from lava.magma.core.run_conditions import RunSteps
 
-    from .graph import build_graph
-
-    t_all = time.perf_counter()
-    g = build_graph(q, payload, log=log)
-    cfg = g.run_cfg()
+    ensure_lava_runtime()
+    cfg = run_cfg if run_cfg is not None else default_run_cfg()
+    cfg_name = describe_run_cfg(cfg)
     if log:
-        log("compiling (Loihi2SimCfg, select_tag='fixed_pt')")
+        log(f"compiling ({cfg_name})")
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        # lava's ProcessModel search re-imports every module of the sim/ package as a top-level
-        # module; the relative imports of the others fail harmlessly ("Cannot import module")
-        warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
-        exe = g.source.compile(cfg)
+    exe = compile_quietly(g.source, cfg)
     t_compile = time.perf_counter() - t0
     models: Dict[str, str] = {}
     for proc, builder in exe.proc_builders.items():
@@ -185,7 +240,7 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
     window_steps = sum(p.neurons * p.time_window for p in g.plans.values())
     info = {
         "backend": "lava", "patch": list(g.patch), "num_steps": n_steps,
-        "run_cfg": "Loihi2SimCfg(select_tag='fixed_pt')", "process_models": models,
+        "run_cfg": cfg_name, "process_models": models,
         "processes": cost["processes"], "neurons": cost["neurons"], "synapses": cost["synapses"],
         "synapse_bytes": cost["synapse_bytes"], "connections": cost["connections"],
         "layers": {n: {"neurons": p.neurons, "shape": list(p.shape), "t_start": p.t_start, "t_end": p.t_end,
@@ -193,7 +248,7 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
                        "neuron_process": "WindowedATRLIF" if p.windowed else "ATRLIF"}
                    for n, p in g.plans.items()},
         "timings": {"build_s": g.build_seconds, "compile_s": t_compile, "init_s": t_init,
-                    "run_s": t_run, "stop_s": t_stop, "total_s": time.perf_counter() - t_all},
+                    "run_s": t_run, "stop_s": t_stop},
         "neuron_updates": neuron_steps, "window_neuron_updates": window_steps,
         "neuron_updates_per_s": neuron_steps / t_run if t_run > 0 else float("nan"),
         "window_neuron_updates_per_s": window_steps / t_run if t_run > 0 else float("nan"),
@@ -208,7 +263,25 @@ def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional
     return {"arrays": arrays, "info": info}
 
 
-def _to_result(q: QuantizedNet, arrays: Dict[str, np.ndarray], info: Dict[str, Any]) -> LavaResult:
+def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional[ProgressFn] = None,
+                        log: Optional[ProgressFn] = None, stop_on_error: bool = True,
+                        stall_s: float = 0.0, run_cfg=None) -> Dict[str, Any]:
+    """Build the Lava graph of one patch and run it in THIS process (:func:`run_graph`; no timeout
+    guard: use :func:`run_lava`). ``run_cfg`` defaults to ``Loihi2SimCfg(select_tag="fixed_pt")``.
+    Returns plain numpy arrays and the run information."""
+    ensure_lava_runtime()
+    from .graph import build_graph
+
+    t_all = time.perf_counter()
+    g = build_graph(q, payload, log=log)
+    out = run_graph(g, run_cfg=run_cfg, progress=progress, log=log, stop_on_error=stop_on_error,
+                    stall_s=stall_s)
+    out["info"]["timings"]["total_s"] = time.perf_counter() - t_all
+    return out
+
+
+def to_result(q: QuantizedNet, arrays: Dict[str, np.ndarray], info: Dict[str, Any]) -> LavaResult:
+    """A :class:`LavaResult` (torch tensors, batch of 1) from :func:`run_graph`'s arrays and info."""
     v = torch.from_numpy(np.asarray(arrays["readout_v"], dtype=np.int64)).unsqueeze(0)
     field_ = (v.to(torch.float64) * q.readout.output_scale).to(torch.float32)
     spikes = {k.split("/", 1)[1]: torch.from_numpy(np.asarray(a, dtype=bool)).unsqueeze(0)
@@ -301,7 +374,7 @@ def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Opti
         info = json.loads(res_json.read_text())
         with np.load(res_npz) as z:
             arrays = {k: z[k] for k in z.files}
-    return _to_result(q, arrays, info)
+    return to_result(q, arrays, info)
 
 
 def run_emulator(q: QuantizedNet, payload) -> EmulationResult:
@@ -320,6 +393,90 @@ def run_backend(backend: str, q: QuantizedNet, payload, *, timeout: float = 600.
     if backend == "emulator":
         return run_emulator(q, payload)
     raise ValueError(f"unknown backend {backend!r} (lava or emulator)")
+
+
+# ============================================================================ harness entry
+@dataclass
+class PatchSimulation:
+    """One patch through the Lava CPU backend, as :func:`simulate_patch` measured it.
+
+    ``field``/``readout_v``: ``(3, D, H, W)`` (voxels, float32 / integer read-out);
+    ``spikes_per_step[layer]``: spikes per local step of every spiking layer (execution order);
+    ``timings`` (seconds): ``build_s`` (lowering + graph), ``compile_s``, ``init_s`` (start of
+    the Lava processes), ``run_s`` (the simulated steps: what throughput is measured on),
+    ``stop_s``, ``worker_s`` (the worker from import to stop) and ``wall_s`` (this call, with the
+    worker's interpreter start and result transfer); ``emulator_mismatches`` is set with
+    ``check=True`` (spike entries + read-out values that differ from the emulator; 0 = equal).
+    """
+
+    field: np.ndarray
+    readout_v: np.ndarray
+    readout_sha256: str
+    spikes_per_step: Dict[str, List[int]]
+    neurons: Dict[str, int]
+    num_steps: int
+    timings: Dict[str, float]
+    neuron_updates: int
+    neuron_updates_per_s: float
+    emulator_mismatches: Optional[int] = None
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spikes(self) -> Dict[str, int]:
+        """Total spikes per spiking layer."""
+        return {k: int(sum(v)) for k, v in self.spikes_per_step.items()}
+
+
+def _as_volume(x, name: str) -> torch.Tensor:
+    t = x.detach().cpu() if isinstance(x, torch.Tensor) else torch.from_numpy(np.asarray(x))
+    if t.dim() == 5 and tuple(t.shape[:2]) == (1, 1):
+        t = t[0, 0]
+    if t.dim() != 3:
+        raise ValueError(f"{name} must be a (D, H, W) patch (or (1, 1, D, H, W)), got shape {tuple(t.shape)}")
+    if not (t.is_floating_point() or t.dtype in (torch.uint8, torch.int32, torch.int64)):
+        raise ValueError(f"{name} must be a real-valued intensity patch in [0, 1], got dtype {t.dtype}")
+    return t.to(torch.float32)[None, None]
+
+
+def simulate_patch(net: Union[str, os.PathLike, QuantizedNet], fixed, moving, *, timeout: float = 600.0,
+                   check: bool = False, progress: Optional[ProgressFn] = None) -> PatchSimulation:
+    """Run one (fixed, moving) patch through the Lava CPU simulation and time it.
+
+    ``net``: a calibrated ``net.h5`` path or a loaded :class:`calibration.netfile.QuantizedNet`;
+    ``fixed``/``moving``: ``(D, H, W)`` intensities in [0, 1] (numpy or torch; sizes multiples of
+    the net's size multiple), encoded exactly as the model does (``round(x * 255)``). The graph is
+    built, compiled and run with ``Loihi2SimCfg(select_tag="fixed_pt")`` in a guarded worker
+    process (:func:`run_lava`; :class:`SimTimeout` after ``timeout`` s, :class:`SimError` on
+    failure). ``check=True`` also runs the bit-accurate emulator and counts mismatches.
+    """
+    from calibration.emulator import payload_of
+    from calibration.netfile import load_qnet
+
+    from .compare import compare_results, readout_sha256, spikes_per_step
+
+    q = net if isinstance(net, QuantizedNet) else load_qnet(net)
+    f, m = _as_volume(fixed, "fixed"), _as_volume(moving, "moving")
+    if f.shape != m.shape:
+        raise ValueError(f"fixed {tuple(f.shape[2:])} and moving {tuple(m.shape[2:])} differ in shape")
+    payload = payload_of(q, f, m)
+    t0 = time.perf_counter()
+    res = run_lava(q, payload, timeout=timeout, progress=progress)
+    wall = time.perf_counter() - t0
+    info = res.info
+    t = dict(info["timings"])
+    t["worker_s"] = t.pop("total_s", float("nan"))
+    t["wall_s"] = wall
+    mism = None
+    if check:
+        c = compare_results(run_emulator(q, payload), res)
+        mism = c["total_spike_mismatches"] + c["readout"]["mismatches"]
+    v = res.readout_v[0].numpy().astype(np.int64)
+    return PatchSimulation(
+        field=res.field[0].numpy(), readout_v=v, readout_sha256=readout_sha256(v),
+        spikes_per_step={k: spikes_per_step(s) for k, s in res.spikes.items()},
+        neurons={k: int(info["layers"][k]["neurons"]) for k in info["layers"]},
+        num_steps=int(info["num_steps"]), timings=t, neuron_updates=int(info["neuron_updates"]),
+        neuron_updates_per_s=float(info["neuron_updates_per_s"]), emulator_mismatches=mism, info=info)
 
 
 # ============================================================================ worker
@@ -350,6 +507,8 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker
 
 
 def _worker(job_dir: str) -> int:
+    """Worker subprocess: run the pickled job in ``job_dir``, write result.npz/result.json."""
+    ensure_lava_runtime()          # before anything else fixes the multiprocessing start method
     signal.signal(signal.SIGTERM, _on_sigterm)
     d = Path(job_dir)
     with open(d / "job.pkl", "rb") as f:
@@ -381,5 +540,6 @@ if __name__ == "__main__":  # pragma: no cover - exercised through run_lava
     sys.exit(2)
 
 
-__all__ = ["SimError", "SimTimeout", "LavaResult", "run_lava", "run_lava_in_process", "run_emulator",
-           "run_backend"]
+__all__ = ["SimError", "SimTimeout", "LavaResult", "PatchSimulation", "simulate_patch", "run_lava",
+           "run_lava_in_process", "run_graph", "to_result", "default_run_cfg", "describe_run_cfg",
+           "compile_quietly", "ensure_lava_runtime", "run_emulator", "run_backend"]

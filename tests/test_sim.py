@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from calibration import loihi_rules as R
-from calibration.emulator import connection_output, emulate
+from calibration.emulator import connection_output, emulate, payload_of
 from calibration.netfile import LayerInput, QuantizedLayer, save_qnet
 from calibration.quantize import quantize_network
 from sim.compare import compare_results, readout_sha256, spikes_per_step
@@ -275,11 +275,21 @@ def test_bad_payload_is_refused(qnet):
 
 
 # ============================================================================ command
-def test_simulate_command_contract_and_backends_agree(qnet, tmp_path, capsys):
-    dc = DataConfig(voxel_size_mm=8.0, shape=(16, 24, 16), n_train=2, n_val=2, n_test=3, seed=3)
-    q = dataclasses.replace(qnet, calibration={"split": "train", "dataset_params": dc.to_dict()})
+TINY_DATA = DataConfig(voxel_size_mm=8.0, shape=(16, 24, 16), n_train=2, n_val=2, n_test=3, seed=3)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A tiny synthetic data set (demo test pairs of 16x24x16) in a module-wide cache."""
+    from spikereg_neuro.data import build_dataset
+    cache = tmp_path_factory.mktemp("simdata")
+    return str(cache), build_dataset(TINY_DATA, cache, progress=False)
+
+
+def test_simulate_command_contract_and_backends_agree(qnet, tiny_data, tmp_path, capsys):
+    q = dataclasses.replace(qnet, calibration={"split": "train", "dataset_params": TINY_DATA.to_dict()})
     net = save_qnet(tmp_path / "net.h5", q)
-    cache = str(tmp_path / "cache")
+    cache = tiny_data[0]
     out_l, out_e = tmp_path / "lava" / "run.json", tmp_path / "emu.json"
     rc = main(["simulate", "--net", str(net), "--pair", "1", "--patch", "16", "16", "16", "--backend", "lava",
                "--out", str(out_l), "--cache", cache, "--compare", "--timeout", str(LAVA_TIMEOUT)])
@@ -311,3 +321,132 @@ def test_simulate_command_contract_and_backends_agree(qnet, tmp_path, capsys):
     rc = main(["simulate", "--net", str(net), "--patch", "12", "16", "16", "--backend", "emulator",
                "--out", str(out_e), "--cache", cache])
     assert rc == 1 and "multiples of 8" in capsys.readouterr().err
+
+
+# ============================================================================ harness entry, run loop
+def test_simulate_patch_default_architecture_on_a_demo_patch(tiny_data):
+    """The public harness entry on a real demo patch with the DEFAULT architecture (the shipped
+    model's weights when present, whatever they are): equal to the emulator, timings reported."""
+    from spikereg_neuro.checkpoint import DEFAULT_MODEL, load_network
+    from spikereg_neuro.data import load_pairs_numpy
+    from sim.run import PatchSimulation, simulate_patch
+
+    if DEFAULT_MODEL.is_file():
+        net, _ = load_network(DEFAULT_MODEL)
+    else:  # pragma: no cover - the package ships a model
+        torch.manual_seed(0)
+        net = SpikeRegUNet()
+    q = quantize_network(net.eval(), source_checkpoint="default", source_sha256="0" * 64)
+    pr = load_pairs_numpy(tiny_data[1], "test")[0]
+    sl = (slice(4, 12), slice(8, 16), slice(4, 12))
+    r = simulate_patch(q, pr["fixed"][sl], pr["moving"][sl], timeout=LAVA_TIMEOUT, check=True)
+    assert isinstance(r, PatchSimulation) and r.emulator_mismatches == 0
+    f, m = (torch.from_numpy(np.ascontiguousarray(pr[k][sl]))[None, None] for k in ("fixed", "moving"))
+    ref = emulate(q, payload_of(q, f, m), record_spikes=True)
+    assert r.readout_sha256 == readout_sha256(ref.readout_v)
+    assert r.spikes_per_step == {k: spikes_per_step(v) for k, v in ref.spikes.items()}
+    assert list(r.spikes_per_step) == [l.name for l in q.layers if l.neuron != "integrator"]
+    assert r.spikes["enc0"] > 0
+    assert r.field.shape == (3, 8, 8, 8) and r.readout_v.dtype == np.int64
+    shapes = q.shapes((8, 8, 8))
+    assert r.neurons == {l.name: int(np.prod(shapes[l.name])) for l in q.layers}
+    assert r.num_steps == plan_layers(q, (8, 8, 8))[1]
+    assert r.neuron_updates == sum(r.neurons.values()) * r.num_steps
+    assert r.neuron_updates_per_s == pytest.approx(r.neuron_updates / r.timings["run_s"])
+    for k in ("build_s", "compile_s", "init_s", "run_s", "stop_s", "worker_s", "wall_s"):
+        assert r.timings[k] >= 0, k
+    assert r.timings["wall_s"] >= r.timings["run_s"]
+    with pytest.raises(ValueError, match="differ in shape"):
+        simulate_patch(q, pr["fixed"][sl], pr["moving"][:8, :8, :16])
+    with pytest.raises(ValueError, match=r"\(D, H, W\) patch"):
+        simulate_patch(q, pr["fixed"][0], pr["moving"][0])
+
+
+def test_compile_quietly_silences_only_lavas_module_scan_warnings():
+    import warnings
+
+    from sim.run import compile_quietly
+
+    class FakeSource:
+        def compile(self, cfg):
+            warnings.warn_explicit("Cannot import module '<module 'run'>' when searching ProcessModels",
+                                   UserWarning, "compiler_graphs.py", 895,
+                                   module="lava.magma.compiler.compiler_graphs")
+            warnings.warn_explicit("Cannot import module 'x'", UserWarning, "elsewhere.py", 1, module="elsewhere")
+            warnings.warn("a real problem", RuntimeWarning)
+            return "exe"
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert compile_quietly(FakeSource(), None) == "exe"
+    msgs = sorted(str(w.message) for w in seen)
+    assert msgs == ["Cannot import module 'x'", "a real problem"]
+
+
+def test_real_compile_is_quiet_and_uses_the_fixed_point_models(qnet):
+    """Compiling the real graph (no run) in this process: no module-scan warnings, lava's
+    bit-accurate models selected by the default run configuration."""
+    import warnings
+
+    from sim.graph import build_graph
+    from sim.run import compile_quietly, default_run_cfg, describe_run_cfg
+
+    g = build_graph(qnet, smooth_payload(8).numpy(), monitors=False)
+    cfg = default_run_cfg()
+    assert describe_run_cfg(cfg) == "Loihi2SimCfg(select_tag='fixed_pt')"
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        exe = compile_quietly(g.source, cfg)
+    assert not [w for w in seen if "Cannot import module" in str(w.message)], [str(w.message) for w in seen]
+    models = {type(p).__name__: b.proc_model.__name__ for p, b in exe.proc_builders.items()}
+    assert models["ATRLIF"] == "PyATRLIFModelFixed" and models["Sparse"] == "PySparseModelBitAcc"
+
+
+def test_ensure_lava_runtime(monkeypatch):
+    """lava's runtime import (which sets the 'fork' start method) works in a fresh process after
+    something fixed the start method to 'fork'; another start method is refused clearly."""
+    import multiprocessing
+    import subprocess
+    import sys
+
+    from sim.run import LAVA_MP_MODULE, SimError, ensure_lava_runtime
+    code = ("import multiprocessing as mp\n"
+            "mp.set_start_method('fork')\n"
+            "from sim.run import ensure_lava_runtime\n"
+            "ensure_lava_runtime()\n"
+            "import lava.magma.runtime.message_infrastructure.multiprocessing\n"
+            "print('OK', mp.get_start_method())\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("OK fork"), out.stdout + out.stderr[-2000:]
+    monkeypatch.delitem(sys.modules, LAVA_MP_MODULE)
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "spawn")
+    with pytest.raises(SimError, match="needs the 'fork' multiprocessing start method"):
+        ensure_lava_runtime()
+
+
+def test_loihi_run_uses_the_shared_run_loop(qnet, tiny_data, tmp_path, monkeypatch):
+    """`loihi run`'s hardware branch with the board replaced by Loihi2SimCfg: the shared run loop
+    (sim.run.run_graph with a run_cfg) gives the same run.json as `simulate`."""
+    import lava.magma.core.run_configs as rc
+    import loihi.run as lr
+    from sim.cli import simulate
+
+    q = dataclasses.replace(qnet, calibration={"split": "train", "dataset_params": TINY_DATA.to_dict()})
+    net = save_qnet(tmp_path / "net.h5", q)
+    used = []
+
+    def fake_hw_cfg(exception_proc_model_map=None, callback_fxs=None):
+        used.append(callback_fxs)
+        return rc.Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exception_proc_model_map)
+
+    monkeypatch.setattr(lr, "loihi_available", lambda: True)
+    monkeypatch.setattr(rc, "Loihi2HwCfg", fake_hw_cfg)
+    doc = lr.run_on_loihi(net, pair=1, patch=(8, 8, 8), out=tmp_path / "loihi.json", slurm=False, profile=False,
+                          cache=tiny_data[0], log=lambda s: None)
+    assert used == [[]]
+    emu = simulate(str(net), backend="emulator", pair=1, patch=(8, 8, 8), out=None, cache=tiny_data[0],
+                   progress=False, log=lambda s: None)
+    assert doc["backend"] == "loihi2" and doc["loihi"]["run_cfg"] == "Loihi2SimCfg(select_tag='fixed_pt')"
+    assert doc["readout_sha256"] == emu["readout_sha256"] and doc["layers"] == emu["layers"]
+    assert json.loads((tmp_path / "loihi.json").read_text())["readout_sha256"] == emu["readout_sha256"]
