@@ -3,8 +3,12 @@ and the Lava simulation throughput (pytest-benchmark).
 
 Run::
 
-    pytest benchmarks/test_bench_sim.py --benchmark-only -s                 # 16^3 patch, ~15 s
-    SPIKEREG_BENCH_SIM_PATCH=32 pytest benchmarks/test_bench_sim.py --benchmark-only -s   # ~1 min, ~9 GB
+    pytest benchmarks/test_bench_sim.py --benchmark-only -s                 # 16^3 patch, ~30 s
+    SPIKEREG_BENCH_SIM_PATCH=32 pytest benchmarks/test_bench_sim.py --benchmark-only -s   # ~2 min, ~6.3 GB
+
+Two cases: the equivalence check (Lava vs emulator, every spike of every layer and the read-out,
+with the full timing breakdown) and the harness entry :func:`sim.run.simulate_patch` (what
+``spikereg-neuro benchmark`` times for its Lava CPU row).
 
 The network is ``SPIKEREG_BENCH_NET`` (a net.h5 from ``calibrate``) when set, else the shipped
 model quantized with the default weight exponents (the untrained default architecture if no
@@ -84,3 +88,38 @@ def test_bench_lava_default_net_equals_emulator(benchmark, bench_qnet):
         assert row["mismatches"] == 0, (name, row)
     assert c["readout"]["mismatches"] == 0
     assert sum(r["spikes_a"] for r in c["layers"].values()) > 0
+
+
+def test_bench_simulate_patch_harness_entry(benchmark, bench_qnet):
+    """:func:`sim.run.simulate_patch` (the benchmark table's entry) on the same patch: its
+    throughput and per-layer spike counts, checked against the emulator."""
+    from sim.cli import load_patch
+    from sim.run import simulate_patch
+
+    q, src = bench_qnet
+    _, where = load_patch(q, 0, (PATCH,) * 3)
+    pairs = _demo_pair(q)
+    sl = tuple(slice(o, o + PATCH) for o in where["patch_origin"])
+    torch.set_num_threads(1)
+    r = benchmark.pedantic(lambda: simulate_patch(q, pairs["fixed"][sl], pairs["moving"][sl], timeout=TIMEOUT,
+                                                  check=True), rounds=1, iterations=1)
+    t = r.timings
+    print(f"\nsimulate_patch: net {src}, patch {where['patch']} at {where['patch_origin']}: "
+          f"{sum(r.neurons.values())} neurons x {r.num_steps} steps in {t['run_s']:.2f} s -> "
+          f"{r.neuron_updates_per_s:.3g} neuron updates/s; build {t['build_s']:.1f} s, compile {t['compile_s']:.1f} s, "
+          f"start {t['init_s']:.1f} s, call {t['wall_s']:.1f} s; spikes {r.spikes}; "
+          f"mismatches vs emulator {r.emulator_mismatches}")
+    benchmark.extra_info.update({"patch": where["patch"], "net": src, "timings": t,
+                                 "neuron_updates_per_s": r.neuron_updates_per_s, "spikes": r.spikes,
+                                 "emulator_mismatches": r.emulator_mismatches})
+    assert r.emulator_mismatches == 0
+
+
+def _demo_pair(q):
+    """Demo test pair 0 of the network's data set (as ``simulate`` loads it)."""
+    from spikereg_neuro.data import build_dataset, load_pairs_numpy
+    from spikereg_neuro.data.dataset import DataConfig
+
+    params = (q.calibration or {}).get("dataset_params")
+    h5 = build_dataset(DataConfig.from_dict(params) if params else DataConfig(), None, progress=False)
+    return load_pairs_numpy(h5, "test")[0]
