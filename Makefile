@@ -23,6 +23,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/spikereg-neuro demo
+	$(VENV)/bin/spikereg-neuro benchmark --out out/benchmark --quick
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-only

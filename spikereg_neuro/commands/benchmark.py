@@ -7,10 +7,13 @@
 * ``baseline train-voxelmorph --out DIR``: train the VoxelMorph baseline with SpikeReg's
   training budget (:func:`spikereg_neuro.baselines.voxelmorph.train_voxelmorph`).
 
-``benchmark`` is a parser with its own sub-subcommands (``accuracy`` for now, added by
-:func:`add_accuracy_parser`); further benchmarks add their parser to the same ``bsub`` in
-:func:`register`, and ``benchmark`` without a sub-subcommand prints its help (exit 2) until a
-default benchmark replaces that ``func``.
+* ``benchmark --out DIR [--pairs N] [--quick] ...`` (no sub-command): the benchmark table
+  (:mod:`spikereg_neuro.commands.benchmark_table`): energy, latency, Dice, HD95 and folding of
+  every method/platform on the same held-out pairs, each figure labelled measured / estimated;
+  writes ``benchmark.json``, ``benchmark.md`` and ``report/*.png``.
+
+``benchmark`` is a parser with options of its own (the table) and sub-subcommands
+(``accuracy``, added by :func:`add_accuracy_parser`).
 """
 from __future__ import annotations
 
@@ -34,11 +37,15 @@ ACCURACY_VERSION = 1
 
 # ============================================================================ parsers
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("benchmark", help="benchmarks (accuracy of every method, ...)",
-                       description="Benchmarks. 'benchmark accuracy' compares every registration method "
-                                   "on the same held-out pairs.")
+    p = sub.add_parser("benchmark", help="the energy / latency / accuracy table (and 'benchmark accuracy')",
+                       description="Without a sub-command: the benchmark table (VoxelMorph GPU/CPU, SpikeReg "
+                                   "on Loihi 2 (estimated), GPU simulation, CPU, Lava CPU simulation, ANTs SyN, "
+                                   "identity) on the same held-out pairs; writes benchmark.json, benchmark.md "
+                                   "and report/*.png to --out and prints the table (docs/benchmark.md). "
+                                   "'benchmark accuracy' compares the accuracy of every method only.")
+    add_table_options(p)
     bsub = p.add_subparsers(dest="benchmark_command", metavar="BENCHMARK")
-    p.set_defaults(func=lambda args, _p=p: (_p.print_help(), 2)[1])
+    p.set_defaults(func=run_table)
     add_accuracy_parser(bsub)
 
     b = sub.add_parser("baseline", help="train the learned baselines (VoxelMorph)",
@@ -87,6 +94,40 @@ def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPa
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=run_accuracy)
     return a
+
+
+def add_table_options(p: argparse.ArgumentParser) -> None:
+    """Options of the default ``benchmark`` command (the table)."""
+    p.add_argument("--out", help="output directory: benchmark.json, benchmark.md, report/ (required for the table)")
+    p.add_argument("--pairs", type=int, default=0, help="use the first N held-out test pairs (default: all; --quick: 1)")
+    p.add_argument("--quick", action="store_true",
+                   help="1 pair, 16^3 Lava patch (what `make demo` runs); figures are the same kind")
+    p.add_argument("--net", help="quantized network net.h5 for the Loihi 2 row (default: DIR/net.h5, made by a "
+                                 "fast calibration of the SpikeReg model and cached per model sha256)")
+    p.add_argument("--calib-pairs", type=int, default=1,
+                   help="training pairs of that fast calibration (default 1; `spikereg-neuro calibrate` uses 2)")
+    p.add_argument("--spikereg-model", help="SpikeReg checkpoint (default: the shipped model)")
+    p.add_argument("--voxelmorph-model", help="VoxelMorph checkpoint (default: the shipped one)")
+    p.add_argument("--constants", help="YAML overriding Loihi 2 model constants (see constants_loihi2.yaml)")
+    p.add_argument("--gpu-basis", default="h100_sxm_fp32_peak_pj_per_mac",
+                   help="energy per MAC of the GPU estimate when no GPU is present "
+                        "(h100_sxm_fp32_peak_pj_per_mac (default) or horowitz_fp32_mac_pj)")
+    p.add_argument("--lava-patch", type=int, nargs=3, metavar=("D", "H", "W"), default=[16, 16, 16],
+                   help="patch of the Lava CPU run (default 16 16 16)")
+    p.add_argument("--lava-timeout", type=float, default=600.0, help="wall-clock limit of the Lava run (s)")
+    p.add_argument("--no-lava", action="store_true", help="skip the Lava CPU run (its rows say so)")
+    p.add_argument("--no-ants", action="store_true", help="skip ANTs SyN (its row says so)")
+    p.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 (default ANTsPy's)")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads of the timed runs (default 1)")
+    p.add_argument("--config", default=None, help="config whose data section defines the embedded pairs")
+    p.add_argument("--cache", help="dataset cache directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_table(args: argparse.Namespace) -> int:
+    """``spikereg-neuro benchmark --out DIR``: see :mod:`spikereg_neuro.commands.benchmark_table`."""
+    from .benchmark_table import run_table as _run
+    return _run(args)
 
 
 # ============================================================================ SpikeReg adapter

@@ -21,16 +21,18 @@ from .constants import Constant
 from .counting import (VARIANTS, Connection, ExactCountRecorder, LayerCounts, LayerInfo,
                        NetworkCounter, ProfileCounts, count_patch, counts_from_inference,
                        parse_source, patches_per_scale, record_spikes, register_and_count)
-from .gpu_energy import (GPU_CONSTANTS, estimate_gpu, measure_cpu, measure_gpu, nvml_available)
+from .gpu_energy import (GPU_CONSTANTS, GPU_THROUGHPUT, count_conv_macs, estimate_gpu,
+                         estimate_gpu_latency, measure_cpu, measure_gpu, nvml_available)
 from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, Loihi2Constants,
-                            calibration_check, default_constants, estimate_loihi2, load_constants,
+                            calibration_check, default_constants, energy_per_layer, estimate_loihi2,
+                            load_constants,
                             naive_mapping, step_times_us)
 
 __all__ = [
     "Constant", "VARIANTS", "Connection", "ExactCountRecorder", "LayerCounts", "LayerInfo",
     "NetworkCounter", "ProfileCounts", "count_patch", "counts_from_inference", "parse_source",
     "patches_per_scale", "record_spikes", "register_and_count",
-    "GPU_CONSTANTS", "estimate_gpu", "measure_cpu", "measure_gpu", "nvml_available",
+    "GPU_CONSTANTS", "GPU_THROUGHPUT", "count_conv_macs", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
     "DEFAULT_CONSTANTS_YAML", "PILOTNET_MEASURED", "Loihi2Constants", "calibration_check",
-    "default_constants", "estimate_loihi2", "load_constants", "naive_mapping", "step_times_us",
+    "default_constants", "energy_per_layer", "estimate_loihi2", "load_constants", "naive_mapping", "step_times_us",
 ]

@@ -35,6 +35,73 @@ GPU_CONSTANTS: Dict[str, Constant] = {
 
 ESTIMATE_BASES = tuple(GPU_CONSTANTS)
 
+#: peak throughput for a best-case (lower-bound) GPU latency estimate from counted MACs
+GPU_THROUGHPUT: Dict[str, Constant] = {
+    "h100_sxm_fp32_peak_macs_per_s": Constant(
+        33.5e12, "MAC/s",
+        "derived from the NVIDIA H100 Tensor Core GPU datasheet (H100 SXM): FP32 67 TFLOPS = "
+        "33.5e12 MAC/s. Peak arithmetic throughput: a latency from it is a LOWER BOUND (no kernel "
+        "launch, memory-bound layers, host transfers or tiling overhead).", "derived"),
+}
+
+
+def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
+    """MACs of the modules of ``model`` while ``run()`` executes (e.g. one forward pass):
+    every Conv/ConvTranspose 1-3D and Linear.
+
+    Convolutions count ``output elements x C_in / groups x prod(kernel)`` (padding taps included,
+    the convention of FLOP counters); linear layers ``output elements x in_features``. Other
+    layers (activations, upsampling, the spatial transformer) are not counted and are listed in
+    ``uncounted``.
+    """
+    import torch
+
+    macs = [0]
+    per: Dict[str, int] = {}
+    uncounted = set()
+    conv_types = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
+                  torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
+
+    def hook(mod, args, out, name=""):
+        if isinstance(mod, conv_types):
+            k = 1
+            for x in mod.kernel_size:
+                k *= int(x)
+            if isinstance(mod, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
+                n = args[0].numel() * (mod.out_channels // mod.groups) * k
+            else:
+                n = out.numel() * (mod.in_channels // mod.groups) * k
+        elif isinstance(mod, torch.nn.Linear):
+            n = out.numel() * mod.in_features
+        else:
+            return
+        macs[0] += int(n)
+        per[name] = per.get(name, 0) + int(n)
+
+    handles = []
+    for name, mod in model.named_modules():
+        if len(list(mod.children())) == 0:
+            if isinstance(mod, conv_types + (torch.nn.Linear,)):
+                handles.append(mod.register_forward_hook(lambda m, a, o, name=name: hook(m, a, o, name)))
+            elif sum(p.numel() for p in mod.parameters(recurse=False)):
+                uncounted.add(type(mod).__name__)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return {"macs": macs[0], "per_layer": per, "uncounted": sorted(uncounted)}
+
+
+def estimate_gpu_latency(macs: float, basis: str = "h100_sxm_fp32_peak_macs_per_s") -> Dict[str, Any]:
+    """ESTIMATED best-case GPU latency of ``macs`` at a cited peak throughput (a lower bound)."""
+    if basis not in GPU_THROUGHPUT:
+        raise ValueError(f"basis must be one of {tuple(GPU_THROUGHPUT)}, got {basis!r}")
+    const = GPU_THROUGHPUT[basis]
+    return {"latency_ms": float(macs) / const.value * 1e3, "latency_source": "estimated",
+            "lower_bound": True, "latency_basis": basis, "constants": {basis: const.to_dict()}}
+
 
 def _sync(device) -> None:
     import torch

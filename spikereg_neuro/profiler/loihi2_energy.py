@@ -38,7 +38,7 @@ from .counting import VARIANTS, ProfileCounts, _fanin_1d
 DEFAULT_CONSTANTS_YAML = Path(__file__).with_name("constants_loihi2.yaml")
 
 _DAVIES = ("Davies et al., 'Loihi: A Neuromorphic Manycore Processor with On-Chip Learning', "
-           "IEEE Micro 38(1):82-99, 2018, Table 2 (pre-silicon SDF/SPICE values at 0.75 V)")
+           "IEEE Micro 38(1):82-99, 2018, Table 2, p. 96 (pre-silicon SDF/SPICE values at 0.75 V)")
 _LOIHI1 = "LOIHI 1 figure, used for Loihi 2 because Loihi 2 per-op figures are not published"
 _PILOTNET_NB = ("lava-dl PilotNet LIF benchmark notebook on one Loihi 2 chip "
                 "(lava-nc/lava-dl, tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb, "
@@ -302,6 +302,34 @@ def estimate_loihi2(counts: ProfileCounts, constants: Optional[Loihi2Constants] 
         "constants": c.as_dict(),
         "notes": notes,
     }
+
+
+def energy_per_layer(counts: ProfileCounts, constants: Optional[Loihi2Constants] = None,
+                     synop_variant: str = "merged_nonzero") -> Dict[str, Dict[str, float]]:
+    """ESTIMATED dynamic energy (mJ) of each layer of the workload in ``counts``.
+
+    Per layer: synaptic ops delivered into it (ACs, or graded MACs for the first layer), its
+    active and idle neuron updates, and the source events delivered into it (within-tile spike
+    energy). Tile hops and static power depend on the mapping and the run time and are not
+    attributed to layers; the per-layer sums equal :func:`estimate_loihi2`'s dynamic energy
+    without tile hops.
+    """
+    c = constants or Loihi2Constants()
+    if synop_variant not in VARIANTS:
+        raise ValueError(f"synop_variant must be one of {VARIANTS}")
+    out: Dict[str, Dict[str, float]] = {}
+    for name, lc in counts.layers.items():
+        e_op = c.value("e_graded_synop_pj") if lc.graded_input else c.value("e_synop_pj")
+        pj = {
+            "synaptic_ops": float(lc.ops[synop_variant].sum()) * e_op,
+            "neuron_updates": float(lc.neuron_updates.sum()) * c.value("e_neuron_update_active_pj"),
+            "idle_neuron_updates": float(lc.idle_neuron_updates.sum()) * c.value("e_neuron_update_inactive_pj"),
+            "spike_routing": float(lc.messages.sum()) * c.value("e_spike_within_tile_pj"),
+        }
+        row = {k: v * 1e-9 for k, v in pj.items()}
+        row["total"] = sum(row.values())
+        out[name] = row
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,522 @@
+"""``spikereg-neuro benchmark --out DIR``: the energy / latency / accuracy table.
+
+Every row is computed here, on this machine, from the same held-out pairs (docs/benchmark.md):
+
+* identity (reference) and ANTs SyN: CPU wall time, measured;
+* VoxelMorph: CPU wall time measured; GPU energy/latency measured with NVML when a CUDA GPU is
+  present, otherwise ESTIMATED from its counted MACs and a cited energy per MAC / peak throughput;
+* SpikeReg CPU: the float SLAYER model, measured;
+* SpikeReg quantized (bit-accurate integer emulator) on CPU: measured; its exact spike counts feed
+* SpikeReg on Loihi 2: ESTIMATED by the profiler's model (counts x Loihi 1 per-op energies,
+  Loihi 2 static power, step time from the per-core load of loihi/'s mapping); Dice from the
+  quantized network's fields;
+* SpikeReg GPU simulation (SLAYER on a GPU): measured with NVML when a GPU is present,
+  otherwise ESTIMATED from the dense MACs SLAYER computes (every layer's conv on every step);
+* SpikeReg Lava CPU simulation: measured on ONE patch; the full-volume figure is extrapolated
+  (estimated).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+
+# ============================================================================ quantized network
+def obtain_qnet(model_path: Path, net_path: Optional[str], out_dir: Path, calib_pairs: int = 1,
+                cache: Optional[str] = None, log: Callable[[str], None] = print) -> Tuple[Any, Dict[str, Any]]:
+    """The quantized network of the Loihi row and where it came from.
+
+    ``net_path`` given: that file. Otherwise ``out_dir/net.h5`` if it was made from a model with
+    the same sha256; otherwise a fast calibration of ``model_path`` (statistics from
+    ``calib_pairs`` training pairs, no fidelity report) written to ``out_dir/net.h5``.
+    """
+    from calibration.netfile import load_qnet, save_qnet
+    from spikereg_neuro.checkpoint import file_sha256
+
+    sha = file_sha256(model_path) if model_path.is_file() else None
+    if net_path:
+        q = load_qnet(net_path)
+        info = {"path": str(net_path), "made_by": "given (--net)", "source_sha256": q.source_sha256,
+                "matches_spikereg_model": q.source_sha256 == sha}
+        if sha and q.source_sha256 != sha:
+            log(f"[benchmark] note: {net_path} was made from another model (sha256 {q.source_sha256[:12]}) than "
+                f"{model_path} ({sha[:12]}); the Loihi row uses {net_path}")
+        return q, info
+    if sha is None:
+        raise FileNotFoundError(f"no SpikeReg model at {model_path}: pass --spikereg-model or --net")
+    cached = out_dir / "net.h5"
+    if cached.is_file():
+        try:
+            q = load_qnet(cached)
+            if q.source_sha256 == sha:
+                log(f"[benchmark] quantized network: {cached} (cached, made from {model_path.name} {sha[:12]})")
+                return q, {"path": str(cached), "made_by": "cached fast calibration", "source_sha256": sha,
+                           "matches_spikereg_model": True, "calibration": q.calibration}
+        except Exception as e:  # a stale or broken cache is rebuilt
+            log(f"[benchmark] ignoring {cached}: {e}")
+    t0 = time.perf_counter()
+    log(f"[benchmark] fast calibration of {model_path} ({calib_pairs} training pair(s)) -> {cached}")
+    q = fast_calibration(model_path, sha, calib_pairs, cache)
+    save_qnet(cached, q)
+    secs = time.perf_counter() - t0
+    log(f"[benchmark]   done in {secs:.0f} s; weight exponents "
+        f"{ {l.name: l.weight_exp for l in q.layers} }")
+    return q, {"path": str(cached), "made_by": f"fast calibration ({calib_pairs} training pair(s), no fidelity report)",
+               "source_sha256": sha, "matches_spikereg_model": True, "seconds": secs, "calibration": q.calibration}
+
+
+def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Optional[str] = None):
+    """``calibrate``'s quantization (statistics, weight exponents, quantize) without its report."""
+    from calibration.calibrate import choose_weight_exps, collect_float_stats
+    from calibration.quantize import quantize_network
+    from spikereg_neuro.checkpoint import load_network
+    from spikereg_neuro.data import build_dataset, load_pairs_numpy
+    from spikereg_neuro.data.dataset import DataConfig, dataset_info, train_pairs
+
+    if calib_pairs < 1:
+        raise ValueError("--calib-pairs must be >= 1")
+    net, ckpt = load_network(model_path)
+    net.eval()
+    inf = ckpt.get("inference") or {}
+    ps = inf.get("patch_size", 32)
+    patch = [int(ps)] * 3 if not isinstance(ps, (list, tuple)) else [int(x) for x in ps]
+    st = inf.get("stride")
+    stride = ([max(1, x // 2) for x in patch] if st is None else
+              [int(st)] * 3 if not isinstance(st, (list, tuple)) else [int(x) for x in st])
+    dc = DataConfig.from_dict(ckpt.get("data_config") or {})
+    h5 = build_dataset(dc, cache, progress=False)
+    info = dataset_info(h5)
+    n_train = info["n_subjects"]["train"]
+    cpairs = train_pairs(n_train, epoch=0, seed=10_000, max_pairs=int(calib_pairs))
+    train = load_pairs_numpy(h5, "train", pairs=cpairs)
+    cal = collect_float_stats(net, train, patch, stride, int(inf.get("batch_size", 4)), max_patches=1, seed=0,
+                              description={"split": "train", "dataset": h5.name,
+                                           "dataset_params": info["config"].to_dict(),
+                                           "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed=10000)[:{calib_pairs}]",
+                                           "headroom_bits": 1.0, "made_by": "spikereg-neuro benchmark (fast)"})
+    exps, _ = choose_weight_exps(net, cal.stats, 1.0)
+    return quantize_network(net, exps, source_checkpoint=str(model_path), source_sha256=sha,
+                            calibration=cal.description, patch_size=patch, stride=stride)
+
+
+# ============================================================================ counting emulator
+class CountingEmulator:
+    """Patch predictor: the bit-accurate emulator of ``q`` with exact operation counts.
+
+    Every call emulates a batch of patches with all spikes recorded and adds the exact counts
+    (:meth:`NetworkCounter.count_spikes`) to :attr:`counts`; :attr:`emulate_s` and
+    :attr:`count_s` keep the time spent in each.
+    """
+
+    def __init__(self, q) -> None:
+        from loihi.resources import layers_from_qnet
+
+        self.q = q
+        self.layers = layers_from_qnet(q)
+        self.counters: Dict[Tuple[int, int, int], Any] = {}
+        self.counts = None
+        self.emulate_s = 0.0
+        self.count_s = 0.0
+
+    def reset(self) -> None:
+        self.counts, self.emulate_s, self.count_s = None, 0.0, 0.0
+
+    def __call__(self, fixed, moving):
+        from calibration.emulator import emulate, payload_of
+        from spikereg_neuro.profiler import NetworkCounter
+
+        t0 = time.perf_counter()
+        payload = payload_of(self.q, fixed.cpu(), moving.cpu())
+        res = emulate(self.q, payload, record_spikes=True)
+        t1 = time.perf_counter()
+        shape = tuple(int(x) for x in payload.shape[2:])
+        if shape not in self.counters:
+            self.counters[shape] = NetworkCounter(self.layers, shape)
+        c = self.counters[shape].count_spikes(res.spikes, payload)
+        self.counts = c if self.counts is None else self.counts + c
+        self.emulate_s += t1 - t0
+        self.count_s += time.perf_counter() - t1
+        return res.field.to(fixed.device)
+
+
+# ============================================================================ helpers
+def _mean(xs) -> Optional[float]:
+    xs = [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+    return float(np.mean(xs)) if xs else None
+
+
+def _acc(records: List[Dict[str, Any]]) -> Dict[str, Optional[float]]:
+    return {"dice": _mean(r["dice"] for r in records), "hd95": _mean(r["hd95"] for r in records),
+            "folding_pct": _mean(r["folding_pct"] for r in records)}
+
+
+def _gpu_name() -> Optional[str]:
+    try:
+        import torch
+        return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except Exception:
+        return None
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {s[0] if s else ''}"
+
+
+# ============================================================================ the command
+def run_table(args: argparse.Namespace) -> int:
+    """Run every row, write benchmark.json / benchmark.md / report/*.png, print the table."""
+    if not args.out:
+        raise ValueError("benchmark: --out DIR is required (or use a sub-command, e.g. 'benchmark accuracy')")
+    t_start = time.perf_counter()
+    threads = max(1, int(args.threads or 1))
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
+    import torch
+    torch.set_num_threads(threads)
+    from tqdm.auto import tqdm
+
+    from ..checkpoint import DEFAULT_MODEL
+    from ..config import load_config
+    from ..inference import SpikeRegInference, normalize_intensity, register_tensors
+    from ..io.atomic import atomic_write_text
+    from ..profiler import (GPU_CONSTANTS, count_conv_macs, energy_per_layer, estimate_gpu,
+                            estimate_gpu_latency, estimate_loihi2, load_constants, measure_gpu,
+                            nvml_available)
+    from ..profiler import figures as figs
+    from ..profiler.table import build_document, make_row, markdown, printable, refusal_row
+    from .benchmark import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar
+
+    progress = not args.no_progress
+    log = print
+    out = Path(args.out)
+    report = out / "report"
+    if args.pairs is not None and args.pairs < 0:
+        raise ValueError("--pairs must be >= 0")
+    consts = load_constants(args.constants)
+    gpu_basis = args.gpu_basis
+    if gpu_basis not in GPU_CONSTANTS:
+        raise ValueError(f"--gpu-basis must be one of {sorted(GPU_CONSTANTS)}, got {gpu_basis!r}")
+
+    pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress)
+    n = int(args.pairs) if args.pairs else (1 if args.quick else len(pairs))
+    pairs = pairs[:n]
+    if not pairs:
+        raise ValueError("no held-out pairs to benchmark")
+    names = [p["name"] for p in pairs]
+    log(f"[benchmark] {len(pairs)} held-out test pair(s): {', '.join(names)}; {threads} CPU thread(s)")
+
+    model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
+    q, qinfo = obtain_qnet(model_path, args.net, out, args.calib_pairs, args.cache, log)
+
+    # ---------------------------------------------------------------- registrations (all on CPU)
+    regs: Dict[str, Any] = {"identity": make_registrar("identity"),
+                            "voxelmorph": make_registrar("voxelmorph", args),
+                            "spikereg": make_registrar("spikereg", argparse.Namespace(
+                                spikereg_model=args.spikereg_model, device="cpu"))}
+    if not args.no_ants:
+        regs["ants_syn"] = make_registrar("ants_syn", args)
+    skipped: Dict[str, str] = {}
+    for k in list(regs):
+        ok, why = regs[k].available()
+        if not ok:
+            skipped[k] = why
+            del regs[k]
+        elif hasattr(regs[k], "load"):
+            regs[k].load()
+    emu = CountingEmulator(q)
+    records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized"]}
+    keep: Dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(pairs) * (len(regs) + 1), desc="benchmark", unit="reg", disable=not progress,
+               dynamic_ncols=True)
+    for k, pair in enumerate(pairs):
+        for name, reg in regs.items():
+            bar.set_postfix(method=name, pair=pair["name"])
+            t0 = time.perf_counter()
+            field = reg.register(pair["fixed"], pair["moving"], pair.get("affine"))
+            secs = time.perf_counter() - t0
+            records[name].append({"pair": pair["name"], "seconds": secs, **evaluate_pair(pair, field)})
+            if k == 0:
+                keep[name] = field
+            bar.update(1)
+        bar.set_postfix(method="quantized (emulator)", pair=pair["name"])
+        emu_before, cnt_before = emu.emulate_s, emu.count_s
+        t0 = time.perf_counter()
+        f = torch.from_numpy(normalize_intensity(pair["fixed"]))[None, None]
+        m = torch.from_numpy(normalize_intensity(pair["moving"]))[None, None]
+        u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, 4)
+        field = u[0].numpy().astype(np.float32)
+        wall = time.perf_counter() - t0
+        count_s = emu.count_s - cnt_before
+        records["quantized"].append({"pair": pair["name"], "seconds": wall - count_s, "count_seconds": count_s,
+                                     **evaluate_pair(pair, field)})
+        if k == 0:
+            keep["quantized"] = field
+        bar.update(1)
+    bar.close()
+    counts = emu.counts
+    n_pairs = len(pairs)
+    patches_per_reg = counts.samples / n_pairs
+
+    rows: List[Dict[str, Any]] = []
+    notes: List[str] = []
+    constants: Dict[str, Dict[str, Any]] = dict(consts.as_dict())
+    gpu_present = bool(torch.cuda.is_available())
+    gpu_measurable = gpu_present and nvml_available("cuda")
+
+    def cpu_ms(name: str) -> Optional[float]:
+        return 1e3 * float(np.mean([r["seconds"] for r in records[name]]))
+
+    # ---------------------------------------------------------------- VoxelMorph
+    if "voxelmorph" in regs:
+        acc = _acc(records["voxelmorph"])
+        from ..baselines.voxelmorph import predict_field
+        vnet = regs["voxelmorph"].load()
+        p0 = pairs[0]
+        ft = torch.from_numpy(normalize_intensity(p0["fixed"]))[None, None]
+        mt = torch.from_numpy(normalize_intensity(p0["moving"]))[None, None]
+        vmacs = count_conv_macs(vnet, lambda: predict_field(vnet, ft, mt))
+        if gpu_measurable:
+            gnet = vnet.to("cuda")
+            fg, mg = ft.cuda(), mt.cuda()
+            g = measure_gpu(lambda: predict_field(gnet, fg, mg), n_repeats=10)
+            vnet.to("cpu")
+            rows.append(make_row("VoxelMorph", f"{g['device']}", energy_mj=g["energy_mj"], energy_source="measured",
+                                 latency_ms=g["latency_ms"], latency_source="measured", **acc,
+                                 note=f"NVML energy counter over {g['n_calls']} forward passes of the whole volume "
+                                      "minus idle power; Dice/HD95/folding from the CPU runs of the same model.",
+                                 details={"gpu": g, "macs": vmacs["macs"]}))
+        else:
+            e = estimate_gpu(vmacs["macs"], basis=gpu_basis)
+            lat = estimate_gpu_latency(vmacs["macs"])
+            constants.update(e["constants"])
+            constants.update(lat["constants"])
+            rows.append(make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=e["energy_mj"],
+                                 energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated",
+                                 **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
+                                              f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
+                                              f"pJ/MAC ({gpu_basis}); latency = MACs / H100 SXM peak FP32 throughput (a lower "
+                                              "bound). No GPU on this machine. Dice/HD95/folding from the CPU runs."),
+                                 details={"macs": vmacs["macs"], "uncounted_modules": vmacs["uncounted"],
+                                          "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"])["energy_mj"]}))
+        rows.append(make_row("VoxelMorph", f"CPU ({threads} thread(s))", energy_note="no CPU energy counter (RAPL) "
+                             "readable on this machine", latency_ms=cpu_ms("voxelmorph"), latency_source="measured",
+                             **acc, note="wall time of the whole-volume registration call (model loaded).",
+                             details={"seconds_per_pair": [r["seconds"] for r in records["voxelmorph"]]}))
+    else:
+        rows.append(refusal_row("VoxelMorph", "GPU", skipped.get("voxelmorph", "not available")))
+        rows.append(refusal_row("VoxelMorph", "CPU", skipped.get("voxelmorph", "not available")))
+
+    # ---------------------------------------------------------------- SpikeReg on Loihi 2 (estimated)
+    from loihi.mapping import build_mapping, write_mapping
+    mapping = build_mapping(emu.layers, q.patch_size, counts=counts,
+                            source={"kind": "net.h5", "path": qinfo["path"], "sha256": qinfo.get("source_sha256")})
+    write_mapping(mapping, out / "loihi")
+    est = estimate_loihi2(counts, consts, mapping=mapping["cores"])
+    acc_q = _acc(records["quantized"])
+    rows.append(make_row(
+        "SpikeReg (quantized)", "Loihi 2 (estimated)", energy_mj=est["energy_mj_per_sample"] * patches_per_reg,
+        energy_source="estimated", latency_ms=est["latency_ms_per_sample"] * patches_per_reg,
+        latency_source="estimated", **acc_q,
+        note=(f"ESTIMATED by the profiler's model, not measured on Loihi 2: exact spike/synop counts of the "
+              f"bit-accurate emulator over {counts.samples} patches ({patches_per_reg:.0f} per registration) x Loihi 1 "
+              f"per-op energies (Davies 2018 Table 2) + Loihi 2 static power x {est['n_chips']} chips x time; "
+              f"latency from the per-core load of loihi/'s mapping ({mapping['totals']['cores']} cores, "
+              f"{mapping['totals']['chips']} chips), patches one after another. Dice/HD95/folding from the "
+              "quantized network's own fields."),
+        details={"energy_breakdown_mj_per_registration": {k: v / n_pairs for k, v in est["energy_breakdown_mj"].items()},
+                 "step_time_us_mean": est["step_time_us"], "latency_basis": est["latency_basis"],
+                 "n_chips": est["n_chips"], "chips_basis": est["chips_basis"], "synop_variant": est["synop_variant"],
+                 "counts_per_registration": {k: (v / n_pairs if isinstance(v, float) else v)
+                                             for k, v in est["counts"].items()},
+                 "neurobench": counts.neurobench(), "model_notes": est["notes"], "net": qinfo}))
+
+    # ---------------------------------------------------------------- SpikeReg GPU simulation
+    acc_f = _acc(records["spikereg"]) if "spikereg" in records else {}
+    slayer_macs_patch = sum(l.ann_macs_padded * l.window for l in counts.layers.values())
+    slayer_macs = slayer_macs_patch * patches_per_reg
+    if "spikereg" not in regs:
+        rows.append(refusal_row("SpikeReg", "GPU simulation (SLAYER)", skipped.get("spikereg", "not available")))
+    elif gpu_measurable:
+        ginf = SpikeRegInference(regs["spikereg"].checkpoint, device="cuda")
+        p0 = pairs[0]
+        g = measure_gpu(lambda: ginf.register(p0["fixed"], p0["moving"]), n_repeats=2, warmup=1)
+        rows.append(make_row("SpikeReg", f"GPU simulation (SLAYER, {g['device']})", energy_mj=g["energy_mj"],
+                             energy_source="measured", latency_ms=g["latency_ms"], latency_source="measured", **acc_f,
+                             note="NVML energy of whole registrations of the first pair minus idle power; "
+                                  "Dice/HD95/folding from the CPU runs of the same float model.",
+                             details={"gpu": g}))
+    else:
+        e = estimate_gpu(slayer_macs, basis=gpu_basis)
+        lat = estimate_gpu_latency(slayer_macs)
+        constants.update(e["constants"])
+        constants.update(lat["constants"])
+        rows.append(make_row(
+            "SpikeReg", "GPU simulation (SLAYER; no GPU here: estimate)", energy_mj=e["energy_mj"],
+            energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated", **acc_f,
+            note=(f"ESTIMATED: SLAYER computes every layer's convolution densely on every time step: "
+                  f"{slayer_macs_patch:.4g} MACs per 32^3 patch (sum of out x C_in x k^3 x window) x "
+                  f"{patches_per_reg:.0f} patches = {slayer_macs:.4g} MACs x {e['constants'][gpu_basis]['value']:g} "
+                  f"pJ/MAC ({gpu_basis}); latency = MACs / H100 SXM peak FP32 throughput (lower bound; neuron "
+                  "dynamics not counted). No GPU on this machine. Dice/HD95/folding from the CPU runs of the same model."),
+            details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs)["energy_mj"]}))
+
+    # ---------------------------------------------------------------- SpikeReg CPU (float) and emulator
+    if "spikereg" in regs:
+        rows.append(make_row("SpikeReg (float SLAYER)", f"CPU ({threads} thread(s))",
+                             energy_note="no CPU energy counter (RAPL) readable on this machine",
+                             latency_ms=cpu_ms("spikereg"), latency_source="measured", **acc_f,
+                             note=f"wall time of SpikeRegInference.register (tiling, {patches_per_reg:.0f} patches of "
+                                  f"{q.patch_size[0]}^3, coarse-to-fine).",
+                             details={"seconds_per_pair": [r["seconds"] for r in records["spikereg"]]}))
+    else:
+        rows.append(refusal_row("SpikeReg (float SLAYER)", "CPU", skipped.get("spikereg", "not available")))
+    rows.append(make_row("SpikeReg (quantized emulator)", f"CPU ({threads} thread(s))",
+                         energy_note="no CPU energy counter (RAPL) readable on this machine",
+                         latency_ms=cpu_ms("quantized"), latency_source="measured", **acc_q,
+                         note="bit-accurate integer emulator of net.h5 (calibration/emulator.py) through the same "
+                              "tiling; wall time without the profiler's counting. Its spikes are the Loihi row's counts.",
+                         details={"count_seconds_per_pair": [r["count_seconds"] for r in records["quantized"]]}))
+
+    # ---------------------------------------------------------------- Lava CPU simulation
+    lava_rows = _lava_rows(args, q, meta, mapping, patches_per_reg, log)
+    rows += lava_rows
+
+    # ---------------------------------------------------------------- classical baselines
+    if "ants_syn" in regs:
+        rows.append(make_row("ANTs SyN", f"CPU ({threads} thread(s))",
+                             energy_note="no CPU energy counter (RAPL) readable on this machine",
+                             latency_ms=cpu_ms("ants_syn"), latency_source="measured", **_acc(records["ants_syn"]),
+                             note="antspyx registration (type SyN" + (f", iterations {args.ants_iterations}" if
+                                                                      args.ants_iterations else ", ANTsPy defaults") + ").",
+                             details={"seconds_per_pair": [r["seconds"] for r in records["ants_syn"]]}))
+    else:
+        rows.append(refusal_row("ANTs SyN", "CPU", "skipped (--no-ants)" if args.no_ants
+                                else skipped.get("ants_syn", "not available")))
+    rows.append(make_row("identity (reference)", "CPU", energy_note="nothing to measure (zero field)",
+                         latency_ms=cpu_ms("identity"), latency_source="measured", **_acc(records["identity"]),
+                         note="no registration: the accuracy before registration."))
+
+    if not gpu_present:
+        notes.append("No GPU on this machine: the GPU rows are estimates from counted MACs (energy per MAC and peak "
+                      "throughput from cited datasheet/paper figures); both are best cases (lower bounds).")
+    notes.append("No CPU energy is reported: this machine exposes no energy counter (RAPL); nothing is estimated "
+                 "in its place.")
+    notes.append(f"Loihi 2 figures depend on: the spike counts of the quantized network (net.h5: "
+                 f"{qinfo['made_by']}), the Loihi 1 per-op constants (Loihi 2's are unpublished), the measured "
+                 f"Loihi 2 static power per chip, and the mapping's chip count ({mapping['totals']['chips']}) and "
+                 "per-core load (loihi/). Override constants with --constants.")
+    # ---------------------------------------------------------------- figures
+    figures: Dict[str, str] = {}
+    try:
+        from ..inference import SpikeRegInference as _SRI
+        p0 = pairs[0]
+        label = {"quantized": "SpikeReg quantized", "spikereg": "SpikeReg float", "voxelmorph": "VoxelMorph",
+                 "ants_syn": "ANTs SyN"}
+        warped = {label[k]: _SRI.apply_deformation(normalize_intensity(p0["moving"]), keep[k])
+                  for k in label if k in keep}
+        figures["overlays"] = str(figs.overlay_figure(report / "overlays.png", normalize_intensity(p0["fixed"]),
+                                                      normalize_intensity(p0["moving"]), warped,
+                                                      title=f"{p0['name']}: middle slice along the first axis"))
+        figures["field"] = str(figs.field_figure(report / "field_detj.png",
+                                                 {label[k]: keep[k] for k in label if k in keep},
+                                                 title=f"{p0['name']}: displacement and det J"))
+        rates = {r["layer"]: r["rate"] for r in counts.per_layer() if r["spiking"]}
+        figures["spike_rates"] = str(figs.spike_rate_figure(
+            report / "spike_rates.png", rates, title=f"quantized network, {counts.samples} patches: spikes / neuron / step"))
+        per_layer = {k: {kk: vv / n_pairs for kk, vv in v.items()}
+                     for k, v in energy_per_layer(counts, consts).items()}
+        figures["energy_per_layer"] = str(figs.energy_figure(
+            report / "energy_per_layer.png", per_layer, static_mj=est["static_energy_mj"] / n_pairs))
+    except Exception as e:  # figures must not hide the table; the failure is reported
+        notes.append(f"figures not (all) written: {_first_line(e)}")
+        per_layer = {k: {kk: vv / n_pairs for kk, vv in v.items()} for k, v in energy_per_layer(counts, consts).items()}
+
+    machine = _machine(threads)
+    machine["gpu"] = _gpu_name()
+    doc = build_document(
+        rows, constants, names,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        machine=machine, threads=threads, quick=bool(args.quick),
+        data={k: v for k, v in meta.items() if k != "label_names"},
+        pair_subjects={p["name"]: p["subjects"] for p in pairs},
+        per_pair={k: v for k, v in records.items()},
+        spike_rates={r["layer"]: r["rate"] for r in counts.per_layer() if r["spiking"]},
+        energy_per_layer_mj=per_layer, figures=figures, notes=notes,
+        seconds=time.perf_counter() - t_start)
+    doc = _clean(doc)
+    atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    atomic_write_text(out / "benchmark.md", markdown(doc))
+    print(printable(doc))
+    print(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'} and {len(figures)} figures in {report} "
+          f"({time.perf_counter() - t_start:.0f} s)")
+    return 0
+
+
+def _lava_rows(args, q, meta, mapping, patches_per_reg: float, log) -> List[Dict[str, Any]]:
+    """The Lava CPU rows: one patch measured, the full volume extrapolated (estimated)."""
+    from ..profiler.table import make_row, refusal_row
+
+    plat = f"CPU, Lava Loihi2SimCfg fixed_pt, one {'x'.join(map(str, args.lava_patch))} patch (measured)"
+    plat_full = "CPU, Lava, full registration (extrapolated)"
+    if args.no_lava:
+        return [refusal_row("SpikeReg (quantized)", plat, "skipped (--no-lava)"),
+                refusal_row("SpikeReg (quantized)", plat_full, "skipped (--no-lava)")]
+    try:
+        from calibration.emulator import emulate
+        from sim.cli import load_patch
+        from sim.run import run_lava
+        import torch
+
+        payload, where = load_patch(q, 0, args.lava_patch, data=meta.get("dataset"))
+        log(f"[benchmark] Lava CPU run of one {where['patch']} patch of {where['pair_subjects']} "
+            f"at {where['patch_origin']} (timeout {args.lava_timeout:g} s)")
+        t0 = time.perf_counter()
+        res = run_lava(q, payload, timeout=float(args.lava_timeout))
+        wall = time.perf_counter() - t0
+        info = getattr(res, "info", {}) or {}
+        ref = emulate(q, payload.to(torch.int64), record_spikes=True)
+        equal = bool(torch.equal(res.readout_v.cpu(), ref.readout_v.cpu())) and all(
+            torch.equal(res.spikes[k].cpu().bool(), ref.spikes[k].cpu().bool()) for k in ref.spikes)
+    except Exception as e:
+        why = f"the Lava run failed: {_first_line(e)}"
+        log(f"[benchmark] {why}")
+        return [refusal_row("SpikeReg (quantized)", plat, why), refusal_row("SpikeReg (quantized)", plat_full, why)]
+    timings = info.get("timings", {})
+    run_s = float(timings.get("run_s", wall))
+    rows = [make_row(
+        "SpikeReg (quantized)", plat, energy_note="no CPU energy counter (RAPL) readable on this machine",
+        latency_ms=run_s * 1e3, latency_source="measured",
+        dice=None, hd95=None, folding_pct=None,
+        note=(f"measured on ONE {where['patch']} patch of the first pair, not a registration: run time of "
+              f"{info.get('num_steps', '?')} simulated steps ({info.get('processes', '?')} Lava processes, "
+              f"{info.get('neurons', '?')} neurons, {info.get('synapses', '?')} synapses); whole call incl. graph "
+              f"build/compile/start {wall:.1f} s. Lava spikes and read-out equal the emulator's: {equal}. "
+              "No Dice: one patch is not a registration."),
+        details={"lava": {k: v for k, v in info.items() if k not in ("connections", "step_times_s")},
+                 "wall_s": wall, "equal_to_emulator": equal, **where})]
+    syn_full = float(mapping["totals"]["synapses"])
+    syn_patch = float(info.get("synapses") or 0)
+    if syn_patch > 0:
+        factor = syn_full / syn_patch
+        est_ms = run_s * 1e3 * factor * patches_per_reg
+        rows.append(make_row(
+            "SpikeReg (quantized)", plat_full, energy_note="no CPU energy counter (RAPL) readable on this machine",
+            latency_ms=est_ms, latency_source="estimated",
+            note=(f"ESTIMATED by extrapolation, not run: measured patch run time x (synapses of a "
+                  f"{q.patch_size[0]}^3 patch / of the measured patch = {factor:.2f}) x {patches_per_reg:.0f} patches "
+                  "per registration (graph build/compile once, not included)."),
+            details={"factor": factor, "patches_per_registration": patches_per_reg}))
+    else:
+        rows.append(refusal_row("SpikeReg (quantized)", plat_full, "the Lava run reported no synapse count"))
+    return rows
+
+
+__all__ = ["run_table", "obtain_qnet", "fast_calibration", "CountingEmulator"]
