@@ -12,7 +12,8 @@ with status 2 and :data:`INRC_MESSAGE`. Nothing is simulated in its place.
 With lava-loihi (UNTESTED here: no INRC system was available to this project), the command
 builds exactly the graph ``spikereg-neuro simulate --backend lava`` runs (:func:`sim.graph.build_graph`
 on the same demo patch), selects the host with ``lava.utils.loihi.use_slurm_host`` (INRC SLURM
-partitions) unless ``--no-slurm``, runs it with ``Loihi2HwCfg`` and, if ``--profile``, the
+partitions) unless ``--no-slurm``, runs it through ``simulate``'s own run loop
+(:func:`sim.run.run_graph` with ``run_cfg=Loihi2HwCfg(...)``) and, if ``--profile``, the
 ``Loihi2Power`` / ``Loihi2ExecutionTime`` probes, and writes a ``run.json`` in ``simulate``'s
 format (plus ``loihi``: run configuration and whatever the probes report), so the two files can be
 compared layer by layer and by ``readout_sha256``. Processes that lava-loihi has no neuro-core

@@ -7,8 +7,9 @@
   memoised model of lava's bit-accurate ``DelaySparse``;
 * :mod:`sim.graph` - the Lava graph of one patch (RingBuffer graded input, Sparse/DelaySparse,
   ATRLIF, Extractor monitors) and its time plan (:func:`calibration.emulator.lava_schedule`);
-* :mod:`sim.run` - ``run_lava`` (guarded worker subprocess, timeout, per-step progress),
-  ``run_emulator``; both return a :class:`calibration.emulator.EmulationResult`;
+* :mod:`sim.run` - ``run_graph`` (the monitor loop, any lava RunConfig), ``run_lava`` (guarded
+  worker subprocess, timeout, per-step progress), ``run_emulator`` (both return a
+  :class:`calibration.emulator.EmulationResult`), ``simulate_patch`` (benchmark harness entry);
 * :mod:`sim.compare` - mismatches per layer and in the read-out, ``readout_sha256``;
 * :mod:`sim.cli` - ``spikereg-neuro simulate``.
 

@@ -13,7 +13,7 @@ Processes (all lava-nc, fixed-point models selected by ``Loihi2SimCfg(select_tag
   see :mod:`sim.lowering`), ``weight_exp`` and ``sign_mode=MIXED`` passed through (the net's
   weights are even, so lava's mixed-sign truncation keeps them). Edges that must arrive later
   (the U-Net skips) are ``lava.proc.sparse.DelaySparse`` with a uniform synaptic delay (Loihi 2
-  supports 0..62 steps): ``extra_delay`` from :func:`calibration.emulator.lava_schedule`.
+  supports 0..63 steps: 6 bits, per lava-nc's ``PyDelaySparseModelBitAcc``): ``extra_delay`` from :func:`calibration.emulator.lava_schedule`.
 * **neurons**: ``lava.proc.atrlif.ATRLIF`` per layer with the net's constructor arguments
   (model ``PyATRLIFModelFixed``); layers that would otherwise see source steps before their
   window, and the read-out, are :class:`sim.processes.WindowedATRLIF` (the same model, input

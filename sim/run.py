@@ -1,18 +1,25 @@
 """Run a quantized network on one patch with the Lava CPU backend (or the emulator).
 
-:func:`run_lava` builds the graph (:mod:`sim.graph`), compiles it with
-``Loihi2SimCfg(select_tag="fixed_pt")`` and runs it in a WORKER SUBPROCESS started in its own
-session, under a wall-clock timeout: Lava starts one OS process per leaf process and
-``stop()`` can hang after a child failure, so on timeout (or any failure) the whole process
-group - worker and every Lava child - is terminated (SIGTERM, then SIGKILL) and a
-:class:`SimTimeout` / :class:`SimError` is raised; nothing is left behind. Progress lines of the
-worker (one per simulated step) are forwarded to a callback.
+* :func:`run_graph` - compile a built :class:`sim.graph.SimGraph` with a lava RunConfig (default
+  ``Loihi2SimCfg(select_tag="fixed_pt")``; ``loihi run`` passes ``Loihi2HwCfg``), start it and
+  collect every monitor frame (the one monitor loop of the project);
+* :func:`run_lava` - the guarded run: builds the graph and calls :func:`run_graph` in a WORKER
+  SUBPROCESS started in its own session, under a wall-clock timeout. Lava starts one OS process
+  per leaf process and ``stop()`` can hang after a child failure, so on timeout (or any failure)
+  the whole process group - worker and every Lava child - is terminated (SIGTERM, then SIGKILL)
+  and a :class:`SimTimeout` / :class:`SimError` is raised; nothing is left behind. Progress
+  lines of the worker (one per simulated step) are forwarded to a callback;
+* :func:`simulate_patch` - the entry for benchmark harnesses: (fixed, moving) patch in, timings,
+  throughput, per-layer spike counts and the field out (:class:`PatchSimulation`);
+* :func:`ensure_lava_runtime` - every in-process Lava entry point calls it first (lava's
+  multiprocessing runtime sets the ``fork`` start method when imported and fails if it was fixed
+  before).
 
-The result is a :class:`LavaResult`, an :class:`calibration.emulator.EmulationResult` (same
-fields: ``field``, ``readout_v`` ``(1, 3, D, H, W)`` int64, ``spikes[name]``
-``(1, C, D, H, W, T_L)`` bool for every spiking layer, each in its own local time) plus
-``info`` (timings, graph size, synapse memory, throughput), so :mod:`sim.compare` treats both
-backends alike.
+:func:`run_lava` returns a :class:`LavaResult`, an :class:`calibration.emulator.EmulationResult`
+(same fields: ``field``, ``readout_v`` ``(1, 3, D, H, W)`` int64, ``spikes[name]``
+``(1, C, D, H, W, T_L)`` bool for every spiking layer, each in its own local time) plus ``info``
+(timings, graph size, synapse memory, throughput), so :mod:`sim.compare` treats both backends
+alike.
 """
 from __future__ import annotations
 
