@@ -38,6 +38,10 @@ class TrainConfig:
     w_rate: float = 1.0
     rate_band: Tuple[float, float] = (0.02, 0.3)
     min_foreground: float = 0.05
+    # Cut the gradient path from iteration k's network input (the moving image warped by the
+    # field so far) back into the earlier iterations; the field composition keeps its gradient.
+    # Without it the second network's spiking input made the first network's gradients noisier.
+    detach_warped: bool = True
     val_pairs: int = 0  # 0: all validation pairs
     seed: int = 0
     device: str = "cpu"

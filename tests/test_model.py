@@ -189,3 +189,19 @@ def test_upsample_spikes():
     u = upsample_spikes(s)
     assert u.shape == (1, 2, 4, 4, 4, 3)
     assert torch.equal(u[:, :, ::2, ::2, ::2], s)
+
+
+def test_readout_init_sets_the_initial_field_size():
+    """A small read-out init (in quanta) starts near the identity field; bad values are refused."""
+    f, m = _pair(16)
+    mags = {}
+    for q in (0.5, 4.0):
+        torch.manual_seed(0)
+        net = SpikeRegUNet(ModelConfig(**{**TINY, "readout_init": q}))
+        w = net.readout.synapse.effective_weight() * net.readout.w_scale / 2   # in quanta
+        assert torch.equal(w, w.round())
+        with torch.no_grad():
+            mags[q] = float(net(f, m).norm(dim=1).mean())
+    assert mags[0.5] < 0.5 * mags[4.0]
+    with pytest.raises(ValueError, match="readout_init"):
+        ModelConfig(readout_init=-1.0)

@@ -165,3 +165,25 @@ def test_train_command(tiny, tmp_path):
                "--steps", "1", "--cache", str(tiny["root"] / "cache"), "--no-progress"])
     assert rc == 0
     assert (tmp_path / "r" / "best.pt").is_file() and (tmp_path / "r" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_detach_warped_cuts_the_gradient_into_later_iterations_inputs(tiny, detach):
+    cfg = load_config(tiny["cfg_path"])
+    cfg.train.detach_warped = detach
+    torch.manual_seed(0)
+    net = SpikeRegUNet(cfg.model)
+    seen = []
+    forward = net.forward
+
+    def spy(fixed, moving):
+        seen.append(moving.requires_grad)
+        return forward(fixed, moving)
+
+    net.forward = spy
+    tr = SpikeRegTrainer(net, cfg, tiny["root"] / f"run_detach_{detach}", progress=False)
+    ds = RegistrationPairs(tiny["h5"], "train")
+    batch = random_patches({k: v[None] for k, v in ds[0].items()}, 1, 16, np.random.default_rng(0))
+    tr.step(batch)
+    assert seen == [False, not detach]      # iteration 1 sees the raw moving image
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)

@@ -69,19 +69,23 @@ class ReadoutBlock(torch.nn.Module):
     """
 
     def __init__(self, name: str, in_channels: int, out_channels: int, scale: float,
-                 kernel_size: int = 3, w_scale: int = 64, quantize: bool = True) -> None:
+                 kernel_size: int = 3, w_scale: int = 64, quantize: bool = True,
+                 init_quanta: float = 0.5) -> None:
         super().__init__()
         self.name = name
         self.scale = float(scale)
         self.w_scale = int(w_scale)
         self.synapse = Conv3dSynapse(in_channels, out_channels, kernel_size,
                                      pre_hook_fx=self._quantize if quantize else None)
-        # Initial weights of 4 quanta (1 quantum = 2 / w_scale): almost all round to a non-zero
-        # mantissa, so gradients reach the spiking layers from the first step (an initialisation
-        # below half a quantum rounds to all-zero weights and blocks every upstream gradient), and
-        # training moves them across many quantization steps. ``scale`` is chosen accordingly.
+        # Initial weights with a std of ``init_quanta`` quanta (1 quantum = 2 / w_scale). Small
+        # (0.5: about a third of the weights round to +-1 quantum, the rest to 0) so the untrained
+        # network starts near the identity field like VoxelMorph's near-zero flow layer: at 4 quanta
+        # the initial field was ~0.3 voxel of noise, and training spent its first few hundred steps
+        # silencing the last decoder layer to remove it (measured, docs/model.md). The non-zero
+        # weights still pass gradients upstream from the first step; the zero ones move under the
+        # straight-through quantizer and cross to +-1 quantum within tens of steps.
         with torch.no_grad():
-            self.synapse.weight.normal_(0.0, 8.0 / self.w_scale)
+            self.synapse.weight.normal_(0.0, init_quanta * 2.0 / self.w_scale)
 
     def _quantize(self, weight: torch.Tensor, descale: bool = False) -> torch.Tensor:
         # the same 8-bit grid as SLAYER's neuron.quantize_8bit

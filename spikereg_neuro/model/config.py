@@ -25,6 +25,7 @@ class ModelConfig:
     dec_window: int = 4
     input_bits: int = 8
     readout_scale: float = 0.5
+    readout_init: float = 0.5   # std of the read-out's initial weights, in 8-bit quanta
     weight_gain: float = 8.0
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
@@ -50,6 +51,8 @@ class ModelConfig:
                              f"{self.enc_windows} (skips feed their last dec_window steps)")
         if not self.scales or any(s < 1 or (s & (s - 1)) for s in self.scales):
             raise ValueError(f"scales must be a non-empty list of powers of two, got {self.scales}")
+        if self.readout_init < 0:
+            raise ValueError(f"readout_init must be >= 0 (quanta), got {self.readout_init}")
         if not 1 <= self.input_bits <= 24:
             raise ValueError(f"input_bits must be in [1, 24], got {self.input_bits}")
 

@@ -47,7 +47,8 @@ class SpikeRegUNet(torch.nn.Module):
             SpikingConvBlock("dec1", dc[0] + ec[1], dc[1], nc, weight_gain=g),
             SpikingConvBlock("dec0", dc[1] + ec[0], dc[2], nc, weight_gain=g),
         ])
-        self.readout = ReadoutBlock("readout", dc[2], 3, scale=cfg.readout_scale)
+        self.readout = ReadoutBlock("readout", dc[2], 3, scale=cfg.readout_scale,
+                                    init_quanta=cfg.readout_init)
         self.activity: Dict[str, torch.Tensor] = {}
         self.num_neurons: Dict[str, int] = {}
         self.rates: Dict[str, torch.Tensor] = {}

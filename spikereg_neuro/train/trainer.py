@@ -121,7 +121,7 @@ class SpikeRegTrainer:
         rates: Dict[str, List[float]] = {}
 
         def predict(f: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            out = self.net(f, m)
+            out = self.net(f, m.detach() if self.tc.detach_warped else m)
             rate_terms.append(rate_penalty(self.net.rates, self.tc.rate_band))
             for k, r in self.net.rates.items():
                 rates.setdefault(k, []).append(float(r))
