@@ -33,6 +33,7 @@ import h5py
 import numpy as np
 
 from spikereg_neuro.io.atomic import atomic_write
+from spikereg_neuro.io.hdf5 import open_versioned
 
 from . import loihi_rules as R
 
@@ -425,22 +426,8 @@ def _str_list(v) -> List[str]:
 def load_qnet(path: PathLike) -> QuantizedNet:
     """Read and validate a net.h5 file (clear NetFileError messages for anything wrong)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"quantized network file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise NetFileError(f"{path} is not an HDF5 file ({exc})") from exc
-    with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT:
-            raise NetFileError(f"{path} is not a spikereg-neuro quantized network (format {fmt!r}, "
-                               f"expected {FORMAT!r})")
-        ver = f.attrs.get("format_version")
-        if ver is None or int(ver) != FORMAT_VERSION:
-            raise NetFileError(f"{path}: unsupported format_version {ver} (this reader supports "
-                               f"version {FORMAT_VERSION})")
+    with open_versioned(path, FORMAT, FORMAT_VERSION, NetFileError,
+                        "spikereg-neuro quantized network") as f:
         where = str(path)
         order = _str_list(_attr(f.attrs, "layer_order", where))
         if "layers" not in f:

@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+from sim.cli import add_patch_arguments
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("loihi", help="Loihi 2: resource mapping, deployable export, hardware run",
@@ -55,11 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                       description="Build the same Lava graph as `simulate --backend lava` and run it with "
                                   "Loihi2HwCfg. Needs Intel's lava-loihi (INRC members only); without it "
                                   "exits with status 2 and says so. Writes run.json in simulate's format.")
-    r.add_argument("--net", required=True, help="quantized network (net.h5)")
-    r.add_argument("--pair", type=int, default=0, help="demo test pair index (default 0)")
-    r.add_argument("--patch", type=int, nargs=3, default=[16, 16, 16], metavar=("D", "H", "W"),
-                   help="patch size (default 16 16 16, as simulate)")
-    r.add_argument("--origin", type=int, nargs=3, metavar=("Z", "Y", "X"), help="patch corner (default centred)")
+    add_patch_arguments(r)
     r.add_argument("--out", default="loihi_run.json", help="output JSON (default loihi_run.json)")
     r.add_argument("--partition", help="INRC SLURM partition (e.g. oheogulch)")
     r.add_argument("--board", help="INRC SLURM board (instead of --partition)")

@@ -51,6 +51,7 @@ import h5py
 import numpy as np
 
 from spikereg_neuro.io.atomic import atomic_write
+from spikereg_neuro.io.hdf5 import open_versioned
 
 from .resources import NetworkResources, layers_from_qnet
 
@@ -259,20 +260,7 @@ def _ints(v, n: int, what: str) -> Tuple[int, ...]:
 def load_deployable(path: PathLike) -> DeployableNet:
     """Read and validate a deploy file (:class:`DeployFileError` for anything wrong)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"deploy file not found: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise DeployFileError(f"{path} is not an HDF5 file ({exc})") from exc
-    with f:
-        fmt = f.attrs.get("format")
-        fmt = fmt.decode() if isinstance(fmt, bytes) else fmt
-        if fmt != FORMAT:
-            raise DeployFileError(f"{path} is not a {FORMAT} file (format {fmt!r})")
-        ver = f.attrs.get("format_version")
-        if ver is None or int(ver) != FORMAT_VERSION:
-            raise DeployFileError(f"{path}: unsupported format_version {ver} (reader: {FORMAT_VERSION})")
+    with open_versioned(path, FORMAT, FORMAT_VERSION, DeployFileError, FORMAT) as f:
         where = str(path)
         patch = _ints(_attr(f.attrs, "patch_shape", where), 3, f"{where}: patch_shape")
         order = [x.decode() if isinstance(x, bytes) else str(x)

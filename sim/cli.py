@@ -24,6 +24,17 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 
+def add_patch_arguments(p: argparse.ArgumentParser) -> None:
+    """``--net``, ``--pair``, ``--patch``, ``--origin``: which network runs on which real patch
+    (shared by ``simulate`` and ``loihi run``, read by :func:`load_patch`)."""
+    p.add_argument("--net", required=True, help="quantized network (net.h5)")
+    p.add_argument("--pair", type=int, default=0, help="demo test pair index (default 0)")
+    p.add_argument("--patch", type=int, nargs=3, default=[16, 16, 16], metavar=("D", "H", "W"),
+                   help="patch size (default 16 16 16; divisible by the net's size multiple)")
+    p.add_argument("--origin", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="patch corner (default: the centred patch)")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="run net.h5 on a real patch with the Lava CPU backend or the emulator",
@@ -32,12 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(--backend lava) or the bit-accurate emulator (--backend emulator). Writes run.json "
                     "with per-layer spike counts per time step and the integer read-out (and its "
                     "sha256). See docs/simulation.md.")
-    p.add_argument("--net", required=True, help="quantized network (net.h5)")
-    p.add_argument("--pair", type=int, default=0, help="demo test pair index (default 0)")
-    p.add_argument("--patch", type=int, nargs=3, default=[16, 16, 16], metavar=("D", "H", "W"),
-                   help="patch size (default 16 16 16; divisible by the net's size multiple)")
-    p.add_argument("--origin", type=int, nargs=3, metavar=("Z", "Y", "X"),
-                   help="patch corner (default: the centred patch)")
+    add_patch_arguments(p)
     p.add_argument("--backend", choices=("lava", "emulator"), default="lava")
     p.add_argument("--out", default="run.json", help="output JSON (default run.json)")
     p.add_argument("--compare", action="store_true",
@@ -48,14 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="wall-clock limit of the Lava run in seconds (default 1800)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int]] = None,
@@ -138,6 +136,7 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
     """The simulate command as a function; returns the run.json dictionary (written to ``out``)."""
     from calibration.netfile import load_qnet
     from spikereg_neuro.io.atomic import atomic_write_text
+    from spikereg_neuro.io.hashing import file_sha256
 
     from .compare import compare_results, format_comparison
     from .run import run_backend
@@ -159,7 +158,7 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
         return r, time.perf_counter() - t0
 
     res, secs = go(backend)
-    extra: Dict[str, Any] = {"net": str(net), "net_sha256": _sha256_file(Path(net)), **where,
+    extra: Dict[str, Any] = {"net": str(net), "net_sha256": file_sha256(net), **where,
                              "payload_sha256": hashlib.sha256(payload.numpy().astype("<i8").tobytes()).hexdigest(),
                              "wall_s": secs}
     if backend == "lava":

@@ -1,13 +1,13 @@
 """Checkpoints: weights plus the config they were made with, validated on load."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
 
 from .io.atomic import atomic_write
+from .io.hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
 from .model.config import ModelConfig
 from .model.unet import SpikeRegUNet
 
@@ -69,14 +69,6 @@ def load_network(path: str | Path, expect: Optional[ModelConfig] = None) -> tupl
         raise ValueError(f"checkpoint {path} does not match its own model config: {exc}") from exc
     net.eval()
     return net, ckpt
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def strip_for_release(src: str | Path, dst: str | Path) -> Dict[str, Any]:
