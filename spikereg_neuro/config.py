@@ -33,6 +33,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ncc_window: int = 9
+    # "none": similarity over the whole patch; "labels": only where the fixed patch has a label
+    # (> 0), dilated by ncc_mask_dilate voxels, so background noise gives no reason to move.
+    ncc_mask: str = "none"
+    ncc_mask_dilate: int = 2
     w_smooth: float = 1.0
     w_dice: float = 1.0
     w_rate: float = 1.0
@@ -50,6 +54,10 @@ class TrainConfig:
         self.rate_band = tuple(float(x) for x in self.rate_band)
         if len(self.rate_band) != 2 or not 0 <= self.rate_band[0] < self.rate_band[1] <= 1:
             raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
+        if self.ncc_mask not in ("none", "labels"):
+            raise ValueError(f"train.ncc_mask must be 'none' or 'labels', got {self.ncc_mask!r}")
+        if self.ncc_mask_dilate < 0:
+            raise ValueError("train.ncc_mask_dilate must be >= 0")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"train.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
         for k in ("patch_size", "batch_size", "steps_per_epoch", "epochs"):

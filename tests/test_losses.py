@@ -101,6 +101,28 @@ def test_ncc_bad_input():
         ncc(torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4))
 
 
+def test_ncc_mask_weights_the_mean():
+    i, j = rand(1, 1, *SHAPE, seed=3), rand(1, 1, *SHAPE, seed=4)
+    ncc = LocalNCC(window=3)
+    ones = torch.ones(1, 1, *SHAPE, dtype=i.dtype)
+    assert ncc(i, j, ones).item() == pytest.approx(ncc(i, j).item(), rel=1e-9)
+    # j equals i inside the mask's neighbourhood and is noise elsewhere: the masked loss sees
+    # only the perfect match (-1), the plain one also the unrelated background
+    mask = torch.zeros_like(ones)
+    mask[..., 2:4, 2:5, 2:6] = 1
+    j2 = j.clone()
+    j2[..., 1:5, 1:6, 1:7] = i[..., 1:5, 1:6, 1:7]
+    assert ncc(i, j2, mask).item() == pytest.approx(-1.0, abs=1e-4)
+    assert ncc(i, j2).item() > -0.9
+    # an empty mask gives no signal (0, with a gradient graph), a misshaped one an error
+    jj = j.clone().requires_grad_(True)
+    empty = ncc(i, jj, torch.zeros_like(ones))
+    empty.backward()
+    assert empty.item() == 0.0 and torch.all(jj.grad == 0)
+    with pytest.raises(ValueError, match="mask must be"):
+        ncc(i, j, torch.ones(1, 2, *SHAPE))
+
+
 # --------------------------------------------------------------------------- MSE
 def test_mse():
     a, b = rand(2, 1, *SHAPE, seed=10), rand(2, 1, *SHAPE, seed=11)

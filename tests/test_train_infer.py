@@ -187,3 +187,23 @@ def test_detach_warped_cuts_the_gradient_into_later_iterations_inputs(tiny, deta
     tr.step(batch)
     assert seen == [False, not detach]      # iteration 1 sees the raw moving image
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_similarity_mask_from_labels(tiny):
+    cfg = load_config(tiny["cfg_path"])
+    cfg.train.ncc_mask = "labels"
+    cfg.train.ncc_mask_dilate = 1
+    net = SpikeRegUNet(cfg.model)
+    tr = SpikeRegTrainer(net, cfg, tiny["root"] / "run_mask", progress=False)
+    ds = RegistrationPairs(tiny["h5"], "train")
+    batch = random_patches({k: v[None] for k, v in ds[0].items()}, 1, 16, np.random.default_rng(0))
+    mask = tr._similarity_mask(batch)
+    fg = batch["fixed_labels"] > 0
+    assert mask.shape == fg.shape and torch.all(mask[fg] == 1)     # covers the labels
+    assert 0 < mask.sum() < mask.numel() and mask.sum() > fg.sum()  # dilated, not everything
+    stats = tr.step(batch)
+    assert np.isfinite(stats["loss"])
+    with pytest.raises(ValueError, match="needs training labels"):
+        tr._similarity_mask({k: v for k, v in batch.items() if "labels" not in k})
+    with pytest.raises(ValueError, match="ncc_mask"):
+        cfg.train.__class__(ncc_mask="brain")

@@ -94,8 +94,15 @@ class LocalNCC(nn.Module):
             x = F.conv3d(x, kernel, padding=tuple(pad), groups=c)
         return x
 
-    def forward(self, fixed: torch.Tensor, warped: torch.Tensor) -> torch.Tensor:
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``-mean(cc)``; with ``mask`` (``(N, 1, D, H, W)``, weights in [0, 1]) the mean is
+        weighted by the mask, so voxels outside it (e.g. background noise) do not count."""
         _check_pair(fixed, warped)
+        if mask is not None and (mask.dim() != 5 or mask.shape[1] != 1
+                                 or mask.shape[0] != fixed.shape[0] or mask.shape[2:] != fixed.shape[2:]):
+            raise ValueError(f"mask must be (N, 1, D, H, W) matching {tuple(fixed.shape)}, "
+                             f"got {tuple(mask.shape)}")
         i, j = fixed, warped
         ones = torch.ones_like(i[:, :1])
         n = self._box_sum(ones)  # voxels of each window inside the volume, (N, 1, D, H, W)
@@ -108,7 +115,13 @@ class LocalNCC(nn.Module):
             cc = cross * cross / (var_i * var_j + self.eps)
         else:
             cc = cross / torch.sqrt(var_i * var_j + self.eps)
-        return -cc.mean()
+        if mask is None:
+            return -cc.mean()
+        w = mask.to(cc.dtype).expand_as(cc)
+        total = w.sum()
+        if float(total) <= 0:  # nothing inside the mask: no similarity signal
+            return cc.sum() * 0.0
+        return -(cc * w).sum() / total
 
 
 class MSE(nn.Module):

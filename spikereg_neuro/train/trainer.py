@@ -113,6 +113,18 @@ class SpikeRegTrainer:
             self.gen.bit_generator.state = ckpt["rng"]["numpy"]
             torch.set_rng_state(ckpt["rng"]["torch"])
 
+    def _similarity_mask(self, batch: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
+        """Where the similarity loss counts (``train.ncc_mask``); ``None`` for everywhere."""
+        if self.tc.ncc_mask == "none":
+            return None
+        if "fixed_labels" not in batch:
+            raise ValueError("train.ncc_mask = 'labels' needs training labels (fixed_labels)")
+        mask = (batch["fixed_labels"] > 0).float()
+        r = self.tc.ncc_mask_dilate
+        if r > 0:
+            mask = torch.nn.functional.max_pool3d(mask, 2 * r + 1, stride=1, padding=r)
+        return mask
+
     def step(self, batch: Dict[str, torch.Tensor]) -> Dict[str, float]:
         """One optimisation step on a batch of patches (tensors already on the device)."""
         self.net.train()
@@ -129,18 +141,19 @@ class SpikeRegTrainer:
 
         _, fields = residual_registration(predict, fixed, moving, self.net.cfg.scales)
         K = len(fields)
+        mask = self._similarity_mask(batch)
         sim = smooth = dice = torch.zeros((), device=fixed.device)
         for k, u in enumerate(fields):
             wk = (k + 1) / K
             warped = warp(moving, u)
-            sim = sim + wk * self.ncc(fixed, warped)
+            sim = sim + wk * self.ncc(fixed, warped, mask)
             smooth = smooth + wk * self.smooth(u)
             if self.tc.w_dice > 0 and "fixed_labels" in batch:
                 nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
                 ml = one_hot(batch["moving_labels"], nl)
                 dice = dice + wk * self.dice_loss(one_hot(batch["fixed_labels"], nl), warp(ml, u))
         with torch.no_grad():  # the unregistered similarity, for the log: progress = ncc < ncc_identity
-            ncc_identity = float(self.ncc(fixed, moving)) * sum((k + 1) / K for k in range(K))
+            ncc_identity = float(self.ncc(fixed, moving, mask)) * sum((k + 1) / K for k in range(K))
         rate = torch.stack(rate_terms).mean()
         loss = sim + self.tc.w_smooth * smooth + self.tc.w_dice * dice + self.tc.w_rate * rate
         self.opt.zero_grad(set_to_none=True)
