@@ -205,3 +205,28 @@ def test_readout_init_sets_the_initial_field_size():
     assert mags[0.5] < 0.5 * mags[4.0]
     with pytest.raises(ValueError, match="readout_init"):
         ModelConfig(readout_init=-1.0)
+
+
+def test_two_level_readout_reads_dec0_and_upsampled_dec1_spikes():
+    """readout_levels 2: the read-out's synapse sees dec0 ++ up2(dec1) spikes (binary), the export
+    names both sources, gradients reach the new weights, and level 1 is the plain dec0 read-out."""
+    f, m = _pair(16)
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**{**TINY, "readout_levels": 2}))
+    seen = {}
+    net.readout.register_forward_hook(lambda mod, inp, out: seen.update(x=inp[0]))
+    u, _ = residual_registration(net, f, m, net.cfg.scales)
+    x = seen["x"]
+    assert x.shape[1] == TINY["dec_channels"][2] + TINY["dec_channels"][1] == net.readout.synapse.in_channels
+    assert torch.all((x == 0) | (x == 1))
+    # the last channels are dec1's spikes upsampled x2: constant over each 2x2x2 block
+    d1 = x[:, TINY["dec_channels"][2]:]
+    assert torch.equal(d1, upsample_spikes(d1[:, :, ::2, ::2, ::2])) and d1.sum() > 0
+    exp = {d["name"]: d for d in net.export()}
+    assert exp["readout"]["inputs"] == ["dec0", "up(dec1)"]
+    (u ** 2).mean().backward()
+    g = net.readout.synapse.weight.grad
+    assert g[:, TINY["dec_channels"][2]:].abs().sum() > 0
+    assert SpikeRegUNet(ModelConfig(**TINY)).export()[-1]["inputs"] == ["dec0"]
+    with pytest.raises(ValueError, match="readout_levels"):
+        ModelConfig(readout_levels=3)

@@ -27,6 +27,7 @@ class ModelConfig:
     readout_scale: float = 0.5
     readout_init: float = 0.5   # std of the read-out's initial weights, in 8-bit quanta
     weight_gain: float = 8.0
+    readout_levels: int = 1     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
 
@@ -53,6 +54,8 @@ class ModelConfig:
             raise ValueError(f"scales must be a non-empty list of powers of two, got {self.scales}")
         if self.readout_init < 0:
             raise ValueError(f"readout_init must be >= 0 (quanta), got {self.readout_init}")
+        if self.readout_levels not in (1, 2):
+            raise ValueError(f"readout_levels must be 1 (dec0) or 2 (dec0 and up2(dec1)), got {self.readout_levels}")
         if not 1 <= self.input_bits <= 24:
             raise ValueError(f"input_bits must be in [1, 24], got {self.input_bits}")
 

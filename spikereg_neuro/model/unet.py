@@ -23,7 +23,8 @@ class SpikeRegUNet(torch.nn.Module):
       the level above (decreasing time windows);
     * ``dec2..dec0``: x2 nearest upsampling of spikes, concatenation with the encoder skip
       (its last ``dec_window`` steps), conv 3^3 -> neurons;
-    * ``readout``: conv 3^3 into non-spiking integrators, averaged over the window.
+    * ``readout``: conv 3^3 into non-spiking integrators, averaged over the window; it reads
+      ``dec0`` (``readout_levels = 1``) or ``dec0`` and x2-upsampled ``dec1`` spikes (``2``).
 
     Only binary spikes travel between spiking layers. After each forward pass
     ``self.activity`` holds, per layer, the spike count at each time step (summed over batch and
@@ -47,7 +48,8 @@ class SpikeRegUNet(torch.nn.Module):
             SpikingConvBlock("dec1", dc[0] + ec[1], dc[1], nc, weight_gain=g),
             SpikingConvBlock("dec0", dc[1] + ec[0], dc[2], nc, weight_gain=g),
         ])
-        self.readout = ReadoutBlock("readout", dc[2], 3, scale=cfg.readout_scale,
+        ro_in = dc[2] + (dc[1] if cfg.readout_levels == 2 else 0)
+        self.readout = ReadoutBlock("readout", ro_in, 3, scale=cfg.readout_scale,
                                     init_quanta=cfg.readout_init)
         self.activity: Dict[str, torch.Tensor] = {}
         self.num_neurons: Dict[str, int] = {}
@@ -90,9 +92,12 @@ class SpikeRegUNet(torch.nn.Module):
             skips.append(x)
         td = cfg.dec_window
         x = x[..., -td:]
+        prev = x
         for block, skip in zip(self.dec, reversed(skips[:-1])):
-            x = block(torch.cat([upsample_spikes(x), skip[..., -td:]], dim=1))
+            prev, x = x, block(torch.cat([upsample_spikes(x), skip[..., -td:]], dim=1))
             self._record(block.name, x)
+        if cfg.readout_levels == 2:   # dec0 and the coarser dec1 (its spikes upsampled x2)
+            x = torch.cat([x, upsample_spikes(prev)], dim=1)
         return self.readout(x)
 
     def export(self) -> List[dict]:
@@ -101,7 +106,8 @@ class SpikeRegUNet(torch.nn.Module):
         out = []
         inputs = {"enc0": ["input"], "enc1": ["enc0"], "enc2": ["enc1"], "enc3": ["enc2"],
                   "dec2": ["up(enc3)", "enc2"], "dec1": ["up(dec2)", "enc1"],
-                  "dec0": ["up(dec1)", "enc0"], "readout": ["dec0"]}
+                  "dec0": ["up(dec1)", "enc0"],
+                  "readout": ["dec0"] + (["up(dec1)"] if cfg.readout_levels == 2 else [])}
         windows = dict(zip(["enc0", "enc1", "enc2", "enc3"], cfg.enc_windows))
         for b in self.blocks():
             d = b.export()
