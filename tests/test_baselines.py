@@ -225,9 +225,12 @@ def test_benchmark_accuracy_end_to_end(tiny, trained, tmp_path, capsys):
         assert rec["dice_per_label"] and all(k.isdigit() for k in rec["dice_per_label"])
     ident = doc["methods"]["identity"]
     assert ident["dice_mean"] == pytest.approx(ident["dice_before_mean"])
+    # synthetic pairs carry their true field: the identity's endpoint error is the true field's size
+    assert ident["epe_mean"] == pytest.approx(ident["epe_before_mean"]) and ident["epe_mean"] > 0.1
     assert ident["folding_pct_mean"] == 0.0
     md = (out / "accuracy.md").read_text()
     assert "| identity |" in md and "| voxelmorph |" in md and "spikereg" in md
+    assert "EPE vox (before)" in md
 
     # unknown method names are a one-line user error
     assert main(["benchmark", "accuracy", "--out", str(out), "--methods", "identity,elastix"]) == 1
@@ -246,3 +249,20 @@ def test_benchmark_accuracy_on_a_pairs_folder(tiny, tmp_path):
     assert doc["data"]["source"].endswith("demo") and doc["data"]["pairs"] == ["pair_000"]
     m = doc["methods"]["identity"]
     assert m["dice_mean"] == pytest.approx(m["dice_before_mean"]) and m["n_pairs"] == 1
+
+
+def test_true_field_registers_the_synthetic_pair(tiny):
+    """The embedded pairs' true field is the pull field of our convention: warping with it beats
+    the identity's Dice, and its own endpoint error is zero (the identity's is its size)."""
+    from spikereg_neuro.commands.benchmark import embedded_pairs, evaluate_pair
+    from spikereg_neuro.config import Config
+
+    cfg, cache, _ = tiny
+    pairs, _ = embedded_pairs(Config(data=cfg), cache, progress=False)
+    p = pairs[0]
+    assert p["true_field"].shape == (3, *p["fixed"].shape)
+    exact = evaluate_pair(p, p["true_field"])
+    ident = evaluate_pair(p, np.zeros_like(p["true_field"]))
+    assert exact["epe"] == 0.0 and ident["epe"] == pytest.approx(ident["epe_before"])
+    assert ident["epe"] > 0.1
+    assert exact["dice"] > ident["dice"] + 0.02

@@ -12,6 +12,7 @@ from scipy.spatial.distance import cdist
 from spikereg_neuro.registration.metrics import (
     dice_mean,
     dice_per_label,
+    endpoint_error,
     folding_percent,
     hd95,
     hd95_mean,
@@ -266,3 +267,26 @@ def test_jacobian_bad_input():
         jacobian_determinant(np.zeros((3,) + SHAPE), crop=5)
     with pytest.raises(ValueError, match="crop must be >= 0"):
         jacobian_determinant(np.zeros((3,) + SHAPE), crop=-1)
+
+
+# --------------------------------------------------------------------------- endpoint error
+def test_endpoint_error_hand_computed_masked_and_in_mm():
+    true = np.zeros((3, 4, 5, 6))
+    u = np.zeros_like(true)
+    u[0, :2] = 3.0          # error 3 in the first two slices
+    u[1, :2] = 4.0          # -> |(3, 4)| = 5 there, 0 elsewhere
+    assert endpoint_error(u, true) == pytest.approx(5.0 * 2 / 4)
+    mask = np.zeros((4, 5, 6), bool)
+    mask[:2] = True
+    assert endpoint_error(u, true, mask) == pytest.approx(5.0)
+    assert endpoint_error(u, true, ~mask) == 0.0
+    # in mm: axis 0 at 2 mm, axis 1 at 1 mm -> |(6, 4)|
+    assert endpoint_error(u, true, mask, spacing=(2.0, 1.0, 1.0)) == pytest.approx(math.hypot(6, 4))
+    assert endpoint_error(torch.from_numpy(u), torch.from_numpy(true), mask) == pytest.approx(5.0)
+    assert math.isnan(endpoint_error(u, true, np.zeros((4, 5, 6), bool)))
+    with pytest.raises(ValueError, match="differ in shape"):
+        endpoint_error(u, true[:, :3])
+    with pytest.raises(ValueError, match="mask"):
+        endpoint_error(u, true, mask[:3])
+    with pytest.raises(ValueError, match="NaN"):
+        endpoint_error(np.full_like(u, np.nan), true)

@@ -205,7 +205,7 @@ def parse_methods(text: str) -> List[str]:
 def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The embedded evaluation pairs of ``split`` (built/cached from ``config.data``)."""
     from ..config import load_config
-    from ..data import build_dataset, dataset_path, load_pairs_numpy
+    from ..data import build_dataset, dataset_path, load_pairs_numpy, true_displacement
 
     cfg = config if config is not None else load_config()
     h5 = build_dataset(cfg.data, cache_dir, progress=progress)
@@ -214,6 +214,8 @@ def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: b
         p = dict(p)
         p["name"] = f"pair_{k:03d}"
         p["subjects"] = list(p.pop("pair"))
+        # synthetic pairs know their exact correspondence: the endpoint error is reported too
+        p["true_field"] = true_displacement(h5, split, p["subjects"]).astype(np.float32)
         pairs.append(p)
     label_names = pairs[0]["label_names"] if pairs else {}
     meta = {"source": "embedded", "split": split, "dataset": str(dataset_path(cfg.data, cache_dir)),
@@ -259,22 +261,34 @@ def _clean(v: Any) -> Any:
 
 
 def evaluate_pair(pair: Dict[str, Any], field: np.ndarray) -> Dict[str, Any]:
-    """Metrics of one registered pair (labels optional: Dice/HD95 are NaN without them)."""
+    """Metrics of one registered pair (labels optional: Dice/HD95 are NaN without them).
+
+    With a ``true_field`` (synthetic pairs), also the endpoint error in voxels over the fixed
+    image's labelled voxels (all voxels without labels), after (``epe``) and before
+    (``epe_before``: the identity's, i.e. the mean true displacement) registration.
+    """
     import torch
 
     from ..evaluate import evaluate_registration
-    from ..registration.metrics import folding_percent, sdlogj_learn2reg, std_log_jacobian
+    from ..registration.metrics import endpoint_error, folding_percent, sdlogj_learn2reg, std_log_jacobian
     from ..registration.transform import warp_labels
 
     fl, ml = pair.get("fixed_labels"), pair.get("moving_labels")
     if fl is None or ml is None:
         nan = float("nan")
-        return {"dice_before": nan, "dice": nan, "hd95_before": nan, "hd95": nan,
-                "folding_pct": folding_percent(field), "sdlogj": std_log_jacobian(field),
-                "sdlogj_learn2reg": sdlogj_learn2reg(field), "dice_per_label": {}}
-    ml_t = torch.from_numpy(np.asarray(ml).astype(np.int64))[None, None]
-    wl = warp_labels(ml_t, torch.from_numpy(np.asarray(field, dtype=np.float32))[None])[0, 0].numpy()
-    return evaluate_registration(fl, ml, wl, field, pair["spacing"])
+        out = {"dice_before": nan, "dice": nan, "hd95_before": nan, "hd95": nan,
+               "folding_pct": folding_percent(field), "sdlogj": std_log_jacobian(field),
+               "sdlogj_learn2reg": sdlogj_learn2reg(field), "dice_per_label": {}}
+    else:
+        ml_t = torch.from_numpy(np.asarray(ml).astype(np.int64))[None, None]
+        wl = warp_labels(ml_t, torch.from_numpy(np.asarray(field, dtype=np.float32))[None])[0, 0].numpy()
+        out = evaluate_registration(fl, ml, wl, field, pair["spacing"])
+    tf = pair.get("true_field")
+    if tf is not None:
+        mask = None if fl is None else np.asarray(fl) > 0
+        out["epe"] = endpoint_error(field, tf, mask)
+        out["epe_before"] = endpoint_error(np.zeros_like(tf), tf, mask)
+    return out
 
 
 def summarize(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
@@ -301,6 +315,8 @@ def summarize(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
         "folding_pct_mean": m.get("folding_pct", nan),
         "sdlogj_mean": m.get("sdlogj", nan),
         "sdlogj_learn2reg_mean": m.get("sdlogj_learn2reg", nan),
+        "epe_mean": m.get("epe", nan),
+        "epe_before_mean": m.get("epe_before", nan),
         "seconds_per_pair": m.get("seconds", nan),
         "seconds_total": float(sum(r["seconds"] for r in records)),
         "dice_per_label_mean": per_label,
@@ -372,17 +388,23 @@ def accuracy_markdown(doc: Dict[str, Any]) -> str:
                  f"Machine: {doc['machine']['platform']}, {doc['machine']['cpu_count']} CPU cores, "
                  f"{doc['threads']} thread(s) per method. Created {doc['created']}.")
     lines.append("")
-    lines.append("| method | Dice (mean ± sd) | Dice before | HD95 mm | folding % | SDlogJ | s / pair |")
-    lines.append("|---|---|---|---|---|---|---|")
+    epe = any(m.get("epe_mean") is not None and math.isfinite(m["epe_mean"]) for m in methods.values())
+    lines.append("| method | Dice (mean ± sd) | Dice before | HD95 mm | folding % | SDlogJ |"
+                 + (" EPE vox (before) |" if epe else "") + " s / pair |")
+    lines.append("|---|---|---|---|---|---|" + ("---|" if epe else "") + "---|")
     for name, m in methods.items():
         lines.append(f"| {name} | {_fmt(m['dice_mean'])} ± {_fmt(m['dice_std'])} | {_fmt(m['dice_before_mean'])} "
                      f"| {_fmt(m['hd95_mean'], 2)} | {_fmt(m['folding_pct_mean'], 3)} | {_fmt(m['sdlogj_mean'], 3)} "
-                     f"| {_fmt(m['seconds_per_pair'], 2)} |")
+                     + (f"| {_fmt(m.get('epe_mean'), 2)} ({_fmt(m.get('epe_before_mean'), 2)}) " if epe else "")
+                     + f"| {_fmt(m['seconds_per_pair'], 2)} |")
     lines.append("")
     lines.append("Dice: mean over foreground labels present in both maps (Learn2Reg); HD95: symmetric 95th "
                  "percentile surface distance in mm; folding %: voxels with det(J) <= 0; SDlogJ: standard "
-                 "deviation of log det(J) (see spikereg_neuro/registration/metrics.py). s / pair: wall time "
-                 "of the registration call on this machine (model loading excluded).")
+                 "deviation of log det(J) (see spikereg_neuro/registration/metrics.py). "
+                 + ("EPE: mean endpoint error against the synthetic pairs' true field, in voxels, over the "
+                    "fixed image's labelled voxels (before: the identity's, i.e. the mean true displacement). "
+                    if epe else "")
+                 + "s / pair: wall time of the registration call on this machine (model loading excluded).")
     labels = sorted({int(k) for m in methods.values() for k in m.get("dice_per_label_mean", {})})
     if labels and methods:
         names = data.get("label_names") or {}

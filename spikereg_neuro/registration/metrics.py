@@ -22,13 +22,16 @@ HD95
     ``surface-distance`` (``compute_robust_hausdorff``) and MONAI (``directed=False``). Unlike
     DeepMind's, the distances are *not* weighted by surfel area (plain voxel counts, like
     MONAI); ``np.percentile`` with linear interpolation. A label empty on either side is NaN.
+Endpoint error
+    ``|u(x) - u_true(x)|`` (Euclidean, voxels, or mm with ``spacing``) averaged over the voxels of
+    ``mask`` (default: all); only defined where the true field is known (synthetic pairs).
 Jacobian
     ``J = I + grad(u)`` with central differences (``np.gradient``, one-sided at the border),
     then ``crop`` voxels removed on every border (Learn2Reg uses 2).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -42,6 +45,7 @@ __all__ = [
     "folding_percent",
     "std_log_jacobian",
     "sdlogj_learn2reg",
+    "endpoint_error",
 ]
 
 ArrayLike = Any  # numpy array or torch tensor
@@ -311,3 +315,28 @@ def sdlogj_learn2reg(field: ArrayLike, crop: int = 2) -> float:
     """
     det = jacobian_determinant(field, crop=crop)
     return float(np.std(np.log(np.clip(det + 3.0, 1e-9, 1e9))))
+
+
+def endpoint_error(field: ArrayLike, true_field: ArrayLike, mask: Optional[ArrayLike] = None,
+                   spacing: Optional[Sequence[float]] = None) -> float:
+    """Mean endpoint error ``|u - u_true|`` over ``mask`` (voxels; mm with ``spacing``).
+
+    Both fields are ``(3, D, H, W)`` pull displacements in voxels. ``mask`` is a boolean
+    ``(D, H, W)`` volume (e.g. the fixed image's labelled voxels); an empty mask gives NaN.
+    """
+    u, t = _as_field(field), _as_field(true_field)
+    if u.shape != t.shape:
+        raise ValueError(f"field {tuple(u.shape)} and true field {tuple(t.shape)} differ in shape")
+    d = u - t
+    if spacing is not None:
+        d = d * np.asarray(_check_spacing(spacing), dtype=np.float64).reshape(1, 3, 1, 1, 1)
+    err = np.sqrt((d ** 2).sum(axis=1))        # (N, D, H, W)
+    if mask is None:
+        return float(err.mean())
+    m = np.asarray(_to_numpy(mask, "mask")).astype(bool)
+    m = m.reshape(m.shape[-3:]) if m.ndim > 3 and m.size == np.prod(m.shape[-3:]) else m
+    if m.shape != err.shape[1:]:
+        raise ValueError(f"mask {tuple(m.shape)} does not match the field's grid {tuple(err.shape[1:])}")
+    if not m.any():
+        return float("nan")
+    return float(err[:, m].mean())
