@@ -33,6 +33,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     ncc_window: int = 9
+    # Gaussian smoothing (voxels) of both images inside the NCC loss; 0: raw images. On noisy
+    # images a sub-voxel field raises raw NCC by interpolation blur alone (docs/model.md).
+    ncc_sigma: float = 0.0
     # "none": similarity over the whole patch; "labels": only where the fixed patch has a label
     # (> 0), dilated by ncc_mask_dilate voxels, so background noise gives no reason to move.
     ncc_mask: str = "none"
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
         if self.ncc_mask not in ("none", "labels"):
             raise ValueError(f"train.ncc_mask must be 'none' or 'labels', got {self.ncc_mask!r}")
+        if not self.ncc_sigma >= 0:
+            raise ValueError(f"train.ncc_sigma must be >= 0 (voxels), got {self.ncc_sigma}")
         if self.ncc_mask_dilate < 0:
             raise ValueError("train.ncc_mask_dilate must be >= 0")
         if self.lr_schedule not in ("cosine", "constant"):

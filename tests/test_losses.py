@@ -221,3 +221,26 @@ def test_dice_loss():
         dl(torch.zeros(1, 1, *SHAPE), torch.zeros(1, 1, *SHAPE))
     with pytest.raises(ValueError, match="shape mismatch"):
         dl(oh, oh[:, :3])
+
+
+def test_ncc_sigma_smooths_both_images_like_scipy_and_cuts_the_blur_reward():
+    """``sigma`` = scipy's gaussian_filter (nearest edges, 3 sigma) on both inputs; on a noisy
+    image, blurring the moving image raises raw NCC far more than smoothed NCC."""
+    from scipy import ndimage
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 12, 10, 8, generator=g, dtype=torch.float64)
+    ref = ndimage.gaussian_filter(x[0, 0].numpy(), 1.5, mode="nearest", truncate=3.0)
+    assert np.allclose(LocalNCC(5, sigma=1.5)._smooth(x)[0, 0].numpy(), ref, atol=1e-12)
+    # a smooth anatomy-like image plus noise; "registration" = nothing, "blur" = a 0.5-voxel blur
+    base = torch.nn.functional.avg_pool3d(torch.rand(1, 1, 24, 24, 24, generator=g), 5, 1, 2)
+    base = (base - base.min()) / (base.max() - base.min())
+    f = base + 0.05 * torch.randn(base.shape, generator=g)
+    m = base + 0.05 * torch.randn(base.shape, generator=g)
+    mb = torch.from_numpy(ndimage.gaussian_filter(m[0, 0].numpy(), 0.5))[None, None]
+    raw, smooth = LocalNCC(9), LocalNCC(9, sigma=1.0)
+    gain_raw = float(raw(f, m) - raw(f, mb))
+    gain_smooth = float(smooth(f, m) - smooth(f, mb))
+    assert gain_raw > 0 and gain_smooth < 0.5 * gain_raw
+    with pytest.raises(ValueError, match="sigma"):
+        LocalNCC(9, sigma=-1.0)

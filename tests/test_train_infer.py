@@ -207,3 +207,15 @@ def test_similarity_mask_from_labels(tiny):
         tr._similarity_mask({k: v for k, v in batch.items() if "labels" not in k})
     with pytest.raises(ValueError, match="ncc_mask"):
         cfg.train.__class__(ncc_mask="brain")
+
+
+def test_ncc_sigma_reaches_the_trainers_similarity(tiny):
+    cfg = load_config(tiny["cfg_path"])
+    cfg.train.ncc_sigma = 1.0
+    tr = SpikeRegTrainer(SpikeRegUNet(cfg.model), cfg, tiny["root"] / "run_sigma", progress=False)
+    assert tr.ncc.sigma == 1.0
+    ds = RegistrationPairs(tiny["h5"], "train")
+    batch = random_patches({k: v[None] for k, v in ds[0].items()}, 1, 16, np.random.default_rng(0))
+    assert np.isfinite(tr.step(batch)["loss"])
+    with pytest.raises(ValueError, match="ncc_sigma"):
+        cfg.train.__class__(ncc_sigma=-0.5)

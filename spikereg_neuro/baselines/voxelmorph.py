@@ -333,12 +333,12 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     net = build_voxelmorph(vcfg).to(dev)
     n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    ncc, smooth_loss, dice_loss = LocalNCC(tc.ncc_window), GradientSmoothness("l2"), DiceLoss()
+    ncc, smooth_loss, dice_loss = LocalNCC(tc.ncc_window, sigma=tc.ncc_sigma), GradientSmoothness("l2"), DiceLoss()
 
     history: List[Dict[str, Any]] = []
     best = {"val_dice": -1.0, "step": 0}
     meta = {"train_config": cfg.to_dict(), "data_config": cfg.data.to_dict(), "parameters": n_params,
-            "loss": f"LocalNCC({tc.ncc_window}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"}
+            "loss": f"LocalNCC({tc.ncc_window}{f', sigma {tc.ncc_sigma:g}' if tc.ncc_sigma else ''}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"}
 
     def extra(step: int) -> Dict[str, Any]:
         return {**meta, "steps": step, "best_val_dice": best["val_dice"], "best_step": best["step"],

@@ -73,7 +73,7 @@ class SpikeRegTrainer:
         total = self.tc.epochs * self.tc.steps_per_epoch
         self.sched = (torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, T_max=total)
                       if self.tc.lr_schedule == "cosine" else None)
-        self.ncc = LocalNCC(self.tc.ncc_window)
+        self.ncc = LocalNCC(self.tc.ncc_window, sigma=self.tc.ncc_sigma)
         self.smooth = GradientSmoothness("l2")
         self.dice_loss = DiceLoss()
         self.epoch = 0
