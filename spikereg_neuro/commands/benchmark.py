@@ -202,15 +202,17 @@ def parse_methods(text: str) -> List[str]:
 
 
 # ============================================================================ pairs
-def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: bool = True) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
-    """The embedded evaluation pairs of ``split`` (built/cached from ``config.data``)."""
+def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: bool = True,
+                   max_pairs: Optional[int] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The embedded evaluation pairs of ``split`` (built/cached from ``config.data``), the first
+    ``max_pairs`` of them (all with ``None``), each with its true field (``true_field``)."""
     from ..config import load_config
     from ..data import build_dataset, dataset_path, load_pairs_numpy, true_displacement
 
     cfg = config if config is not None else load_config()
     h5 = build_dataset(cfg.data, cache_dir, progress=progress)
     pairs = []
-    for k, p in enumerate(load_pairs_numpy(h5, split)):
+    for k, p in enumerate(load_pairs_numpy(h5, split)[:max_pairs]):
         p = dict(p)
         p["name"] = f"pair_{k:03d}"
         p["subjects"] = list(p.pop("pair"))
@@ -464,7 +466,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
         pairs, meta = folder_pairs(args.data, args.split)
     else:
         from ..config import load_config
-        pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress)
+        pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress,
+                                     max_pairs=args.pairs)
     if args.pairs is not None:
         pairs = pairs[: args.pairs]
     if not pairs:

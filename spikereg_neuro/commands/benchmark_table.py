@@ -205,9 +205,8 @@ def run_table(args: argparse.Namespace) -> int:
     if gpu_basis not in GPU_CONSTANTS:
         raise ValueError(f"--gpu-basis must be one of {sorted(GPU_CONSTANTS)}, got {gpu_basis!r}")
 
-    pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress)
-    n = int(args.pairs) if args.pairs else (1 if args.quick else len(pairs))
-    pairs = pairs[:n]
+    n = int(args.pairs) if args.pairs else (1 if args.quick else None)
+    pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress, max_pairs=n)
     if not pairs:
         raise ValueError("no held-out pairs to benchmark")
     names = [p["name"] for p in pairs]

@@ -333,8 +333,7 @@ def endpoint_error(field: ArrayLike, true_field: ArrayLike, mask: Optional[Array
     err = np.sqrt((d ** 2).sum(axis=1))        # (N, D, H, W)
     if mask is None:
         return float(err.mean())
-    m = np.asarray(_to_numpy(mask, "mask")).astype(bool)
-    m = m.reshape(m.shape[-3:]) if m.ndim > 3 and m.size == np.prod(m.shape[-3:]) else m
+    m = _as_label_volume(mask, "mask") > 0
     if m.shape != err.shape[1:]:
         raise ValueError(f"mask {tuple(m.shape)} does not match the field's grid {tuple(err.shape[1:])}")
     if not m.any():
