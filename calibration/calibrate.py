@@ -173,7 +173,8 @@ def collect_float_stats(net: SpikeRegUNet, pairs: Sequence[Mapping[str, Any]], p
     for p in pairs:
         f = torch.from_numpy(normalize_intensity(p["fixed"]))[None, None]
         m = torch.from_numpy(normalize_intensity(p["moving"]))[None, None]
-        register_tensors(predict, net.cfg.scales, f, m, patch, stride, batch_size)
+        register_tensors(predict, net.cfg.scales, f, m, patch, stride, batch_size,
+                         integration_steps=net.cfg.integration_steps)
     if max_patches and count[0] > max_patches:
         flat = [(f[i:i + 1], m[i:i + 1]) for f, m in kept for i in range(f.shape[0])]
         pick = np.linspace(0, len(flat) - 1, int(max_patches)).round().astype(int)

@@ -9,8 +9,8 @@ See ``docs/calibration.md`` for the table of groups, datasets and attributes.
 Layout (format ``spikereg-neuro/quantized-net``, version 1)::
 
     /                   attrs: format, format_version, layer_order, enc_windows, dec_window,
-                               input_bits, in_channels, scales, readout_scale, patch_size,
-                               stride, source_checkpoint,
+                               input_bits, in_channels, scales, integration_steps,
+                               readout_scale, patch_size, stride, source_checkpoint,
                                source_sha256, calibration (JSON), model_config (JSON),
                                rules (JSON), created, lava_nc_version, lava_dl_version
     /layers/<name>/weight   int16 (out, in, kd, kh, kw): Lava ``weights`` values
@@ -159,8 +159,12 @@ class QuantizedNet:
     model_config: Dict[str, Any] = field(default_factory=dict)
     patch_size: Tuple[int, int, int] = (32, 32, 32)
     stride: Tuple[int, int, int] = (16, 16, 16)
+    #: host-side scaling-and-squaring steps applied to the read-out per iteration (0: the
+    #: read-out is the displacement; files written before this attribute existed read as 0)
+    integration_steps: int = 0
 
     def __post_init__(self) -> None:
+        self.integration_steps = int(self.integration_steps)
         self.enc_windows = tuple(int(t) for t in self.enc_windows)
         self.scales = tuple(int(s) for s in self.scales)
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -365,6 +369,7 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
         f.attrs["input_bits"] = int(q.input_bits)
         f.attrs["in_channels"] = int(q.in_channels)
         f.attrs["scales"] = np.asarray(q.scales, dtype=np.int64)
+        f.attrs["integration_steps"] = int(q.integration_steps)
         f.attrs["readout_scale"] = float(q.readout_scale)
         f.attrs["patch_size"] = np.asarray(q.patch_size, dtype=np.int64)
         f.attrs["stride"] = np.asarray(q.stride, dtype=np.int64)
@@ -486,6 +491,7 @@ def load_qnet(path: PathLike) -> QuantizedNet:
             model_config=json.loads(f.attrs.get("model_config", "{}")),
             patch_size=tuple(int(x) for x in _attr(f.attrs, "patch_size", where)),
             stride=tuple(int(x) for x in _attr(f.attrs, "stride", where)),
+            integration_steps=int(f.attrs.get("integration_steps", 0)),
         )
         stored_shapes = {name: tuple(int(x) for x in g[name].attrs["output_shape"])
                          for name in order if "output_shape" in g[name].attrs}
@@ -517,6 +523,7 @@ def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
     return (a.enc_windows == b.enc_windows and a.dec_window == b.dec_window
             and a.input_bits == b.input_bits and a.in_channels == b.in_channels
             and a.scales == b.scales and a.readout_scale == b.readout_scale
+            and a.integration_steps == b.integration_steps
             and a.source_sha256 == b.source_sha256 and a.calibration == b.calibration
             and a.patch_size == b.patch_size and a.stride == b.stride)
 

@@ -171,7 +171,8 @@ def quantize_network(
                      input_bits=cfg.input_bits, in_channels=cfg.in_channels, scales=cfg.scales,
                      readout_scale=cfg.readout_scale, source_checkpoint=str(source_checkpoint),
                      source_sha256=str(source_sha256), calibration=dict(calibration or {}),
-                     model_config=cfg.to_dict(), patch_size=tuple(patch_size), stride=tuple(stride))
+                     model_config=cfg.to_dict(), patch_size=tuple(patch_size), stride=tuple(stride),
+                     integration_steps=cfg.integration_steps)
     return validate_qnet(q)
 
 

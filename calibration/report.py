@@ -47,14 +47,16 @@ def float_predictor(net: SpikeRegUNet, activity: Dict[str, Dict[str, float]]) ->
 @torch.no_grad()
 def evaluate_pairs(predict: Predictor, scales: Sequence[int], pairs: Sequence[Mapping[str, Any]],
                    patch: Sequence[int], stride: Sequence[int], batch_size: int = 4,
-                   progress: Optional[Callable[[str], None]] = None) -> List[Dict[str, Any]]:
+                   progress: Optional[Callable[[str], None]] = None,
+                   integration_steps: int = 0) -> List[Dict[str, Any]]:
     """Register each pair with ``predict`` by the host pipeline; metrics per pair, plus the field."""
     out = []
     for p in pairs:
         t0 = time.time()
         f = torch.from_numpy(normalize_intensity(p["fixed"]))[None, None]
         m = torch.from_numpy(normalize_intensity(p["moving"]))[None, None]
-        u = register_tensors(predict, scales, f, m, patch, stride, batch_size)
+        u = register_tensors(predict, scales, f, m, patch, stride, batch_size,
+                             integration_steps=integration_steps)
         field = u[0].cpu().numpy().astype(np.float32)
         wl = SpikeRegInference.apply_deformation(p["moving_labels"], field, labels=True)
         r = evaluate_registration(p["fixed_labels"], p["moving_labels"], wl, field, p["spacing"])
@@ -74,9 +76,11 @@ def compare_on_pairs(net: SpikeRegUNet, q: QuantizedNet, pairs: Sequence[Mapping
     st_q: Dict[str, LayerStats] = {}
     say = progress or (lambda s: None)
     say("float model:")
-    rf = evaluate_pairs(float_predictor(net, act_f), net.cfg.scales, pairs, patch, stride, batch_size, progress)
+    rf = evaluate_pairs(float_predictor(net, act_f), net.cfg.scales, pairs, patch, stride, batch_size, progress,
+                        net.cfg.integration_steps)
     say("quantized network (bit-accurate emulator):")
-    rq = evaluate_pairs(emulator_predictor(q, st_q), q.scales, pairs, patch, stride, batch_size, progress)
+    rq = evaluate_pairs(emulator_predictor(q, st_q), q.scales, pairs, patch, stride, batch_size, progress,
+                        q.integration_steps)
     per_pair = []
     for a, b in zip(rf, rq):
         d = np.abs(a["field"] - b["field"])

@@ -51,11 +51,14 @@ def register_tensors(
     stride: Sequence[int],
     batch_size: int = 4,
     progress: Optional[Callable[[int], None]] = None,
+    integration_steps: int = 0,
 ) -> torch.Tensor:
     """Residual coarse-to-fine registration of whole ``(1, 1, D, H, W)`` volumes by tiles.
 
     Volumes are zero-padded to a multiple of the coarsest scale (so every scale divides them)
-    and the field is cropped back. Returns ``(1, 3, D, H, W)``.
+    and the field is cropped back. With ``integration_steps > 0`` the blended tiles form a
+    velocity field, integrated over the whole volume (the model's ``integration_steps``).
+    Returns ``(1, 3, D, H, W)``.
     """
     size = fixed.shape[2:]
     k = max(scales)
@@ -67,7 +70,7 @@ def register_tensors(
     def predict(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return tiled_predict(predict_patch, a, b, patch, stride, batch_size, progress=progress)
 
-    u, _ = residual_registration(predict, ft, mt, scales)
+    u, _ = residual_registration(predict, ft, mt, scales, integration_steps=integration_steps)
     return u[..., :size[0], :size[1], :size[2]]
 
 
@@ -134,7 +137,8 @@ class SpikeRegInference:
                         for s in self.net.cfg.scales)
             bar = tqdm(total=total, desc="register", unit="patch", leave=False)
         u = register_tensors(self._predict, self.net.cfg.scales, ft, mt, self.patch, self.stride,
-                             self.batch_size, progress=bar.update if bar is not None else None)
+                             self.batch_size, progress=bar.update if bar is not None else None,
+                             integration_steps=self.net.cfg.integration_steps)
         if bar is not None:
             bar.close()
         return u[0].cpu().numpy().astype(np.float32)

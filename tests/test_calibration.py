@@ -1,5 +1,6 @@
 """Calibration: Loihi 2 fixed-point rules, the bit-accurate emulator (vs hand-computed traces,
 vs lava-nc's own PyATRLIFModelFixed, vs the float SLAYER model), net.h5 and the command."""
+import copy
 import json
 import shutil
 import subprocess
@@ -334,6 +335,14 @@ def test_netfile_round_trip_and_contract(qnet, tmp_path):
         assert list(f["layers/dec2"].attrs["output_shape"]) == [8, 4, 4, 4]
         assert list(f["layers/readout"].attrs["output_shape"]) == [3, 16, 16, 16]
     assert qnet.shapes((24, 16, 32))["enc3"] == (8, 3, 2, 4)
+    # the host-side velocity integration travels with the file; files without it read as 0
+    qv = copy.deepcopy(qnet)
+    qv.integration_steps = 7
+    pv = save_qnet(tmp_path / "netv.h5", qv)
+    assert load_qnet(pv).integration_steps == 7 and not qnet_equal(qnet, load_qnet(pv))
+    with h5py.File(pv, "r+") as f:
+        del f.attrs["integration_steps"]
+    assert load_qnet(pv).integration_steps == 0
 
 
 def _copy_and_edit(src, dst, fn):

@@ -11,7 +11,7 @@ from spikereg_neuro.model.neuron import NeuronConfig, make_neuron
 from spikereg_neuro.model.policy import residual_registration
 from spikereg_neuro.model.synapse import Conv3dSynapse
 from spikereg_neuro.model.unet import SpikeRegUNet, upsample_spikes
-from spikereg_neuro.registration.transform import compose
+from spikereg_neuro.registration.transform import compose, integrate_velocity
 from spikereg_neuro.tiling import blend_window, tile_starts, tiled_predict
 
 TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
@@ -124,6 +124,49 @@ def test_model_config_validation():
         ModelConfig(enc_windows=(8, 6, 4, 2), dec_window=4)
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"channels": 3})
+    for bad in (-1, 17, 2.5, True):
+        with pytest.raises(ValueError, match="integration_steps"):
+            ModelConfig(integration_steps=bad)
+    assert ModelConfig().integration_steps == 0   # old checkpoints: the read-out is the displacement
+
+
+def test_velocity_readout_is_integrated_per_iteration_before_composition():
+    """integration_steps > 0: each prediction is a velocity, exponentiated, then composed; the
+    coarse iteration integrates at its own resolution and is resized afterwards."""
+    f, m = _pair(16)
+    g = torch.Generator().manual_seed(2)
+    v1 = torch.randn(1, 3, 8, 8, 8, generator=g)
+    v2 = torch.randn(1, 3, 16, 16, 16, generator=g)
+    preds = iter([v1, v2])
+    u, hist = residual_registration(lambda a, b: next(preds), f, m, scales=(2, 1), integration_steps=5)
+    from spikereg_neuro.registration.transform import resize_field
+    r1 = resize_field(integrate_velocity(v1, 5), (16, 16, 16))
+    assert torch.allclose(hist[0], r1, atol=1e-5)
+    assert torch.allclose(u, compose(r1, integrate_velocity(v2, 5)), atol=1e-5)
+    # the exponential of a 1-voxel-scale random velocity is not the velocity itself
+    assert (integrate_velocity(v2, 5) - v2).abs().mean() > 0.05
+    # integration_steps 0 keeps the old behaviour exactly
+    preds = iter([v2])
+    u0, _ = residual_registration(lambda a, b: next(preds), f, m, scales=(1,), integration_steps=0)
+    assert torch.equal(u0, v2)
+
+
+def test_inference_integrates_the_velocity_of_a_model_configured_for_it(tmp_path):
+    """A checkpoint with integration_steps keeps it, and register() returns exp(net output)."""
+    from spikereg_neuro.inference import SpikeRegInference
+    torch.manual_seed(0)
+    cfg = ModelConfig(**TINY, scales=(1,), integration_steps=4, readout_init=8.0)
+    net = SpikeRegUNet(cfg).eval()
+    path = save_checkpoint(tmp_path / "v.pt", net, {"inference": {"patch_size": 16, "stride": 8}})
+    reg = SpikeRegInference(path)
+    assert reg.net.cfg.integration_steps == 4
+    f, m = _pair(16)
+    field = reg.register(f[0, 0].numpy(), m[0, 0].numpy())
+    with torch.no_grad():
+        v = net(f, m)
+    assert v.abs().mean() > 0.05   # a non-trivial velocity, so the check below can fail
+    assert np.allclose(field, integrate_velocity(v, 4)[0].numpy(), atol=1e-4)
+    assert not np.allclose(field, v[0].numpy(), atol=1e-3)
 
 
 def test_residual_policy_composes_fields():

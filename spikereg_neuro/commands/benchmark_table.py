@@ -250,7 +250,8 @@ def run_table(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         f = torch.from_numpy(normalize_intensity(pair["fixed"]))[None, None]
         m = torch.from_numpy(normalize_intensity(pair["moving"]))[None, None]
-        u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, 4)
+        u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, 4,
+                             integration_steps=q.integration_steps)
         field = u[0].numpy().astype(np.float32)
         wall = time.perf_counter() - t0
         count_s = emu.count_s - cnt_before

@@ -15,7 +15,10 @@ class ModelConfig:
     level ``l + 1`` sees the last ``enc_windows[l + 1]`` steps of level ``l``); every decoder level
     and the read-out run for ``dec_window`` steps. ``scales`` gives, per residual iteration, the
     downsampling factor of that iteration (coarse to fine), so ``len(scales)`` is the number of
-    iterations.
+    iterations. ``integration_steps > 0`` reads the network's output as a stationary velocity
+    field and takes its exponential by that many scaling-and-squaring steps on the host, per
+    iteration, before composition (VoxelMorph's diffeomorphic read-out; 0: the output is the
+    displacement itself).
     """
 
     in_channels: int = 2
@@ -28,6 +31,7 @@ class ModelConfig:
     readout_init: float = 0.5   # std of the read-out's initial weights, in 8-bit quanta
     weight_gain: float = 8.0
     readout_levels: int = 1     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
+    integration_steps: int = 0  # 0: read-out = displacement; n: velocity, exp by n squarings (host)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
 
@@ -56,6 +60,11 @@ class ModelConfig:
             raise ValueError(f"readout_init must be >= 0 (quanta), got {self.readout_init}")
         if self.readout_levels not in (1, 2):
             raise ValueError(f"readout_levels must be 1 (dec0) or 2 (dec0 and up2(dec1)), got {self.readout_levels}")
+        if (isinstance(self.integration_steps, bool) or int(self.integration_steps) != self.integration_steps
+                or not 0 <= self.integration_steps <= 16):
+            raise ValueError("integration_steps must be an integer in [0, 16] (0: the read-out is the "
+                             f"displacement), got {self.integration_steps!r}")
+        self.integration_steps = int(self.integration_steps)
         if not 1 <= self.input_bits <= 24:
             raise ValueError(f"input_bits must be in [1, 24], got {self.input_bits}")
 

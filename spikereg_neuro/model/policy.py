@@ -6,7 +6,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..registration.transform import compose, resize_field, warp
+from ..registration.transform import compose, integrate_velocity, resize_field, warp
 
 #: ``predict(fixed, moving) -> residual field`` at the resolution it is given
 Predictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -23,11 +23,14 @@ def residual_registration(
     moving: torch.Tensor,
     scales: Sequence[int],
     init_field: Optional[torch.Tensor] = None,
+    integration_steps: int = 0,
 ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
     """Run the residual policy.
 
     For each iteration ``k`` with downsampling factor ``s = scales[k]``: warp ``moving`` with the
-    current field, downsample fixed and warped by ``s``, predict a residual there, bring it back
+    current field, downsample fixed and warped by ``s``, predict a residual there (with
+    ``integration_steps > 0`` the prediction is a velocity field and the residual its
+    exponential, :func:`integrate_velocity`, taken at the prediction's resolution), bring it back
     to full resolution (:func:`resize_field`) and compose it with the current field
     (``u <- u o r``, i.e. ``compose(u, r)``). Returns the final field and the field after each
     iteration.
@@ -38,6 +41,8 @@ def residual_registration(
     for s in scales:
         warped = warp(moving, u) if history or init_field is not None else moving
         r = predict(downsample(fixed, s), downsample(warped, s))
+        if integration_steps:
+            r = integrate_velocity(r, integration_steps)
         if s != 1:
             r = resize_field(r, size)
         u = compose(u, r)
@@ -58,4 +63,5 @@ class ResidualPolicy(torch.nn.Module):
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor,
                 predict: Optional[Predictor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
-        return residual_registration(predict or self.net, fixed, moving, self.scales)
+        return residual_registration(predict or self.net, fixed, moving, self.scales,
+                                     integration_steps=self.net.cfg.integration_steps)

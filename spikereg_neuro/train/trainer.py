@@ -139,7 +139,8 @@ class SpikeRegTrainer:
                 rates.setdefault(k, []).append(float(r))
             return out
 
-        _, fields = residual_registration(predict, fixed, moving, self.net.cfg.scales)
+        _, fields = residual_registration(predict, fixed, moving, self.net.cfg.scales,
+                                          integration_steps=self.net.cfg.integration_steps)
         K = len(fields)
         mask = self._similarity_mask(batch)
         sim = smooth = dice = torch.zeros((), device=fixed.device)
@@ -180,7 +181,8 @@ class SpikeRegTrainer:
             f = batch["fixed"].to(self.device)
             m = batch["moving"].to(self.device)
             u = register_tensors(self.net, self.net.cfg.scales, f, m, [ic.patch_size] * 3,
-                                 [ic.stride] * 3, ic.batch_size)
+                                 [ic.stride] * 3, ic.batch_size,
+                                 integration_steps=self.net.cfg.integration_steps)
             wl = warp_labels(batch["moving_labels"].to(self.device), u)
             dices.append(dice_mean(batch["fixed_labels"][0, 0].numpy(), wl[0, 0].cpu().numpy()))
             mags.append(float(u.norm(dim=1).mean()))
