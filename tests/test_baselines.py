@@ -231,6 +231,8 @@ def test_benchmark_accuracy_end_to_end(tiny, trained, tmp_path, capsys):
     md = (out / "accuracy.md").read_text()
     assert "| identity |" in md and "| voxelmorph |" in md and "spikereg" in md
     assert "EPE vox (before)" in md
+    assert doc["methods"]["voxelmorph"]["dice_gain"]["n"] == 1
+    assert "Gain over the unregistered" not in md   # one pair: no interval to report
 
     # unknown method names are a one-line user error
     assert main(["benchmark", "accuracy", "--out", str(out), "--methods", "identity,elastix"]) == 1
@@ -266,3 +268,23 @@ def test_true_field_registers_the_synthetic_pair(tiny):
     assert exact["epe"] == 0.0 and ident["epe"] == pytest.approx(ident["epe_before"])
     assert ident["epe"] > 0.1
     assert exact["dice"] > ident["dice"] + 0.02
+
+
+def test_accuracy_report_paired_gain_section():
+    """Three pairs: the report's paired section has the mean gain, interval and improved count."""
+    from spikereg_neuro.commands.benchmark import accuracy_markdown, summarize
+
+    def rec(d, d0, e, e0):
+        return {"pair": "p", "seconds": 1.0, "dice": d, "dice_before": d0, "hd95": 3.0, "hd95_before": 3.0,
+                "folding_pct": 0.0, "sdlogj": 0.1, "epe": e, "epe_before": e0, "dice_per_label": {"1": d}}
+
+    recs = [rec(0.70, 0.66, 0.9, 1.1), rec(0.69, 0.67, 1.0, 1.1), rec(0.64, 0.65, 1.2, 1.1)]
+    m = summarize(recs)
+    assert m["dice_gain"]["mean"] == pytest.approx(0.05 / 3) and m["dice_gain"]["n_better"] == 2
+    assert m["epe_gain"]["mean"] == pytest.approx(-0.2 / 3) and m["epe_gain"]["n_better"] == 2
+    doc = {"methods": {"net": m}, "data": {"n_pairs": 3, "source": "test"}, "threads": 1,
+           "created": "now", "machine": {"platform": "x", "cpu_count": 2}}
+    md = accuracy_markdown(doc)
+    row = next(l for l in md.splitlines() if l.startswith("| net | +"))
+    assert "| +0.0167 |" in row and "| 2 / 3 |" in row and "-0.067" in row
+    assert "Gain over the unregistered pairs" in md

@@ -290,3 +290,30 @@ def test_endpoint_error_hand_computed_masked_and_in_mm():
         endpoint_error(u, true, mask[:3])
     with pytest.raises(ValueError, match="NaN"):
         endpoint_error(np.full_like(u, np.nan), true)
+
+
+def test_paired_gain_hand_computed_interval_and_wilcoxon():
+    from spikereg_neuro.evaluate import paired_gain
+
+    before = [0.60, 0.62, 0.64, 0.66, 0.68]
+    diffs = np.array([0.01, 0.02, 0.03, 0.04, 0.05])
+    g = paired_gain(list(np.add(before, diffs)), before)
+    # mean 0.03, sd (ddof 1) = 0.0158114, t(0.975, 4) = 2.776445 -> half width 0.019632
+    assert g["n"] == 5 and g["n_better"] == 5
+    assert g["mean"] == pytest.approx(0.03)
+    assert g["ci_low"] == pytest.approx(0.03 - 0.019632, abs=1e-6)
+    assert g["ci_high"] == pytest.approx(0.03 + 0.019632, abs=1e-6)
+    assert g["p_wilcoxon"] == pytest.approx(1 / 32)   # every pair better: the exact minimum
+    # one pair worse: fewer improved, larger p; NaN pairs are left out
+    g2 = paired_gain([0.61, 0.64, 0.67, 0.70, 0.60, float("nan")], before + [0.5])
+    assert g2["n"] == 5 and g2["n_better"] == 4 and g2["p_wilcoxon"] > 0.1 and g2["ci_low"] < 0
+    # lower is better (endpoint error): improvements are negative differences
+    e = paired_gain([1.0, 0.9, 1.1], [1.1, 1.0, 1.3], higher_is_better=False)
+    assert e["n_better"] == 3 and e["mean"] == pytest.approx(-4 / 30) and e["p_wilcoxon"] == pytest.approx(1 / 8)
+    # no change at all (the identity): no p-value, zero interval
+    z = paired_gain(before, before)
+    assert z["n_better"] == 0 and math.isnan(z["p_wilcoxon"]) and z["ci_low"] == z["ci_high"] == 0
+    with pytest.raises(ValueError, match="equal length"):
+        paired_gain([1, 2], [1])
+    with pytest.raises(ValueError, match="confidence"):
+        paired_gain([1, 2], [1, 2], confidence=1.5)
