@@ -42,6 +42,9 @@ class TrainConfig:
     ncc_mask_dilate: int = 2
     w_smooth: float = 1.0
     w_dice: float = 1.0
+    # Supervised term: mean squared endpoint error against the synthetic pairs' true field
+    # (needs the embedded synthetic data, which stores each subject's velocity); 0: off.
+    w_field: float = 0.0
     w_rate: float = 1.0
     rate_band: Tuple[float, float] = (0.02, 0.3)
     min_foreground: float = 0.05
@@ -61,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"train.ncc_mask must be 'none' or 'labels', got {self.ncc_mask!r}")
         if not self.ncc_sigma >= 0:
             raise ValueError(f"train.ncc_sigma must be >= 0 (voxels), got {self.ncc_sigma}")
+        if not self.w_field >= 0:
+            raise ValueError(f"train.w_field must be >= 0, got {self.w_field}")
         if self.ncc_mask_dilate < 0:
             raise ValueError("train.ncc_mask_dilate must be >= 0")
         if self.lr_schedule not in ("cosine", "constant"):

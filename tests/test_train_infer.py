@@ -219,3 +219,53 @@ def test_ncc_sigma_reaches_the_trainers_similarity(tiny):
     assert np.isfinite(tr.step(batch)["loss"])
     with pytest.raises(ValueError, match="ncc_sigma"):
         cfg.train.__class__(ncc_sigma=-0.5)
+
+
+def test_true_fields_reach_the_patches_and_the_supervised_loss(tiny):
+    """RegistrationPairs(true_fields=True) gives the exact pair field, random_patches crops it
+    with the images, and train.w_field adds |u - u_true|^2 to the loss (and needs the field)."""
+    from spikereg_neuro.data.dataset import true_displacement
+    from spikereg_neuro.train.trainer import field_mse
+
+    ds = RegistrationPairs(tiny["h5"], "train", true_fields=True)
+    item = ds[1]
+    i, j = ds.pairs[1]
+    ref = true_displacement(tiny["h5"], "train", (i, j))
+    assert np.allclose(item["true_field"].numpy(), ref, atol=1e-6) and np.abs(ref).max() > 0.1
+    assert "true_field" not in RegistrationPairs(tiny["h5"], "train")[1]
+    full = {k: v[None] for k, v in item.items()}
+    batch = random_patches(full, 1, 16, np.random.default_rng(4))
+    assert batch["true_field"].shape == (1, 3, 16, 16, 16)
+    # the crop is the one of the images: find it by matching the fixed patch
+    fx = full["fixed"][0, 0]
+    hits = [o for o in range(fx.shape[1] - 15) if torch.equal(fx[:, o:o + 16], batch["fixed"][0, 0])]
+    assert len(hits) == 1
+    assert torch.equal(batch["true_field"][0], full["true_field"][0][:, :, hits[0]:hits[0] + 16])
+
+    cfg = load_config(tiny["cfg_path"])
+    cfg.train.w_field = 2.0
+    torch.manual_seed(0)
+    tr = SpikeRegTrainer(SpikeRegUNet(cfg.model), cfg, tiny["root"] / "run_field", progress=False)
+    stats = tr.step(batch)
+    assert stats["field_mse"] > 0 and np.isfinite(stats["loss"])
+    with pytest.raises(ValueError, match="true fields"):
+        tr.step({k: v for k, v in batch.items() if k != "true_field"})
+    u = torch.zeros(1, 3, 4, 4, 4)
+    assert float(field_mse(u, torch.ones_like(u))) == pytest.approx(3.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        field_mse(u, torch.ones(1, 3, 4, 4, 5))
+    with pytest.raises(ValueError, match="w_field"):
+        cfg.train.__class__(w_field=-1)
+
+
+def test_true_fields_need_stored_velocities(tiny, tmp_path):
+    import shutil
+
+    import h5py
+
+    copy = tmp_path / "novel.h5"
+    shutil.copy(tiny["h5"], copy)
+    with h5py.File(copy, "r+") as f:
+        del f["train"]["velocities"]
+    with pytest.raises(ValueError, match="no velocities"):
+        RegistrationPairs(copy, "train", true_fields=True)

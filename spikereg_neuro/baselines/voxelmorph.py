@@ -308,7 +308,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     from ..data import RegistrationPairs, build_dataset
     from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
     from ..registration.transform import warp
-    from ..train.trainer import random_patches
+    from ..train.trainer import field_mse, random_patches
 
     cfg = config if config is not None else load_config()
     tc = cfg.train
@@ -324,7 +324,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     out.mkdir(parents=True, exist_ok=True)
 
     h5 = build_dataset(cfg.data, cache_dir, progress=progress)
-    train_ds = RegistrationPairs(h5, "train")
+    train_ds = RegistrationPairs(h5, "train", true_fields=tc.w_field > 0)
     val_ds = RegistrationPairs(h5, "val")
     loader_gen = torch.Generator().manual_seed(tc.seed)
     loader = DataLoader(train_ds, batch_size=1, shuffle=True, generator=loader_gen)
@@ -338,7 +338,8 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     history: List[Dict[str, Any]] = []
     best = {"val_dice": -1.0, "step": 0}
     meta = {"train_config": cfg.to_dict(), "data_config": cfg.data.to_dict(), "parameters": n_params,
-            "loss": f"LocalNCC({tc.ncc_window}{f', sigma {tc.ncc_sigma:g}' if tc.ncc_sigma else ''}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"}
+            "loss": f"LocalNCC({tc.ncc_window}{f', sigma {tc.ncc_sigma:g}' if tc.ncc_sigma else ''}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"
+                    + (f" + {tc.w_field} * |u - u_true|^2" if tc.w_field > 0 else "")}
 
     def extra(step: int) -> Dict[str, Any]:
         return {**meta, "steps": step, "best_val_dice": best["val_dice"], "best_step": best["step"],
@@ -368,13 +369,15 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
             if tc.w_dice > 0:
                 nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
                 dice = dice_loss(one_hot(batch["fixed_labels"], nl), warp(one_hot(batch["moving_labels"], nl), u))
-            loss = sim + tc.w_smooth * smooth + tc.w_dice * dice
+            field_err = field_mse(u, batch["true_field"]) if tc.w_field > 0 else torch.zeros((), device=dev)
+            loss = sim + tc.w_smooth * smooth + tc.w_dice * dice + tc.w_field * field_err
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
             opt.step()
             stats = {"loss": float(loss), "ncc": float(sim), "smooth": float(smooth),
-                     "dice_loss": float(dice), "grad_norm": float(gnorm)}
+                     "dice_loss": float(dice), "grad_norm": float(gnorm),
+                     **({"field_mse": float(field_err)} if tc.w_field > 0 else {})}
             for k, v in stats.items():
                 agg.setdefault(k, []).append(v)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", ncc=f"{stats['ncc']:.3f}")

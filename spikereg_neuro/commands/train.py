@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--device cuda requested but torch sees no CUDA device")
     h5 = build_dataset(cfg.data, args.cache)
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(RegistrationPairs(h5, "train"), batch_size=1, shuffle=True, generator=gen)
+    train_loader = DataLoader(RegistrationPairs(h5, "train", true_fields=cfg.train.w_field > 0),
+                              batch_size=1, shuffle=True, generator=gen)
     val_loader = DataLoader(RegistrationPairs(h5, "val"), batch_size=1, shuffle=False)
     torch.manual_seed(cfg.train.seed)
     net = SpikeRegUNet(cfg.model)

@@ -43,7 +43,8 @@ from torch.utils.data import Dataset
 from ..io.atomic import atomic_write
 from ..io.nifti import save_volume
 from .learn2reg import PairRecord, write_pairs_json
-from .synth import SynthConfig, pair_displacement, synth_subject
+from ..registration.transform import compose, integrate_velocity
+from .synth import SynthConfig, pair_displacement, synth_subject, upsample_velocity
 from .template import LABEL_NAMES, build_template
 
 __all__ = [
@@ -358,9 +359,15 @@ class RegistrationPairs(Dataset):
     ``moving_labels`` int64 ``(1, D, H, W)``; ``pair`` int64 tensor ``(2,)`` = (fixed, moving)
     subject indices. ``pairs`` defaults to :func:`default_pairs`; it may be reassigned, e.g.
     by :meth:`resample` once per epoch for training.
+
+    With ``true_fields=True`` items also carry ``true_field`` float32 ``(3, D, H, W)``, the
+    pair's ground-truth pull field (as :func:`true_displacement`): each subject's ``exp(v)``
+    and ``exp(-v)`` are integrated once, on first use, and kept (about 7 MB per subject at the
+    default size), so a pair costs one composition.
     """
 
-    def __init__(self, h5path: PathLike, split: str, pairs: Optional[Sequence[Sequence[int]]] = None):
+    def __init__(self, h5path: PathLike, split: str, pairs: Optional[Sequence[Sequence[int]]] = None,
+                 true_fields: bool = False):
         self.h5path = Path(h5path)
         self.split = split
         self.images, self.labels, info = _read_split(self.h5path, split)
@@ -369,6 +376,32 @@ class RegistrationPairs(Dataset):
         self.label_names: Dict[int, str] = info["label_names"]
         self.n_subjects = int(self.images.shape[0])
         self.pairs = default_pairs(split, self.n_subjects) if pairs is None else pairs
+        self.true_fields = bool(true_fields)
+        self._velocities: Optional[np.ndarray] = None
+        self._phi: Dict[Tuple[int, int], torch.Tensor] = {}
+        if self.true_fields:
+            with h5py.File(self.h5path, "r") as f:
+                if "velocities" not in f[split]:
+                    raise ValueError(f"{self.h5path}: split {split!r} stores no velocities, so it has no "
+                                     "true fields (only the embedded synthetic data set has them)")
+                self._velocities = np.asarray(f[split]["velocities"], dtype=np.float32)
+            self._steps = int(info["config"].synth.integration_steps)
+
+    def _subject_map(self, i: int, sign: int) -> torch.Tensor:
+        """``exp(sign * v_i)`` as a displacement ``(1, 3, D, H, W)`` (cached)."""
+        key = (i, sign)
+        if key not in self._phi:
+            with torch.no_grad():
+                v = upsample_velocity(self._velocities[i], self.images.shape[1:])
+                self._phi[key] = integrate_velocity(sign * v, steps=self._steps)
+        return self._phi[key]
+
+    def true_field(self, i: int, j: int) -> torch.Tensor:
+        """Ground-truth pull field ``(3, D, H, W)`` of the pair (fixed ``i``, moving ``j``)."""
+        if not self.true_fields:
+            raise ValueError("this RegistrationPairs was built without true_fields=True")
+        with torch.no_grad():
+            return compose(self._subject_map(j, -1), self._subject_map(i, 1))[0]
 
     @property
     def pairs(self) -> List[Tuple[int, int]]:
@@ -393,6 +426,7 @@ class RegistrationPairs(Dataset):
             "fixed_labels": torch.from_numpy(self.labels[i][None].astype(np.int64)),
             "moving_labels": torch.from_numpy(self.labels[j][None].astype(np.int64)),
             "pair": torch.tensor([i, j], dtype=torch.int64),
+            **({"true_field": self.true_field(i, j)} if self.true_fields else {}),
         }
 
 

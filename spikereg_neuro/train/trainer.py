@@ -38,7 +38,8 @@ def random_patches(batch: Dict[str, torch.Tensor], n: int, patch: int, gen: np.r
     size = vols.shape[2:]
     if any(s < patch for s in size):
         raise ValueError(f"training volumes {tuple(size)} are smaller than the patch {patch}")
-    out: Dict[str, List[torch.Tensor]] = {k: [] for k in ("fixed", "moving", "fixed_labels", "moving_labels") if k in batch}
+    keys = ("fixed", "moving", "fixed_labels", "moving_labels", "true_field")
+    out: Dict[str, List[torch.Tensor]] = {k: [] for k in keys if k in batch}
     for _ in range(n):
         b = int(gen.integers(vols.shape[0]))
         for _ in range(tries):
@@ -51,12 +52,21 @@ def random_patches(batch: Dict[str, torch.Tensor], n: int, patch: int, gen: np.r
     return {k: torch.stack(v) for k, v in out.items()}
 
 
+def field_mse(field: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """Mean over voxels of the squared endpoint error ``|u - u_true|^2`` (voxels^2)."""
+    if field.shape != true.shape:
+        raise ValueError(f"field {tuple(field.shape)} and true field {tuple(true.shape)} differ in shape")
+    return ((field - true) ** 2).sum(dim=1).mean()
+
+
 class SpikeRegTrainer:
     """Train a :class:`SpikeRegUNet` with its residual policy.
 
     Loss per iteration ``k`` (weights ``(k+1)/K``): local NCC(fixed, warped) +
-    ``w_smooth`` * gradient smoothness of the field + ``w_dice`` * Dice loss on warped labels;
-    plus ``w_rate`` * the firing-rate band penalty over every layer of every network call.
+    ``w_smooth`` * gradient smoothness of the field + ``w_dice`` * Dice loss on warped labels
+    + ``w_field`` * mean squared endpoint error against the batch's ``true_field`` (synthetic
+    data only); plus ``w_rate`` * the firing-rate band penalty over every layer of every
+    network call.
     """
 
     def __init__(self, model: SpikeRegUNet, config: Config, out_dir: str | Path,
@@ -143,7 +153,10 @@ class SpikeRegTrainer:
                                           integration_steps=self.net.cfg.integration_steps)
         K = len(fields)
         mask = self._similarity_mask(batch)
-        sim = smooth = dice = torch.zeros((), device=fixed.device)
+        sim = smooth = dice = field_err = torch.zeros((), device=fixed.device)
+        if self.tc.w_field > 0 and "true_field" not in batch:
+            raise ValueError("train.w_field > 0 needs the pairs' true fields in the batch "
+                             "(RegistrationPairs(..., true_fields=True), embedded synthetic data)")
         for k, u in enumerate(fields):
             wk = (k + 1) / K
             warped = warp(moving, u)
@@ -153,10 +166,13 @@ class SpikeRegTrainer:
                 nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
                 ml = one_hot(batch["moving_labels"], nl)
                 dice = dice + wk * self.dice_loss(one_hot(batch["fixed_labels"], nl), warp(ml, u))
+            if self.tc.w_field > 0:
+                field_err = field_err + wk * field_mse(u, batch["true_field"])
         with torch.no_grad():  # the unregistered similarity, for the log: progress = ncc < ncc_identity
             ncc_identity = float(self.ncc(fixed, moving, mask)) * sum((k + 1) / K for k in range(K))
         rate = torch.stack(rate_terms).mean()
-        loss = sim + self.tc.w_smooth * smooth + self.tc.w_dice * dice + self.tc.w_rate * rate
+        loss = (sim + self.tc.w_smooth * smooth + self.tc.w_dice * dice + self.tc.w_field * field_err
+                + self.tc.w_rate * rate)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
@@ -165,6 +181,7 @@ class SpikeRegTrainer:
             self.sched.step()
         return {"loss": float(loss), "ncc": float(sim), "ncc_identity": ncc_identity,
                 "smooth": float(smooth), "dice_loss": float(dice),
+                **({"field_mse": float(field_err)} if self.tc.w_field > 0 else {}),
                 "rate_pen": float(rate), "grad_norm": float(gnorm), "lr": self.opt.param_groups[0]["lr"],
                 "rate_mean": float(np.mean([np.mean(v) for v in rates.values()])),
                 "rate_min": float(min(np.mean(v) for v in rates.values()))}
