@@ -100,5 +100,7 @@ def test_spikereg_volume(benchmark, spikereg_net):
 
     f, m = _pair(VOLUME)
     u = _run(benchmark, lambda: register_tensors(spikereg_net, spikereg_net.cfg.scales, f, m,
-                                                 [32] * 3, [16] * 3, 4), rounds=1, warmup=0)
+                                                 [32] * 3, [16] * 3, 4,
+                                                 integration_steps=spikereg_net.cfg.integration_steps),
+             rounds=1, warmup=0)
     assert u.shape == (1, 3, *VOLUME)
