@@ -42,9 +42,9 @@ from torch.utils.data import Dataset
 
 from ..io.atomic import atomic_write
 from ..io.nifti import save_volume
+from ..registration.transform import compose
 from .learn2reg import PairRecord, write_pairs_json
-from ..registration.transform import compose, integrate_velocity
-from .synth import SynthConfig, pair_displacement, synth_subject, upsample_velocity
+from .synth import SynthConfig, pair_displacement, subject_map, synth_subject
 from .template import LABEL_NAMES, build_template
 
 __all__ = [
@@ -388,12 +388,10 @@ class RegistrationPairs(Dataset):
             self._steps = int(info["config"].synth.integration_steps)
 
     def _subject_map(self, i: int, sign: int) -> torch.Tensor:
-        """``exp(sign * v_i)`` as a displacement ``(1, 3, D, H, W)`` (cached)."""
+        """:func:`~spikereg_neuro.data.synth.subject_map` of subject ``i`` (cached)."""
         key = (i, sign)
         if key not in self._phi:
-            with torch.no_grad():
-                v = upsample_velocity(self._velocities[i], self.images.shape[1:])
-                self._phi[key] = integrate_velocity(sign * v, steps=self._steps)
+            self._phi[key] = subject_map(self._velocities[i], self.images.shape[1:], self._steps, sign)
         return self._phi[key]
 
     def true_field(self, i: int, j: int) -> torch.Tensor:

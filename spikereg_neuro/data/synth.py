@@ -44,6 +44,7 @@ __all__ = [
     "random_bias",
     "augment_intensity",
     "synth_subject",
+    "subject_map",
     "pair_displacement",
 ]
 
@@ -186,6 +187,15 @@ def synth_subject(
     )
 
 
+def subject_map(velocity: np.ndarray, shape: Sequence[int], steps: int = 7, sign: int = 1) -> torch.Tensor:
+    """Displacement ``(1, 3, D, H, W)`` of ``exp(sign * v)`` from a subject's coarse velocity:
+    ``phi_k`` for ``sign = 1``, its inverse ``phi_k^-1`` for ``sign = -1``."""
+    if sign not in (1, -1):
+        raise ValueError(f"sign must be 1 or -1, got {sign!r}")
+    with torch.no_grad():
+        return integrate_velocity(sign * upsample_velocity(velocity, shape), steps=steps)
+
+
 def pair_displacement(
     velocity_fixed: np.ndarray,
     velocity_moving: np.ndarray,
@@ -200,8 +210,6 @@ def pair_displacement(
     squaring and of the border, where the template is background anyway).
     """
     with torch.no_grad():
-        vf = upsample_velocity(velocity_fixed, shape)
-        vm = upsample_velocity(velocity_moving, shape)
-        u_fixed = integrate_velocity(vf, steps=steps)
-        inv_moving = integrate_velocity(-vm, steps=steps)
+        u_fixed = subject_map(velocity_fixed, shape, steps, sign=1)
+        inv_moving = subject_map(velocity_moving, shape, steps, sign=-1)
         return compose(inv_moving, u_fixed)[0].numpy().astype(np.float32)
