@@ -34,7 +34,7 @@ from spikereg_neuro.model.unet import SpikeRegUNet
 
 from . import loihi_rules as R
 from .emulator import LayerStats, emulate, payload_of, spike_agreement
-from .netfile import QuantizedNet
+from .netfile import QuantizedLayer, QuantizedNet
 from .quantize import feasible_weight_exps, input_gain
 
 _SAMPLE = 20000  # |a_in| values kept per layer and batch for percentiles
@@ -116,8 +116,8 @@ def _accumulate(net: SpikeRegUNet, rec: FloatRecorder, stats: Dict[str, FloatLay
         idx = torch.from_numpy(gen.choice(a.numel(), size=k, replace=False))
         st.samples.append(a[idx].numpy().astype(np.float64))
         if b.name == "readout":
-            v = torch.cumsum(pre, dim=-1) * s_scale
-            st.i_peak = max(st.i_peak, float(pre.abs().max()) * s_scale)
+            v = torch.cumsum(pre, dim=-1) * s_scale * gain
+            st.i_peak = max(st.i_peak, float(pre.abs().max()) * s_scale * gain)
             st.v_peak = max(st.v_peak, float(v.abs().max()))
             continue
         reset_neuron(b.neuron)
@@ -239,7 +239,7 @@ def verify(net: SpikeRegUNet, q: QuantizedNet, patches: Sequence[Tuple[torch.Ten
             u = net(f, m)
         pl = payload_of(q, f, m)
         r = emulate(q, pl, record_spikes=True, stats=e2e_stats)
-        forced = {k: (v > 0) for k, v in rec.out.items() if k != q.readout.name}
+        forced = {k: forced_output(q.layer(k), v) for k, v in rec.out.items() if k != q.readout.name}
         rt = emulate(q, pl, record_spikes=True, forced=forced)
         d = (u - r.field).abs()
         field_abs += float(d.sum())
@@ -255,7 +255,7 @@ def verify(net: SpikeRegUNet, q: QuantizedNet, patches: Sequence[Tuple[torch.Ten
             g["mismatch_e2e"] += a["mismatches"]
             g["mismatch_tf"] += t["mismatches"]
             g["spikes_float"] += int(fs.sum())
-            g["spikes_quant"] += int(s.sum())
+            g["spikes_quant"] += int((s != 0).sum())
     out: Dict[str, Dict[str, Any]] = {}
     for name, g in agg.items():
         n = max(1, g["entries"])
@@ -276,6 +276,14 @@ def verify(net: SpikeRegUNet, q: QuantizedNet, patches: Sequence[Tuple[torch.Ten
     out["_field"] = {"mean_abs_diff_vox": field_abs / max(1, field_n), "max_abs_diff_vox": field_max,
                      "patches": sum(f.shape[0] for f, _ in patches)}
     return out
+
+
+def forced_output(layer: QuantizedLayer, out: torch.Tensor) -> torch.Tensor:
+    """A float layer's output as the emulator's: spikes (bool), or for a graded layer the payload
+    ``floor(gain * v / theta)`` (int64) where it spiked."""
+    if not layer.graded_output:
+        return out > 0
+    return torch.where(out > 0, torch.floor(out.double() * layer.payload_gain), 0).to(torch.int64)
 
 
 def summarize_stats(stats: Mapping[str, FloatLayerStats]) -> Dict[str, Dict[str, float]]:

@@ -148,12 +148,16 @@ def _notes(q, ver: Dict[str, Any], cmp_: Dict[str, Any]) -> list:
         notes.append("Layers bit-exact with the float SLAYER model when fed the same input spikes "
                      f"(teacher-forced): {', '.join(exact)}.")
     graded = [l.name for l in q.layers if any(e.source == "input" for e in l.inputs)]
+    reading_graded = [l.name for l in q.layers if l.num_message_bits > 0 and l.name not in graded]
     for k in inexact:
         why = ("it reads the graded 8-bit input: SLAYER computes trunc(4096 * conv(w/64, p/255)) in float32 "
                "(rounding toward zero at its state scale), Loihi integrates floor(sum(w*p) * 2^weight_exp) (the "
                "weight exponent is an arithmetic shift) with the threshold scaled by 255 * 2^weight_exp, so "
                "input and decay rounding differ slightly (division by 255 has no shift equivalent)"
-               if k in graded else "see the verification numbers")
+               if k in graded else
+               "it reads graded spikes: the float model passes v/theta unrounded, Loihi the payload "
+               "floor(G * v/theta) (docs/calibration.md, graded spikes), and its threshold is scaled by G"
+               if k in reading_graded else "see the verification numbers")
         notes.append(f"{k}: teacher-forced mismatches {ver[k]['mismatches_teacher_forced']} of "
                      f"{ver[k]['entries']} (neuron, step) entries; {why}.")
     over = {k: (v.get("current_wraps", 0), v.get("voltage_saturations", 0)) for k, v in cmp_["rates"].items()

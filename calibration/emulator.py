@@ -202,8 +202,9 @@ def connection_output(layer: QuantizedLayer, edge: LayerInput, src: torch.Tensor
                       graded: bool = False, max_payload: int = 1) -> torch.Tensor:
     """One connection's per-step output ``shift(W_e * s, weight_exp)``, ``(N, O, D', H', W', steps)``.
 
-    ``src`` is the source's spikes ``(N, C, D, H, W, T_src)`` (bool), or for the graded input
-    the payload ``(N, C, D, H, W)`` (the same at every step).
+    ``src`` is the source's spikes ``(N, C, D, H, W, T_src)`` (bool, or int64 payloads of a
+    graded-spike layer), or for the graded input the payload ``(N, C, D, H, W)`` (the same at
+    every step).
     """
     a, b = edge.channels
     w = torch.from_numpy(np.asarray(layer.weight[:, a:b], dtype=np.int64))
@@ -219,7 +220,8 @@ def connection_output(layer: QuantizedLayer, edge: LayerInput, src: torch.Tensor
         s = upsample2(s)
     n, c, d, h, ww, t = s.shape
     frames = s.permute(0, 5, 1, 2, 3, 4).reshape(n * t, c, d, h, ww)
-    y = _exact_conv(frames, w, layer.stride, layer.padding, 1)
+    max_in = 1 if s.dtype == torch.bool else max(1, int(s.abs().max()) if s.numel() else 1)
+    y = _exact_conv(frames, w, layer.stride, layer.padding, max_in)
     y = R.shift_activation(y, layer.weight_exp)
     return y.reshape(n, t, *y.shape[1:]).permute(0, 2, 3, 4, 5, 1)
 
@@ -236,8 +238,9 @@ def layer_input(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], inpu
 
 def run_layer(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_bits: int = 8,
               overflow: str = "lava", stats: Optional[LayerStats] = None) -> torch.Tensor:
-    """Emulate one layer. Spiking layers return spikes ``(N, O, D', H', W', T)`` (bool); the
-    integrator returns its voltage after the last step ``(N, O, D', H', W')`` (int64)."""
+    """Emulate one layer. Spiking layers return spikes ``(N, O, D', H', W', T)`` (bool; graded
+    layers: int64 payloads ``v >> payload_shift`` where they spike, 0 elsewhere); the integrator
+    returns its voltage after the last step ``(N, O, D', H', W')`` (int64)."""
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"overflow must be one of {OVERFLOW_MODES}")
     a_in = layer_input(layer, sources, input_bits)
@@ -245,9 +248,12 @@ def run_layer(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_
     st = NeuronState.initial(a_in.shape[:-1], p)
     if stats is not None and a_in.numel():
         stats.merge_max(a_in_max=int(a_in.abs().max()))
-    spikes = []
+    spikes, payloads = [], []
     for t in range(a_in.shape[-1]):
-        spikes.append(atrlif_step(st, a_in[..., t], p, overflow, stats))
+        s_t = atrlif_step(st, a_in[..., t], p, overflow, stats)
+        spikes.append(s_t)
+        if layer.graded_output:   # the voltage after the step (lava ATRLIF does not reset v)
+            payloads.append(torch.where(s_t, st.v >> int(layer.payload_shift), 0))
     s = torch.stack(spikes, dim=-1)
     if stats is not None:
         n_neurons = int(s[..., 0].numel())
@@ -260,7 +266,7 @@ def run_layer(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_
         if bool(s.any()):  # pragma: no cover - theta_0 is out of reach by construction
             raise RuntimeError(f"{layer.name}: the integrator spiked")
         return st.v
-    return s
+    return torch.stack(payloads, dim=-1) if layer.graded_output else s
 
 
 # ============================================================================ network
@@ -268,7 +274,7 @@ def run_layer(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_
 class EmulationResult:
     field: torch.Tensor                       # (N, 3, D, H, W) float32, voxels
     readout_v: torch.Tensor                   # (N, 3, D, H, W) int64
-    spikes: Dict[str, torch.Tensor] = field(default_factory=dict)   # (N, C, D, H, W, T) bool
+    spikes: Dict[str, torch.Tensor] = field(default_factory=dict)   # (N, C, D, H, W, T) bool / int64 payloads
     stats: Dict[str, LayerStats] = field(default_factory=dict)
 
 

@@ -19,7 +19,13 @@ Layout (format ``spikereg-neuro/quantized-net``, version 1)::
                                output_shape (C, D, H, W at patch_size), time_window, num_message_bits, input_gain, inputs (JSON),
                                input_sources, delta_i, delta_v, delta_theta, delta_r, theta_0,
                                theta_step, bias_mant, bias_exp, i_decay_mult, v_decay_mult,
-                               theta_decay_mult, r_decay_mult, output_scale, slayer (JSON)
+                               theta_decay_mult, r_decay_mult, output_scale, payload_shift,
+                               slayer (JSON)
+
+Graded spikes (``payload_shift >= 0``; files without the attribute are binary): such a layer
+sends, where it spikes, the payload ``v >> payload_shift`` (its 24-bit voltage, right-shifted)
+instead of a binary event, and its consumers read it through ``num_message_bits > 0``
+connections (lava ``weights.dot(payload)``), like the graded input.
 """
 from __future__ import annotations
 
@@ -112,9 +118,22 @@ class QuantizedLayer:
     num_message_bits: int = 0
     num_weight_bits: int = R.WEIGHT_BITS
     op: str = "conv3d"
-    input_gain: int = 1
+    input_gain: float = 1
     output_scale: Optional[float] = None
     slayer: Dict[str, Any] = field(default_factory=dict)
+    #: -1: binary spikes; k >= 0: graded spikes with payload ``v >> k`` where the neuron spikes
+    payload_shift: int = -1
+
+    @property
+    def graded_output(self) -> bool:
+        return int(self.payload_shift) >= 0
+
+    @property
+    def payload_gain(self) -> float:
+        """Payload units per threshold of a graded layer: ``64 * theta_0 / 2**payload_shift``."""
+        if not self.graded_output:
+            raise ValueError(f"layer {self.name} sends binary spikes")
+        return (1 << R.ACT_SHIFT) * int(self.atrlif["theta_0"]) / float(1 << int(self.payload_shift))
 
     @property
     def out_channels(self) -> int:
@@ -196,6 +215,16 @@ class QuantizedNet:
     def names(self) -> List[str]:
         return [l.name for l in self.layers]
 
+    @property
+    def graded_sources(self) -> set:
+        """Sources whose events carry a payload: ``"input"`` and every graded-spike layer."""
+        return {"input"} | {l.name for l in self.layers if l.graded_output}
+
+    @property
+    def graded_spikes(self) -> bool:
+        """True if hidden layers send graded spikes (not only the input)."""
+        return any(l.graded_output for l in self.layers)
+
     def layer(self, name: str) -> QuantizedLayer:
         for l in self.layers:
             if l.name == name:
@@ -232,6 +261,7 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
         raise NetFileError(f"time windows must be >= 1 (enc {q.enc_windows}, dec {q.dec_window})")
     out_ch: Dict[str, int] = {"input": int(q.in_channels)}
     window: Dict[str, int] = {"input": max(q.enc_windows) if q.enc_windows else 1}
+    graded_layers: set = set()
     for l in q.layers:
         where = f"layer {l.name!r}"
         if l.neuron not in NEURON_KINDS:
@@ -311,6 +341,20 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
         graded = any(e.source == "input" for e in l.inputs)
         if graded and l.num_message_bits != q.input_bits:
             raise NetFileError(f"{where}: reads the graded input, num_message_bits must be input_bits={q.input_bits}")
+        hidden = [e.source in graded_layers for e in l.inputs if e.source != "input"]
+        if any(hidden) and not all(hidden):
+            raise NetFileError(f"{where}: mixes binary and graded-spike sources (one num_message_bits per layer)")
+        if any(hidden) and (graded or l.num_message_bits != R.MAX_PAYLOAD_BITS):
+            raise NetFileError(f"{where}: reads graded spikes, num_message_bits must be {R.MAX_PAYLOAD_BITS} "
+                               "(and it must not also read the input)")
+        if not graded and not any(hidden) and l.num_message_bits != 0:
+            raise NetFileError(f"{where}: reads binary spikes only, num_message_bits must be 0")
+        k = int(l.payload_shift)
+        if k != l.payload_shift or not -1 <= k < R.MAX_PAYLOAD_BITS or (k >= 0 and l.neuron != "atrlif"):
+            raise NetFileError(f"{where}: payload_shift {l.payload_shift!r} must be -1 (binary spikes) or, for "
+                               f"a spiking layer, an integer in [0, {R.MAX_PAYLOAD_BITS - 1}]")
+        if k >= 0:
+            graded_layers.add(l.name)
         out_ch[l.name] = l.out_channels
         window[l.name] = int(l.time_window)
     if q.readout.neuron != "integrator":
@@ -401,7 +445,7 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
             a["output_shape"] = np.asarray(shapes[l.name], dtype=np.int64)
             a["time_window"] = int(l.time_window)
             a["num_message_bits"] = int(l.num_message_bits)
-            a["input_gain"] = int(l.input_gain)
+            a["input_gain"] = float(l.input_gain)
             a["inputs"] = _json([e.to_dict() for e in l.inputs])
             a["input_sources"] = np.array([e.source for e in l.inputs], dtype=h5py.string_dtype())
             for k in ATRLIF_PARAMS:
@@ -411,6 +455,7 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
                 a[k] = int(v)
             if l.output_scale is not None:
                 a["output_scale"] = float(l.output_scale)
+            a["payload_shift"] = int(l.payload_shift)
             a["slayer"] = _json(l.slayer)
     return path
 
@@ -469,8 +514,9 @@ def load_qnet(path: PathLike) -> QuantizedNet:
                 inputs=inputs, time_window=int(_attr(a, "time_window", lw)), atrlif=atr,
                 num_message_bits=int(_attr(a, "num_message_bits", lw)),
                 num_weight_bits=int(_attr(a, "num_weight_bits", lw)), op=str(_attr(a, "op", lw)),
-                input_gain=int(a.get("input_gain", 1)), output_scale=out_scale,
+                input_gain=float(a.get("input_gain", 1)), output_scale=out_scale,
                 slayer=json.loads(a["slayer"]) if "slayer" in a else {},
+                payload_shift=int(a.get("payload_shift", -1)),
             )
             for k in ("in_channels", "out_channels"):
                 if k in a and int(a[k]) != getattr(layer, k):
@@ -518,7 +564,7 @@ def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
                 and x.time_window == y.time_window and x.neuron == y.neuron
                 and {k: x.atrlif[k] for k in ATRLIF_PARAMS} == {k: y.atrlif[k] for k in ATRLIF_PARAMS}
                 and x.num_message_bits == y.num_message_bits and x.input_gain == y.input_gain
-                and x.output_scale == y.output_scale):
+                and x.output_scale == y.output_scale and x.payload_shift == y.payload_shift):
             return False
     return (a.enc_windows == b.enc_windows and a.dec_window == b.dec_window
             and a.input_bits == b.input_bits and a.in_channels == b.in_channels

@@ -17,6 +17,16 @@ their integer mantissas are taken as they are. What remains is, per layer, the w
   input, ``delta_v = 0``, threshold out of reach); ``field = output_scale * v_T`` with
   ``output_scale = readout_scale * 2**-e / (64 * 64 * T)``.
 
+* graded-spike networks (``neuron.graded_spike``): a spiking layer's float output is
+  ``p = v / theta`` where it spikes. On Loihi it sends the payload ``v >> k``, which is
+  ``floor(G * p)`` when ``64 * theta_0 = G * 2**k``. One payload gain ``G`` serves every graded
+  layer: ``G = (2**input_bits - 1) * 2**j`` with the largest ``j`` such that a consumer's
+  ``theta_0 = vThMant * G`` fits 12 bits at weight exponent 0 (``vThMant = 256``, 8-bit input:
+  ``G = 255 / 16``, ``theta_0 = 4080``, ``k = 14``; ``enc0``, which reads the input at gain 255 with
+  ``e = -4``, has ``theta_0 = 4080`` too). Weight exponent 0 matters: the x2-upsampled edges fold
+  up to 8 weights into one synapse and need splitting across processes, which is exact only
+  without a right shift (:mod:`sim.lowering`). ``vThMant`` must be a power of two.
+
 Decays map exactly: ``delta_i = (iDecay - 1) / 4096`` (ATRLIF adds ``ds_offset = 1`` to the
 current decay), ``delta_v = vDecay / 4096``, ``delta_theta = thDecay / 4096``,
 ``delta_r = refDecay / 4096``; ``theta_step = vThStep`` (threshold adaptation, 0 by default).
@@ -37,19 +47,50 @@ from .netfile import LayerInput, QuantizedLayer, QuantizedNet, validate_qnet
 _UP = re.compile(r"^up\((\w+)\)$")
 
 
-def input_gain(net: SpikeRegUNet, name: str) -> int:
-    """Integer input units per float unit: ``2**input_bits - 1`` for the graded-input layer."""
-    return (2 ** net.cfg.input_bits - 1) if name == net.enc[0].name else 1
+def graded_payload_gain(net: SpikeRegUNet) -> float:
+    """Payload units per threshold of a graded-spike network's hidden layers (module doc)."""
+    m = int(net.enc[0].neuron.v_th_mant)
+    if m < 1 or m & (m - 1):
+        raise ValueError(f"graded spikes need a power-of-two threshold mantissa vThMant (threshold x "
+                         f"{R.SLAYER_W_SCALE}), got {m}")
+    g = float(2 ** net.cfg.input_bits - 1)
+    while m * g > R.THETA_MAX:
+        g /= 2
+    while m * g * 2 <= R.THETA_MAX:
+        g *= 2
+    return g
 
 
-def theta_mantissa(v_th_mant: int, gain: int, weight_exp: int) -> Tuple[int, bool]:
+def input_gain(net: SpikeRegUNet, name: str) -> float:
+    """Integer input units per float unit of a layer's input: ``2**input_bits - 1`` for the
+    graded-input layer; the payload gain (:func:`graded_payload_gain`) for the other layers of a
+    graded-spike network; 1 for binary spikes."""
+    if name == net.enc[0].name:
+        return 2 ** net.cfg.input_bits - 1
+    if net.cfg.neuron.graded_spike:
+        return graded_payload_gain(net)
+    return 1
+
+
+def payload_shift(theta_0: int, gain: float, name: str = "layer") -> int:
+    """``k`` with ``64 * theta_0 = gain * 2**k``: the voltage shift that makes a graded layer's
+    payload ``floor(gain * v / theta)``."""
+    x = (1 << R.ACT_SHIFT) * int(theta_0) / float(gain)
+    k = int(round(np.log2(x))) if x > 0 else -1
+    if k < 0 or float(2 ** k) != x or k >= R.MAX_PAYLOAD_BITS:
+        raise ValueError(f"{name}: 64 * theta_0 / payload gain = {x} is not a power of two in "
+                         f"[1, 2**{R.MAX_PAYLOAD_BITS - 1}]; no voltage shift gives the payload")
+    return k
+
+
+def theta_mantissa(v_th_mant: int, gain: float, weight_exp: int) -> Tuple[int, bool]:
     """``theta_0 = vThMant * gain * 2**weight_exp`` rounded to an integer; ``exact`` flag."""
-    x = int(v_th_mant) * int(gain) * (2.0 ** int(weight_exp))
+    x = int(v_th_mant) * float(gain) * (2.0 ** int(weight_exp))
     t = int(round(x))
     return t, float(t) == x
 
 
-def feasible_weight_exps(v_th_mant: int, gain: int) -> List[int]:
+def feasible_weight_exps(v_th_mant: int, gain: float) -> List[int]:
     """Weight exponents for which ``theta_0`` is an exact integer within 12 bits (>= 1)."""
     out = []
     for e in range(R.WEIGHT_EXP_MIN, R.WEIGHT_EXP_MAX + 1):
@@ -67,10 +108,11 @@ def default_weight_exp(feasible: List[int]) -> int:
     return max(neg) if neg else min(feasible)
 
 
-def readout_output_scale(readout_scale: float, weight_exp: int, time_window: int) -> float:
-    """Voxels per unit of the read-out voltage after the last step."""
+def readout_output_scale(readout_scale: float, weight_exp: int, time_window: int, gain: float = 1) -> float:
+    """Voxels per unit of the read-out voltage after the last step (``gain``: integer input units
+    per float unit of the read-out's input, 1 for binary spikes)."""
     return float(readout_scale) * (2.0 ** -int(weight_exp)) / (
-        (1 << R.ACT_SHIFT) * R.SLAYER_W_SCALE * int(time_window))
+        (1 << R.ACT_SHIFT) * R.SLAYER_W_SCALE * int(time_window) * float(gain))
 
 
 def _inputs(net: SpikeRegUNet) -> Dict[str, List[LayerInput]]:
@@ -124,6 +166,8 @@ def quantize_network(
         gain = input_gain(net, name)
         T = int(d["time_window"])
         graded = any(e.source == "input" for e in edges[name])
+        hidden_graded = net.cfg.neuron.graded_spike and not graded
+        nmb = net.cfg.input_bits if graded else (R.MAX_PAYLOAD_BITS if hidden_graded else 0)
         if d["neuron_kind"] == "integrator":
             e = int(weight_exps.get(name, 0))
             R.check_weight_exp(e, name)
@@ -134,8 +178,8 @@ def quantize_network(
                 name=name, neuron="integrator", weight=wi.astype(np.int16), weight_exp=e,
                 kernel_size=tuple(d["kernel_size"]), stride=tuple(d["stride"]), padding=tuple(d["padding"]),
                 inputs=edges[name], time_window=T, atrlif=atr,
-                num_message_bits=net.cfg.input_bits if graded else 0, input_gain=gain,
-                output_scale=readout_output_scale(d["output_scale"], e, T),
+                num_message_bits=nmb, input_gain=gain,
+                output_scale=readout_output_scale(d["output_scale"], e, T, gain),
                 slayer={"neuron": d["neuron"], "output_scale": d["output_scale"]})
         else:
             if d["neuron_kind"] != "alif":
@@ -162,9 +206,11 @@ def quantize_network(
                 name=name, neuron="atrlif", weight=wi.astype(np.int16), weight_exp=e,
                 kernel_size=tuple(d["kernel_size"]), stride=tuple(d["stride"]), padding=tuple(d["padding"]),
                 inputs=edges[name], time_window=T, atrlif=atr,
-                num_message_bits=net.cfg.input_bits if graded else 0, input_gain=gain,
+                num_message_bits=nmb, input_gain=gain,
                 slayer={"neuron": {k: (bool(v) if isinstance(v, (bool, np.bool_)) else v)
-                                   for k, v in dp.items()}})
+                                   for k, v in dp.items()}},
+                payload_shift=(payload_shift(theta_0, graded_payload_gain(net), name)
+                               if net.cfg.neuron.graded_spike else -1))
         layers.append(layer)
     cfg = net.cfg
     q = QuantizedNet(layers=layers, enc_windows=cfg.enc_windows, dec_window=cfg.dec_window,

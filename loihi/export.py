@@ -20,7 +20,8 @@ Everything a Lava graph builder needs for one patch shape, in Lava's integer uni
     /populations/input      attrs: shape (C, D, H, W), kind "graded_input", num_message_bits
     /populations/<layer>    attrs: shape (C, D, H, W), neuron (atrlif | integrator), time_window,
                                    delta_i, delta_v, delta_theta, delta_r, theta_0, theta_step,
-                                   bias_mant, bias_exp, [output_scale]
+                                   bias_mant, bias_exp, payload_shift (-1: binary spikes; k: graded
+                                   spikes with payload v >> k), [output_scale]
     /connections/<layer>/<k>    (k = 0.. in the layer's input order; one per source)
         dataset  weight_mant    int8 (C_out, C_src, kd, kh, kw): Lava weight = 2 x weight_mant
         attrs    source, transform (identity | upsample2), channels [start, stop) of the layer's
@@ -199,6 +200,7 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
         g.attrs["kind"] = "graded_input"
         g.attrs["num_message_bits"] = int(q.input_bits)
         conns = f.create_group("connections")
+        graded = q.graded_sources
         for l in q.layers:
             g = pops.create_group(l.name)
             g.attrs["shape"] = np.asarray(shapes[l.name], dtype=np.int64)
@@ -206,6 +208,7 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
             g.attrs["time_window"] = int(l.time_window)
             for k in ATRLIF_KEYS:
                 g.attrs[k] = float(l.atrlif[k]) if k.startswith("delta") else int(l.atrlif[k])
+            g.attrs["payload_shift"] = int(l.payload_shift)
             if l.output_scale is not None:
                 g.attrs["output_scale"] = float(l.output_scale)
             lg = conns.create_group(l.name)
@@ -225,7 +228,7 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
                 ha["extra_delay"] = int(sched[l.name]["inputs"][k]["extra_delay"])
                 ha["weight_exp"] = int(l.weight_exp)
                 ha["num_weight_bits"] = int(l.num_weight_bits)
-                ha["num_message_bits"] = int(l.num_message_bits if e.source == "input" else 0)
+                ha["num_message_bits"] = int(l.num_message_bits if e.source in graded else 0)
                 ha["kernel_size"] = np.asarray(l.kernel_size, dtype=np.int64)
                 ha["stride"] = np.asarray(l.stride, dtype=np.int64)
                 ha["padding"] = np.asarray(l.padding, dtype=np.int64)
@@ -292,6 +295,7 @@ def load_deployable(path: PathLike) -> DeployableNet:
             for k in ATRLIF_KEYS:
                 v = _attr(pa, k, lw)
                 pop[k] = float(v) if k.startswith("delta") else int(v)
+            pop["payload_shift"] = int(pa.get("payload_shift", -1))
             if "output_scale" in pa:
                 pop["output_scale"] = float(pa["output_scale"])
             keys = sorted(C[name].keys(), key=lambda s: int(s) if s.isdigit() else -1)

@@ -168,6 +168,11 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
              "source neurons sending to the core",
              "the graded input is injected from the host / embedded CPUs (not on neuro-cores); the "
              "read-out's voltages are read by the host"]
+    graded = res.graded_layers
+    if graded:
+        notes.append(f"graded spikes: {', '.join(graded)} send one message per spike carrying a payload "
+                     "(v >> payload_shift, up to 24 bits); counted like binary spike messages (one per "
+                     "spike); no per-core limit on payload traffic is modelled")
     notes += res.notes + part.notes
     if part.violations():
         notes.append("LIMITS VIOLATED: " + "; ".join(part.violations()[:5]))

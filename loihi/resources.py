@@ -168,6 +168,7 @@ def layers_from_qnet(q) -> List[Dict[str, Any]]:
             "time_window": int(l.time_window),
             "neuron_kind": "alif" if l.neuron == "atrlif" else "integrator",
             "neuron": l.neuron, "weight_exp": int(l.weight_exp),
+            "payload_shift": int(getattr(l, "payload_shift", -1)),
         })
     return out
 
@@ -205,6 +206,8 @@ class NetworkResources:
         self.patch_shape: Shape3 = tuple(int(x) for x in patch_shape)  # type: ignore
         self.counter = NetworkCounter(layers, self.patch_shape)
         self.notes: List[str] = []
+        #: layers that send graded spikes (payload_shift >= 0 in net.h5)
+        self.graded_layers: List[str] = [d["name"] for d in layers if int(d.get("payload_shift", -1)) >= 0]
         self.layers: Dict[str, LayerResources] = {}
         for d in layers:
             self.layers[d["name"]] = self._build(d)

@@ -20,13 +20,14 @@ def readout_sha256(readout_v) -> str:
 
 
 def spikes_per_step(spikes) -> List[int]:
-    """Spike count per local time step of a ``(..., T)`` spike tensor."""
+    """Spike count per local time step of a ``(..., T)`` spike (or graded payload) tensor."""
     s = spikes.detach().cpu().numpy() if isinstance(spikes, torch.Tensor) else np.asarray(spikes)
-    return [int(x) for x in s.reshape(-1, s.shape[-1]).sum(axis=0)]
+    return [int(x) for x in (s.reshape(-1, s.shape[-1]) != 0).sum(axis=0)]
 
 
 def compare_results(a: EmulationResult, b: EmulationResult, layers: Sequence[str] = ()) -> Dict[str, Any]:
-    """Mismatches per layer (entries ``(neuron, step)`` where exactly one run spiked) and in the
+    """Mismatches per layer (entries ``(neuron, step)`` where exactly one run spiked, or, for
+    graded spikes, where the payloads differ) and in the
     integer read-out. ``equal`` is True when everything matches (0 mismatches everywhere)."""
     names = list(layers) or list(a.spikes)
     out: Dict[str, Any] = {"layers": {}, "equal": True}
@@ -34,10 +35,13 @@ def compare_results(a: EmulationResult, b: EmulationResult, layers: Sequence[str
     if missing:
         raise KeyError(f"layers {missing} are missing from one of the runs")
     for n in names:
-        x, y = a.spikes[n].bool(), b.spikes[n].bool()
+        pa, pb = a.spikes[n], b.spikes[n]
+        x, y = pa.bool(), pb.bool()
         if x.shape != y.shape:
             raise ValueError(f"{n}: spike tensors differ in shape: {tuple(x.shape)} vs {tuple(y.shape)}")
         d = x ^ y
+        if pa.dtype != torch.bool or pb.dtype != torch.bool:   # graded spikes: payloads must agree too
+            d = d | (pa.to(torch.int64) != pb.to(torch.int64))
         per_step = d.reshape(-1, d.shape[-1]).sum(dim=0).tolist()
         row = {"mismatches": int(d.sum()), "entries": int(d.numel()), "spikes_a": int(x.sum()),
                "spikes_b": int(y.sum()), "mismatches_per_step": [int(v) for v in per_step]}

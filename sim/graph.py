@@ -204,9 +204,11 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
     for layer in q.layers:
         plan = plans[layer.name]
         kw = _atrlif_kwargs(layer)
-        if plan.windowed:
-            neu = WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start, t_end=plan.t_end,
-                                 with_v_out=plan.integrator, name=layer.name, **kw)
+        if plan.windowed or layer.graded_output:
+            neu = WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start if plan.windowed else 1,
+                                 t_end=plan.t_end if plan.windowed else 2 ** 31 - 1,
+                                 with_v_out=plan.integrator, payload_shift=layer.payload_shift,
+                                 name=layer.name, **kw)
         else:
             neu = ATRLIF(shape=(plan.neurons,), name=layer.name, **kw)
         neurons[layer.name] = neu

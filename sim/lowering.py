@@ -235,11 +235,14 @@ def lower_connection(layer: QuantizedLayer, edge: LayerInput, src_shape: Shape4,
             f"[{int(m.data.min())}, {int(m.data.max())}], outside the 8-bit synapse range, and the "
             f"weight exponent {layer.weight_exp} < 0: splitting the matrix would floor each part "
             "separately, which is not the emulator's shift of the sum")
-    graded = edge.source == "input"
+    # graded edges (the input, or a graded-spike layer): the layer's num_message_bits (a layer
+    # reads only graded or only binary sources; validate_qnet)
+    graded = edge.source == "input" or layer.num_message_bits > 0
     return LoweredConnection(layer=layer.name, source=edge.source, transform=edge.transform,
                              channels=(int(a), int(b)), source_step_offset=int(edge.source_step_offset),
                              weight_exp=int(layer.weight_exp),
-                             num_message_bits=int(input_bits if graded else 0),
+                             num_message_bits=int(input_bits if edge.source == "input"
+                                                  else layer.num_message_bits),
                              src_shape=tuple(int(x) for x in src_shape),  # type: ignore[arg-type]
                              out_shape=tuple(int(x) for x in out_shape),  # type: ignore[arg-type]
                              matrices=chunks)

@@ -19,6 +19,12 @@ the ``a_in`` port object is wrapped so that ``recv()`` returns zeros outside the
 neuron arithmetic is lava's own code. On Loihi 2 the same gating is a host or embedded-CPU write
 of the layer's state at its start step, or a microcoded neuron program that tests the time step;
 neither exists in lava-nc (the open-source CPU simulator), hence this process.
+
+Graded spikes. ``payload_shift = k >= 0`` makes the layer send, where it spikes, the payload
+``v >> k`` (its voltage after the step; ATRLIF does not reset ``v``) instead of the spike bit,
+on an ``s_out`` of 24-bit precision (lava's own ``PyATRLIFModelFixed.s_out`` type). Again only
+the port object is wrapped (``send`` multiplies the bits lava computed by the payload); the
+neuron step is lava's. On Loihi 2 this is a microcoded neuron that spikes with a graded payload.
 """
 from __future__ import annotations
 
@@ -42,10 +48,13 @@ class WindowedATRLIF(ATRLIF):
     ``[t_start, t_end]`` (1-based, as ``PyLoihiProcessModel.time_step``); optional ``v_out``."""
 
     def __init__(self, *, shape: ty.Tuple[int, ...], t_start: int = 1, t_end: int = 2 ** 31 - 1,
-                 with_v_out: bool = False, **kwargs) -> None:
+                 with_v_out: bool = False, payload_shift: int = -1, **kwargs) -> None:
         super().__init__(shape=shape, **kwargs)
         if int(t_start) < 1 or int(t_end) < int(t_start):
             raise ValueError(f"window [{t_start}, {t_end}] must satisfy 1 <= t_start <= t_end")
+        if not -1 <= int(payload_shift) < 24:
+            raise ValueError(f"payload_shift must be -1 (binary spikes) or in [0, 23], got {payload_shift}")
+        self.proc_params["payload_shift"] = int(payload_shift)
         self.proc_params["t_start"] = int(t_start)
         self.proc_params["t_end"] = int(t_end)
         self.proc_params["with_v_out"] = bool(with_v_out)
@@ -68,6 +77,20 @@ class _WindowGate:
         return getattr(self.port, item)
 
 
+class _GradedSend:
+    """Wraps a PyOutPort: ``send(s)`` sends ``s * (v >> shift)`` (the graded payload)."""
+
+    def __init__(self, port, model, shift: int) -> None:
+        self.port, self.model, self.shift = port, model, int(shift)
+
+    def send(self, s):
+        v = np.asarray(self.model.v).astype(np.int64)
+        self.port.send(np.where(np.asarray(s) != 0, v >> self.shift, 0).astype(np.int32))
+
+    def __getattr__(self, item):
+        return getattr(self.port, item)
+
+
 @implements(proc=WindowedATRLIF, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
@@ -80,6 +103,9 @@ class PyWindowedATRLIFModelFixed(PyATRLIFModelFixed):
     def run_spk(self) -> None:
         if not isinstance(self.a_in, _WindowGate):
             self.a_in = _WindowGate(self.a_in)
+        k = self.proc_params.get("payload_shift", -1)
+        if k >= 0 and not isinstance(self.s_out, _GradedSend):
+            self.s_out = _GradedSend(self.s_out, self, k)
         self.a_in.open = self.proc_params["t_start"] <= self.time_step <= self.proc_params["t_end"]
         super().run_spk()                      # lava-nc's bit-accurate ATRLIF step, unmodified
         if self.proc_params["with_v_out"]:

@@ -204,6 +204,7 @@ def run_graph(g, *, run_cfg=None, progress: Optional[ProgressFn] = None, log: Op
     _ACTIVE["runtime"] = g.source.runtime
     t_init = time.perf_counter() - t0
     spikes: Dict[str, List[np.ndarray]] = {n: [] for n, p in g.plans.items() if not p.integrator}
+    graded = {l.name for l in g.q.layers if l.graded_output}
     readout = None
     n_steps = g.num_steps
     step_t: List[float] = []          # time at which every monitor had delivered step k
@@ -218,8 +219,9 @@ def run_graph(g, *, run_cfg=None, progress: Optional[ProgressFn] = None, log: Op
                 if plan.integrator:
                     if step == plan.t_end:
                         readout = np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
-                elif plan.t_start <= step <= plan.t_end:
-                    spikes[name].append(np.asarray(x) != 0)
+                elif plan.t_start <= step <= plan.t_end:   # graded layers: int payloads
+                    spikes[name].append(np.rint(np.asarray(x, dtype=np.float64)).astype(np.int64)
+                                        if name in graded else np.asarray(x) != 0)
             step_t.append(time.perf_counter() - t0)
             if progress:
                 progress(f"step {step}/{n_steps} ({step_t[-1]:.1f} s)")
@@ -291,8 +293,12 @@ def to_result(q: QuantizedNet, arrays: Dict[str, np.ndarray], info: Dict[str, An
     """A :class:`LavaResult` (torch tensors, batch of 1) from :func:`run_graph`'s arrays and info."""
     v = torch.from_numpy(np.asarray(arrays["readout_v"], dtype=np.int64)).unsqueeze(0)
     field_ = (v.to(torch.float64) * q.readout.output_scale).to(torch.float32)
-    spikes = {k.split("/", 1)[1]: torch.from_numpy(np.asarray(a, dtype=bool)).unsqueeze(0)
-              for k, a in arrays.items() if k.startswith("spikes/")}
+    graded = {l.name for l in q.layers if l.graded_output}
+    spikes = {}
+    for k, a in arrays.items():
+        if k.startswith("spikes/"):
+            name = k.split("/", 1)[1]
+            spikes[name] = torch.from_numpy(np.asarray(a, dtype=np.int64 if name in graded else bool)).unsqueeze(0)
     order = [l.name for l in q.layers if l.name in spikes]
     return LavaResult(field=field_, readout_v=v, spikes={k: spikes[k] for k in order}, info=info)
 

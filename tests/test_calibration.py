@@ -393,6 +393,26 @@ def test_netfile_validation_errors(qnet, tmp_path):
     q.layers[2].weight_exp = -9
     with pytest.raises(NetFileError, match="weight exponent"):
         validate_qnet(q)
+    # graded spikes: binary files read as payload_shift -1; a graded source needs graded readers
+    with h5py.File(good, "r") as f:
+        assert all(int(f["layers"][n].attrs["payload_shift"]) == -1 for n in qnet.names)
+    nops = _copy_and_edit(good, tmp_path / "nops.h5", lambda f: f["layers/enc2"].attrs.__delitem__("payload_shift"))
+    assert load_qnet(nops).layer("enc2").payload_shift == -1 and not qnet.graded_spikes
+    q = copy.deepcopy(qnet)
+    q.layer("enc2").payload_shift = 14               # enc3 and dec2 still read it as binary
+    with pytest.raises(NetFileError, match="enc3.*reads graded spikes, num_message_bits must be 24"):
+        validate_qnet(q)
+    q.layer("enc3").num_message_bits = 24            # dec2 reads enc2 (graded) and up(enc3) (binary)
+    with pytest.raises(NetFileError, match="dec2.*mixes binary and graded"):
+        validate_qnet(q)
+    q = copy.deepcopy(qnet)
+    q.readout.payload_shift = 3
+    with pytest.raises(NetFileError, match="payload_shift 3 must be -1"):
+        validate_qnet(q)
+    q = copy.deepcopy(qnet)
+    q.layer("dec1").num_message_bits = 24
+    with pytest.raises(NetFileError, match="binary spikes only, num_message_bits must be 0"):
+        validate_qnet(q)
     with pytest.raises(FileNotFoundError):
         load_qnet(tmp_path / "nope.h5")
 

@@ -98,6 +98,36 @@ def test_only_binary_spikes_travel_between_layers():
         assert torch.all((out == 0) | (out == 1))
 
 
+def test_graded_spikes_carry_the_voltage_in_thresholds():
+    """graded_spike: a spike carries v / theta (>= 1, unbounded above), zero elsewhere; the
+    gradient is the payload's own derivative (1 / theta) above threshold; activity counts events."""
+    cfg = NeuronConfig(threshold=2.0, current_decay=1.0, voltage_decay=1.0, refractory_decay=1.0,
+                       graded_spike=True)
+    blk = SpikingConvBlock("g", 1, 1, cfg, kernel_size=1, quantize=False)
+    with torch.no_grad():
+        blk.synapse.weight.fill_(1.0)
+    drive = torch.tensor([0.5, 1.9, 2.0, 5.0, 13.0], requires_grad=True)
+    s = blk(drive.view(1, 1, 1, 1, 5, 1).expand(1, 1, 1, 1, 5, 2))[0, 0, 0, 0]
+    # no memory (decays 1): v = drive at every step; refractory decays fully, so no suppression
+    assert torch.allclose(s[:, 0], torch.tensor([0.0, 0.0, 1.0, 2.5, 6.5]))
+    s[:, 0].sum().backward()
+    assert torch.allclose(drive.grad[3:], torch.full((2,), 0.5))    # d(v / theta)/dv = 1/2
+    assert drive.grad[0] < drive.grad[1] < 0.5                       # surrogate below threshold
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY, weight_gain=3.0, neuron=NeuronConfig(graded_spike=True)))
+    seen = {}
+    for blk in [*net.enc, *net.dec]:
+        blk.register_forward_hook(lambda mod, inp, out, n=blk.name: seen.__setitem__(n, out))
+    net(*_pair(16))
+    assert any(float(o.max()) > 1.5 for o in seen.values())           # payloads beyond one threshold
+    for name, out in seen.items():
+        assert torch.all((out == 0) | (out >= 1)), name
+        assert net.activity[name].sum() == (out != 0).sum()            # events, not payload sums
+        assert torch.isclose(net.rates[name], (out != 0).float().mean())
+    with pytest.raises(ValueError, match="graded_spike"):
+        NeuronConfig(graded_spike="yes")
+
+
 def test_gradient_reaches_every_layer():
     torch.manual_seed(0)
     net = SpikeRegUNet(ModelConfig(**TINY))

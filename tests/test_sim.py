@@ -471,3 +471,57 @@ def test_two_level_readout_float_emulator_and_lava_agree():
     for name, row in c["layers"].items():
         assert row["mismatches"] == 0 and row["spikes_a"] > 0, (name, row)
     assert c["readout"]["mismatches"] == 0 and c["equal"] and int(ref.readout_v.abs().max()) > 0
+
+
+def test_graded_spike_network_quantized_emulated_and_lava_agree(tmp_path):
+    """neuron.graded_spike: every hidden layer sends v >> 14 (payload gain 255/16 per threshold,
+    theta_0 4080 at weight exponent 0); Lava equals the emulator spike for spike AND payload for
+    payload; the float network agrees with the emulator up to payload rounding."""
+    from calibration.calibrate import FloatRecorder, forced_output
+    from calibration.emulator import spike_agreement
+    from calibration.netfile import load_qnet, qnet_equal
+    from spikereg_neuro.model.neuron import NeuronConfig
+    from spikereg_neuro.profiler.counting import NetworkCounter
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2),
+                      dec_window=2, readout_levels=2, weight_gain=3.0, readout_scale=0.1,
+                      neuron=NeuronConfig(graded_spike=True))
+    net = SpikeRegUNet(cfg).eval()
+    q = quantize_network(net, source_checkpoint="tinyg", source_sha256="0" * 64,
+                         patch_size=(16, 16, 16), stride=(8, 8, 8))
+    assert q.graded_spikes and q.graded_sources == {"input", *q.names[:-1]}
+    assert (q["enc0"].weight_exp, q["enc0"].num_message_bits, q["enc0"].input_gain) == (-4, 8, 255)
+    for l in q.layers[:-1]:
+        assert l.atrlif["theta_0"] == 4080 and l.payload_shift == 14 and l.payload_gain == 255 / 16
+    for l in q.layers[1:]:
+        assert l.weight_exp == 0 and l.num_message_bits == R.MAX_PAYLOAD_BITS and l.input_gain == 255 / 16
+    assert q.readout.payload_shift == -1
+    assert q.readout.output_scale == cfg.readout_scale / (4096 * 2 * 255 / 16)
+    save_qnet(tmp_path / "g.h5", q)
+    assert qnet_equal(load_qnet(tmp_path / "g.h5"), q)
+    pl = smooth_payload()
+    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
+        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
+    forced = {k: forced_output(q.layer(k), v) for k, v in rec.out.items() if k != "readout"}
+    tf = emulate(q, pl, forced=forced, record_spikes=True)
+    ref = emulate(q, pl, record_spikes=True)
+    for name, s in ref.spikes.items():
+        assert s.dtype == torch.int64 and int(s.max()) > 16, name    # payloads, beyond 1 threshold
+        assert torch.all((s == 0) | (s >= 15)), name                  # >= floor(15.94 * 1)
+        assert spike_agreement(rec.out[name] > 0, tf.spikes[name])["agreement"] > 0.99, name
+    assert float((tf.field - u).abs().max()) < 0.1 * float(u.abs().max())
+    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    for name, row in c["layers"].items():
+        assert row["mismatches"] == 0 and row["spikes_a"] > 0, (name, row)
+    assert c["readout"]["mismatches"] == 0 and c["equal"]
+    # a payload difference alone is a mismatch
+    bad = dataclasses.replace(ref, spikes={**ref.spikes, "dec0": ref.spikes["dec0"] + (ref.spikes["dec0"] > 0)})
+    assert compare_results(ref, bad)["layers"]["dec0"]["mismatches"] == int((ref.spikes["dec0"] > 0).sum())
+    from loihi.mapping import build_mapping
+    from loihi.resources import layers_from_qnet
+    assert any(n.startswith("graded spikes: enc0") for n in build_mapping(layers_from_qnet(q), (16, 16, 16))["notes"])
+    # the profiler counts events, not payload sums
+    counter = NetworkCounter(net.export(), (16, 16, 16))
+    ev = counter.count_spikes({k: (v != 0) for k, v in ref.spikes.items()}, pl)
+    assert counter.count_spikes(ref.spikes, pl).totals() == ev.totals()
+    assert ev.totals()["spikes"] == sum(int((v != 0).sum()) for v in ref.spikes.values())

@@ -38,7 +38,10 @@ class SpikingConvBlock(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         reset_neuron(self.neuron)
-        return self.neuron(self.synapse(x))
+        s = self.neuron(self.synapse(x))
+        if self.neuron_cfg.graded_spike:   # payload in thresholds (>= 1 where a neuron spikes)
+            s = s / self.neuron_cfg.threshold
+        return s
 
     def export(self) -> Dict[str, Any]:
         """Block description: geometry, integer weight mantissas, neuron device parameters."""

@@ -45,12 +45,20 @@ class NeuronConfig:
     # to the last layer of the 7-layer U-Net (measured at init on a 32^3 patch).
     tau_grad: float = 0.01
     scale_grad: float = 20.0
+    # Graded spikes (Loihi 2): a spike carries the neuron's voltage as its payload instead of 1
+    # (SLAYER's ``graded_spike``). The block passes ``payload / threshold`` downstream, so a spike
+    # is worth >= 1 "threshold" and the activation is unbounded above, like a thresholded ReLU;
+    # binary spikes bound a layer's output at one per step. Off by default (the shipped model is
+    # binary). See docs/model.md "Graded spikes".
+    graded_spike: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
             raise ValueError(f"neuron kind must be one of {NEURON_KINDS}, got {self.kind!r}")
         if self.threshold <= 0:
             raise ValueError(f"neuron threshold must be > 0, got {self.threshold}")
+        if not isinstance(self.graded_spike, bool):
+            raise ValueError(f"neuron graded_spike must be true or false, got {self.graded_spike!r}")
         for name in ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -70,8 +78,12 @@ class NeuronConfig:
 
 def make_neuron(cfg: NeuronConfig) -> torch.nn.Module:
     """A SLAYER neuron for ``cfg`` (shared parameters, states not persistent, decays fixed)."""
-    common = dict(tau_grad=cfg.tau_grad, scale_grad=cfg.scale_grad, shared_param=True,
-                  persistent_state=False, requires_grad=False)
+    # SLAYER's graded surrogate is scale_rho * exp(min(v - theta, 0) / tau_rho) with scale_rho =
+    # 0.1 * scale_grad: scale_grad 10 makes it the exact derivative (1) of the payload above the
+    # threshold, decaying over tau_rho = 100 * tau_grad * threshold below it.
+    scale_grad = 10.0 if cfg.graded_spike else cfg.scale_grad
+    common = dict(tau_grad=cfg.tau_grad, scale_grad=scale_grad, shared_param=True,
+                  persistent_state=False, requires_grad=False, graded_spike=cfg.graded_spike)
     if cfg.kind == "alif":
         return slayer_alif.Neuron(
             threshold=cfg.threshold, threshold_step=cfg.threshold_step,

@@ -75,8 +75,11 @@ class SpikeRegUNet(torch.nn.Module):
                              "(3 stride-2 levels); pad or tile the volume")
 
     def _record(self, name: str, spikes: torch.Tensor) -> None:
-        self.rates[name] = spikes.mean()
-        self.activity[name] = spikes.detach().sum(dim=(0, 1, 2, 3, 4))
+        # events: 1 where a neuron spiked, whatever the payload (graded spikes carry >= 1), with
+        # the gradient of payload / payload so the rate penalty still reaches the weights
+        events = spikes / spikes.detach().clamp(min=1.0)
+        self.rates[name] = events.mean()
+        self.activity[name] = (spikes.detach() != 0).sum(dim=(0, 1, 2, 3, 4)).to(spikes.dtype)
         self.num_neurons[name] = int(spikes[0, ..., 0].numel())
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:

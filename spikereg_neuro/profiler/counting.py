@@ -571,7 +571,8 @@ class NetworkCounter:
             want = (info.out_channels, *info.output_shape, info.window)
             if s.dim() != 6 or tuple(s.shape[1:]) != want or s.shape[0] != N:
                 raise ValueError(f"spikes[{name!r}] has shape {tuple(s.shape)}, expected (N={N}, *{want})")
-            agg[name] = s.detach().to("cpu", torch.float64).sum(0)  # (C, D, H, W, T)
+            # events: a graded spike (non-zero payload) is one event, whatever its payload
+            agg[name] = (s.detach().cpu() != 0).to(torch.float64).sum(0)  # (C, D, H, W, T)
         counts = self._empty_counts(N)
         T = self.timeline_steps
         for l in self.layers.values():
