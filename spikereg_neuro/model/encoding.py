@@ -3,8 +3,10 @@
 Scheme: the fixed and moving intensities (in [0, 1]) are quantized to ``bits`` bits and sent,
 at every step of the first time window, as graded spikes whose payload is that integer
 (``round(x * (2**bits - 1))``; Loihi 2 graded spikes carry up to 24 bits). The first conv layer is
-the only layer with analog (multi-bit) input: its operations are counted as MACs, all later
-layers receive binary spikes (ACs). The network sees ``payload / (2**bits - 1)``.
+the only layer with analog (multi-bit) input from outside the network: its operations are counted
+as MACs; later layers receive spikes (binary, or graded spikes carrying the voltage with
+``neuron.graded_spike``; their ops are counted per event). The network sees
+``payload / (2**bits - 1)``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from .encoding import encode_graded
 
 
 def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (stays binary)."""
+    """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (binary stays binary)."""
     return s.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
 
 
@@ -26,7 +26,9 @@ class SpikeRegUNet(torch.nn.Module):
     * ``readout``: conv 3^3 into non-spiking integrators, averaged over the window; it reads
       ``dec0`` (``readout_levels = 1``) or ``dec0`` and x2-upsampled ``dec1`` spikes (``2``).
 
-    Only binary spikes travel between spiking layers. After each forward pass
+    Only spikes travel between spiking layers: binary, or with ``neuron.graded_spike`` Loihi 2
+    graded spikes whose payload is the voltage in thresholds (``>= 1``; still one event per
+    spike, nearest upsampling copies payloads). After each forward pass
     ``self.activity`` holds, per layer, the spike count at each time step (summed over batch and
     neurons) and ``self.num_neurons`` the layer sizes; ``self.rates`` holds differentiable mean
     firing rates for the rate regulariser.
@@ -79,7 +81,7 @@ class SpikeRegUNet(torch.nn.Module):
         # the gradient of payload / payload so the rate penalty still reaches the weights
         events = spikes / spikes.detach().clamp(min=1.0)
         self.rates[name] = events.mean()
-        self.activity[name] = (spikes.detach() != 0).sum(dim=(0, 1, 2, 3, 4)).to(spikes.dtype)
+        self.activity[name] = (spikes.detach() != 0).sum(dim=(0, 1, 2, 3, 4)).to(spikes.dtype)   # events
         self.num_neurons[name] = int(spikes[0, ..., 0].numel())
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:

@@ -31,6 +31,10 @@ Four fan-out *variants* are counted for each source neuron (and hence four synap
 Synaptic ops into a layer are ``sum over source events of the source neuron's fan-out``. The
 first layer receives the graded 8-bit intensity payload (analog, multi-bit): its ops are MACs and
 are kept apart from the accumulate-only ops (ACs) of the layers that receive binary spikes.
+With graded spikes between layers (``neuron.graded_spike``) a hidden spike is still one event:
+its ops (one per synapse reached) are counted with the spike-driven ops (``synops``), although on
+the chip each multiplies the weight by the payload; both kinds are priced alike (the energy of a
+graded synaptic op is not published).
 
 Time: the network runs on one timeline of ``T = max(time windows)`` steps (``enc_windows[0]``);
 a layer with window ``T_l`` is active on the last ``T_l`` steps and reads the last ``T_l`` steps of
