@@ -35,7 +35,7 @@ from spikereg_neuro.model.unet import SpikeRegUNet
 from . import loihi_rules as R
 from .emulator import LayerStats, emulate, payload_of, spike_agreement
 from .netfile import QuantizedLayer, QuantizedNet
-from .quantize import feasible_weight_exps, input_gain
+from .quantize import feasible_weight_exps, folded_weights_need_split, input_gain
 
 _SAMPLE = 20000  # |a_in| values kept per layer and batch for percentiles
 
@@ -207,6 +207,11 @@ def choose_weight_exps(net: SpikeRegUNet, stats: Mapping[str, FloatLayerStats],
             feas = list(range(R.WEIGHT_EXP_MIN, 1))
         else:
             feas = [e for e in feasible_weight_exps(b.neuron.v_th_mant, input_gain(net, b.name)) if e <= 0]
+        # an upsampled edge whose folded synapses leave 8 bits is split over several Sparse
+        # matrices, which is exact only without a right shift (sim.lowering): exponent 0 then
+        split = folded_weights_need_split(net, b.name)
+        if split and 0 in feas:
+            feas = [0]
         peak = max(st.i_peak, st.v_peak, st.r_peak)
         chosen, fits = None, False
         for e in sorted(feas, reverse=True):
@@ -222,6 +227,7 @@ def choose_weight_exps(net: SpikeRegUNet, stats: Mapping[str, FloatLayerStats],
             "predicted_a_in_peak": st.a_in_peak * 2.0 ** chosen,
             "state_headroom_bits": R.state_headroom_bits(peak * 2.0 ** chosen),
             "required_headroom_bits": headroom_bits,
+            "folded_upsampling_split": split,
         }
     return exps, why
 

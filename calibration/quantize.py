@@ -108,6 +108,39 @@ def default_weight_exp(feasible: List[int]) -> int:
     return max(neg) if neg else min(feasible)
 
 
+#: taps of a 3-kernel that read the same source neuron after x2 nearest upsampling, for an output
+#: at an even and at an odd position (a border output loses a whole group, never part of one)
+_UP2_GROUPS = (np.array([[1, 0, 0], [0, 1, 1]]), np.array([[1, 1, 0], [0, 0, 1]]))
+
+
+def folded_upsample_range(weight: np.ndarray) -> Tuple[int, int]:
+    """Smallest and largest synapse of a stride-1 3^3 conv that reads an x2 nearest-upsampled
+    source with the upsampling folded into its weights (as :mod:`sim.lowering` builds it)."""
+    w = np.asarray(weight, dtype=np.int64)
+    if tuple(w.shape[2:]) != (3, 3, 3):
+        raise ValueError(f"folding is defined for 3x3x3 kernels, got {w.shape[2:]}")
+    lo, hi = 0, 0
+    for a in _UP2_GROUPS:
+        for b in _UP2_GROUPS:
+            for c in _UP2_GROUPS:
+                f = np.einsum("ocxyz,ix,jy,kz->ocijk", w, a, b, c)
+                lo, hi = min(lo, int(f.min())), max(hi, int(f.max()))
+    return lo, hi
+
+
+def folded_weights_need_split(net: SpikeRegUNet, name: str) -> bool:
+    """True if an upsampled input edge of block ``name`` folds into synapses outside the 8-bit
+    range, so that lava needs several Sparse matrices for it (exact only at weight exponent >= 0)."""
+    d = next(x for x in net.export() if x["name"] == name)
+    w = np.rint(np.asarray(d["weight"], dtype=np.float64)).astype(np.int64)
+    for e in _inputs(net)[name]:
+        if e.transform == "upsample2":
+            lo, hi = folded_upsample_range(w[:, e.channels[0]:e.channels[1]])
+            if lo < R.WEIGHT_MIN or hi > R.WEIGHT_MAX:
+                return True
+    return False
+
+
 def readout_output_scale(readout_scale: float, weight_exp: int, time_window: int, gain: float = 1) -> float:
     """Voxels per unit of the read-out voltage after the last step (``gain``: integer input units
     per float unit of the read-out's input, 1 for binary spikes)."""

@@ -525,3 +525,26 @@ def test_graded_spike_network_quantized_emulated_and_lava_agree(tmp_path):
     ev = counter.count_spikes({k: (v != 0) for k, v in ref.spikes.items()}, pl)
     assert counter.count_spikes(ref.spikes, pl).totals() == ev.totals()
     assert ev.totals()["spikes"] == sum(int((v != 0).sum()) for v in ref.spikes.values())
+
+
+def test_calibration_keeps_exponent_zero_where_folded_upsampling_weights_are_split():
+    """Folded x2-upsampling synapses outside 8 bits need several Sparse matrices, exact only at
+    weight exponent 0: calibration's range check equals the lowering's matrix, and it keeps those
+    layers at 0 even when their statistics ask for a right shift (the others take it)."""
+    from calibration.calibrate import FloatLayerStats, choose_weight_exps
+    from calibration.quantize import folded_upsample_range, folded_weights_need_split
+    rng = np.random.default_rng(3)
+    w = 2 * rng.integers(-128, 128, size=(3, 2, 3, 3, 3))
+    m = conv3d_matrix(w, (2, 4, 3, 5), (1, 1, 1), (1, 1, 1), upsample=True)
+    assert folded_upsample_range(w) == (int(m.data.min()), int(m.data.max()))
+    torch.manual_seed(0)
+    net = SpikeRegUNet(TINY).eval()            # weight gain 16: folded weights overflow somewhere
+    split = {b.name for b in net.blocks() if b.name.startswith(("dec", "readout")) and folded_weights_need_split(net, b.name)}
+    assert split and not any(folded_weights_need_split(net, n) for n in ("enc0", "enc1", "enc2", "enc3"))
+    big = {b.name: FloatLayerStats(a_in_peak=1e5, i_peak=2e7, v_peak=2e7, r_peak=0.0) for b in net.blocks()}
+    exps, why = choose_weight_exps(net, big)
+    for name in split:
+        assert exps[name] == 0 and why[name]["folded_upsampling_split"] and not why[name]["fits"], name
+    assert all(exps[n] < 0 for n in ("enc1", "enc2", "enc3"))
+    q = quantize_network(net, exps, patch_size=(16, 16, 16), stride=(8, 8, 8))
+    lower_network(q, (16, 16, 16))             # no LoweringError: split edges are unshifted
