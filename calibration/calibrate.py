@@ -35,7 +35,7 @@ from spikereg_neuro.model.unet import SpikeRegUNet
 from . import loihi_rules as R
 from .emulator import LayerStats, emulate, payload_of, spike_agreement
 from .netfile import QuantizedLayer, QuantizedNet
-from .quantize import feasible_weight_exps, folded_weights_need_split, input_gain
+from .quantize import feasible_weight_exps, input_gain, layers_with_split_folds
 
 _SAMPLE = 20000  # |a_in| values kept per layer and batch for percentiles
 
@@ -199,6 +199,7 @@ def choose_weight_exps(net: SpikeRegUNet, stats: Mapping[str, FloatLayerStats],
     act_limit = 2 ** (R.ACTIVATION_BITS - 1) - 1
     exps: Dict[str, int] = {}
     why: Dict[str, Dict[str, Any]] = {}
+    split_folds = layers_with_split_folds(net)
     for b in net.blocks():
         st = stats.get(b.name)
         if st is None:
@@ -209,7 +210,7 @@ def choose_weight_exps(net: SpikeRegUNet, stats: Mapping[str, FloatLayerStats],
             feas = [e for e in feasible_weight_exps(b.neuron.v_th_mant, input_gain(net, b.name)) if e <= 0]
         # an upsampled edge whose folded synapses leave 8 bits is split over several Sparse
         # matrices, which is exact only without a right shift (sim.lowering): exponent 0 then
-        split = folded_weights_need_split(net, b.name)
+        split = b.name in split_folds
         if split and 0 in feas:
             feas = [0]
         peak = max(st.i_peak, st.v_peak, st.r_peak)

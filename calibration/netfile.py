@@ -261,7 +261,7 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
         raise NetFileError(f"time windows must be >= 1 (enc {q.enc_windows}, dec {q.dec_window})")
     out_ch: Dict[str, int] = {"input": int(q.in_channels)}
     window: Dict[str, int] = {"input": max(q.enc_windows) if q.enc_windows else 1}
-    graded_layers: set = set()
+    graded_layers = q.graded_sources - {"input"}
     for l in q.layers:
         where = f"layer {l.name!r}"
         if l.neuron not in NEURON_KINDS:
@@ -353,8 +353,6 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
         if k != l.payload_shift or not -1 <= k < R.MAX_PAYLOAD_BITS or (k >= 0 and l.neuron != "atrlif"):
             raise NetFileError(f"{where}: payload_shift {l.payload_shift!r} must be -1 (binary spikes) or, for "
                                f"a spiking layer, an integer in [0, {R.MAX_PAYLOAD_BITS - 1}]")
-        if k >= 0:
-            graded_layers.add(l.name)
         out_ch[l.name] = l.out_channels
         window[l.name] = int(l.time_window)
     if q.readout.neuron != "integrator":

@@ -34,7 +34,7 @@ current decay), ``delta_v = vDecay / 4096``, ``delta_theta = thDecay / 4096``,
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
@@ -128,17 +128,19 @@ def folded_upsample_range(weight: np.ndarray) -> Tuple[int, int]:
     return lo, hi
 
 
-def folded_weights_need_split(net: SpikeRegUNet, name: str) -> bool:
-    """True if an upsampled input edge of block ``name`` folds into synapses outside the 8-bit
-    range, so that lava needs several Sparse matrices for it (exact only at weight exponent >= 0)."""
-    d = next(x for x in net.export() if x["name"] == name)
-    w = np.rint(np.asarray(d["weight"], dtype=np.float64)).astype(np.int64)
-    for e in _inputs(net)[name]:
-        if e.transform == "upsample2":
-            lo, hi = folded_upsample_range(w[:, e.channels[0]:e.channels[1]])
-            if lo < R.WEIGHT_MIN or hi > R.WEIGHT_MAX:
-                return True
-    return False
+def layers_with_split_folds(net: SpikeRegUNet) -> Set[str]:
+    """Blocks with an upsampled input edge whose folded synapses leave the 8-bit range, so that
+    lava needs several Sparse matrices for it (exact only at weight exponent >= 0)."""
+    edges = _inputs(net)
+    out = set()
+    for d in net.export():
+        w = np.rint(np.asarray(d["weight"], dtype=np.float64)).astype(np.int64)
+        for e in edges[d["name"]]:
+            if e.transform == "upsample2":
+                lo, hi = folded_upsample_range(w[:, e.channels[0]:e.channels[1]])
+                if lo < R.WEIGHT_MIN or hi > R.WEIGHT_MAX:
+                    out.add(d["name"])
+    return out
 
 
 def readout_output_scale(readout_scale: float, weight_exp: int, time_window: int, gain: float = 1) -> float:

@@ -168,7 +168,7 @@ def layers_from_qnet(q) -> List[Dict[str, Any]]:
             "time_window": int(l.time_window),
             "neuron_kind": "alif" if l.neuron == "atrlif" else "integrator",
             "neuron": l.neuron, "weight_exp": int(l.weight_exp),
-            "payload_shift": int(getattr(l, "payload_shift", -1)),
+            "payload_shift": int(l.payload_shift),
         })
     return out
 

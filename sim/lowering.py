@@ -235,9 +235,8 @@ def lower_connection(layer: QuantizedLayer, edge: LayerInput, src_shape: Shape4,
             f"[{int(m.data.min())}, {int(m.data.max())}], outside the 8-bit synapse range, and the "
             f"weight exponent {layer.weight_exp} < 0: splitting the matrix would floor each part "
             "separately, which is not the emulator's shift of the sum")
-    # graded edges (the input, or a graded-spike layer): the layer's num_message_bits (a layer
-    # reads only graded or only binary sources; validate_qnet)
-    graded = edge.source == "input" or layer.num_message_bits > 0
+    # the input's payload bits, else the layer's num_message_bits (a layer reads only graded or
+    # only binary spike sources, validate_qnet: 24 for graded spikes, 0 for binary)
     return LoweredConnection(layer=layer.name, source=edge.source, transform=edge.transform,
                              channels=(int(a), int(b)), source_step_offset=int(edge.source_step_offset),
                              weight_exp=int(layer.weight_exp),

@@ -532,15 +532,15 @@ def test_calibration_keeps_exponent_zero_where_folded_upsampling_weights_are_spl
     weight exponent 0: calibration's range check equals the lowering's matrix, and it keeps those
     layers at 0 even when their statistics ask for a right shift (the others take it)."""
     from calibration.calibrate import FloatLayerStats, choose_weight_exps
-    from calibration.quantize import folded_upsample_range, folded_weights_need_split
+    from calibration.quantize import folded_upsample_range, layers_with_split_folds
     rng = np.random.default_rng(3)
     w = 2 * rng.integers(-128, 128, size=(3, 2, 3, 3, 3))
     m = conv3d_matrix(w, (2, 4, 3, 5), (1, 1, 1), (1, 1, 1), upsample=True)
     assert folded_upsample_range(w) == (int(m.data.min()), int(m.data.max()))
     torch.manual_seed(0)
     net = SpikeRegUNet(TINY).eval()            # weight gain 16: folded weights overflow somewhere
-    split = {b.name for b in net.blocks() if b.name.startswith(("dec", "readout")) and folded_weights_need_split(net, b.name)}
-    assert split and not any(folded_weights_need_split(net, n) for n in ("enc0", "enc1", "enc2", "enc3"))
+    split = layers_with_split_folds(net)
+    assert split and split <= {"dec2", "dec1", "dec0", "readout"}
     big = {b.name: FloatLayerStats(a_in_peak=1e5, i_peak=2e7, v_peak=2e7, r_peak=0.0) for b in net.blocks()}
     exps, why = choose_weight_exps(net, big)
     for name in split:

@@ -48,8 +48,8 @@ class NeuronConfig:
     # Graded spikes (Loihi 2): a spike carries the neuron's voltage as its payload instead of 1
     # (SLAYER's ``graded_spike``). The block passes ``payload / threshold`` downstream, so a spike
     # is worth >= 1 "threshold" and the activation is unbounded above, like a thresholded ReLU;
-    # binary spikes bound a layer's output at one per step. Off by default (the shipped model is
-    # binary). See docs/model.md "Graded spikes".
+    # binary spikes bound a layer's output at one per step. Off in this dataclass (older configs
+    # and checkpoints stay binary); the packaged config turns it on. See docs/model.md.
     graded_spike: bool = False
 
     def __post_init__(self) -> None:
