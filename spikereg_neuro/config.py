@@ -57,6 +57,7 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.rate_band = tuple(float(x) for x in self.rate_band)
         if len(self.rate_band) != 2 or not 0 <= self.rate_band[0] < self.rate_band[1] <= 1:
             raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
@@ -70,9 +71,44 @@ class TrainConfig:
             raise ValueError("train.ncc_mask_dilate must be >= 0")
         if self.lr_schedule not in ("cosine", "constant"):
             raise ValueError(f"train.lr_schedule must be 'cosine' or 'constant', got {self.lr_schedule!r}")
-        for k in ("patch_size", "batch_size", "steps_per_epoch", "epochs"):
+        for k in ("patch_size", "batch_size", "steps_per_epoch", "epochs", "ncc_window"):
             if getattr(self, k) < 1:
-                raise ValueError(f"train.{k} must be >= 1")
+                raise ValueError(f"train.{k} must be >= 1, got {getattr(self, k)}")
+        for k in ("val_pairs", "seed"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"train.{k} must be >= 0, got {getattr(self, k)}")
+        inf = float("inf")  # 0 < x < inf is False for NaN and infinities
+        if not 0 < self.lr < inf:
+            raise ValueError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if not 0 < self.grad_clip < inf:
+            raise ValueError(f"train.grad_clip must be a finite number > 0, got {self.grad_clip}")
+        for k in ("weight_decay", "w_smooth", "w_dice", "w_rate", "min_foreground"):
+            if not 0 <= getattr(self, k) < inf:
+                raise ValueError(f"train.{k} must be a finite number >= 0, got {getattr(self, k)}")
+
+    def _check_types(self) -> None:
+        """One clear error per mistyped key (``lr: "fast"``, ``epochs: 1.5``), by the defaults' types."""
+        for f in fields(self):
+            v = getattr(self, f.name)
+            want = type(f.default)
+            if want is bool:
+                ok = isinstance(v, bool)
+                what = "true or false"
+            elif want is int:
+                ok = isinstance(v, int) and not isinstance(v, bool)
+                what = "an integer"
+            elif want is float:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+                what = "a number"
+            elif want is str:
+                ok = isinstance(v, str)
+                what = "a string"
+            else:  # rate_band: a pair of numbers
+                ok = (isinstance(v, (list, tuple)) and len(v) == 2
+                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
+                what = "a list of two numbers"
+            if not ok:
+                raise ValueError(f"train.{f.name} must be {what}, got {v!r} ({type(v).__name__})")
 
 
 @dataclass
