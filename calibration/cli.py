@@ -55,12 +55,7 @@ def calibrate_model(
     from spikereg_neuro.checkpoint import DEFAULT_MODEL, file_sha256, load_network
     from spikereg_neuro.data import build_dataset, load_pairs_numpy
     from spikereg_neuro.data.dataset import DataConfig, dataset_info, train_pairs
-
-    from .calibrate import choose_weight_exps, collect_float_stats, summarize_stats, verify
-    from .emulator import lava_schedule
-    from .netfile import save_qnet
-    from .quantize import quantize_network, weight_errors
-    from .report import compare_on_pairs, build_report, write_report
+    from spikereg_neuro.io.paths import H5_SUFFIXES, check_outputs
 
     t_start = time.time()
     model_path = Path(model) if model else DEFAULT_MODEL
@@ -71,6 +66,18 @@ def calibrate_model(
     rdir = Path(report_dir) if report_dir else out.parent
     if calib_pairs < 1:
         raise ValueError("--calib-pairs must be >= 1")
+    check_outputs(inputs={"--model": model_path, "--data": data},
+                  outputs={"--out": out, "report (json)": rdir / "calibration_report.json",
+                           "report (md)": rdir / "calibration_report.md"},
+                  suffixes={"--out": H5_SUFFIXES})
+
+    # the heavy modules only after the cheap checks above
+    from .calibrate import choose_weight_exps, collect_float_stats, summarize_stats, verify
+    from .emulator import lava_schedule
+    from .netfile import save_qnet
+    from .quantize import quantize_network, weight_errors
+    from .report import compare_on_pairs, build_report, write_report
+
     net, ckpt = load_network(model_path)
     net.eval()
     sha = file_sha256(model_path)

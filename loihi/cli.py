@@ -75,6 +75,12 @@ def run_map(args: argparse.Namespace) -> int:
     from .mapping import build_mapping, load_layers, sensitivity, write_mapping
     from .resources import NetworkResources
 
+    from spikereg_neuro.io.paths import check_output_dir, check_outputs
+
+    out_dir = check_output_dir("--out", args.out)
+    check_outputs(inputs={"--net": args.net},
+                  outputs={"--out mapping.json": out_dir / "mapping.json",
+                           "--out mapping_summary.txt": out_dir / "mapping_summary.txt"})
     torch.set_num_threads(max(1, int(args.threads)))
     t0 = time.time()
     layers, meta = load_layers(args.net, untrained=args.untrained, seed=args.seed)
@@ -95,11 +101,14 @@ def run_map(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from .export import export_deployable
+    from spikereg_neuro.io.paths import H5_SUFFIXES, check_outputs
 
     path = Path(args.net)
     if not path.is_file():
         raise FileNotFoundError(f"network file not found: {path}")
+    check_outputs(inputs={"--net": path}, outputs={"--out": args.out}, suffixes={"--out": H5_SUFFIXES})
+    from .export import export_deployable
+
     from spikereg_neuro.checkpoint import file_sha256
     if path.suffix in (".h5", ".hdf5"):
         from calibration.netfile import load_qnet
@@ -124,8 +133,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from spikereg_neuro.io.paths import check_outputs
+
     from .run import EXIT_NO_LOIHI, LoihiUnavailable, run_on_loihi
 
+    check_outputs(inputs={"--net": args.net, "--data": args.data}, outputs={"--out": args.out})
     try:
         run_on_loihi(args.net, pair=args.pair, patch=args.patch, origin=args.origin, out=args.out,
                      partition=args.partition, board=args.board, slurm=not args.no_slurm,

@@ -8,6 +8,7 @@ import torch
 
 from .io.atomic import atomic_write
 from .io.hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
+from .io.safe_load import safe_torch_load, verify_shipped
 from .model.config import ModelConfig
 from .model.unet import SpikeRegUNet
 
@@ -32,15 +33,24 @@ def save_checkpoint(path: str | Path, net: SpikeRegUNet, extra: Optional[Dict[st
     return path
 
 
-def read_checkpoint(path: str | Path) -> Dict[str, Any]:
-    """Load and validate a checkpoint's dictionary (clear errors for anything else)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+def _is_shipped(path: Path) -> bool:
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"{path} is not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+        return path.resolve() == DEFAULT_MODEL.resolve()
+    except OSError:
+        return False
+
+
+def read_checkpoint(path: str | Path) -> Dict[str, Any]:
+    """Load and validate a checkpoint's dictionary (clear errors for anything else).
+
+    Loading never runs code from the file (``weights_only=True``; a file that needs unsafe
+    unpickling is a ``ValueError``). The shipped default model is checked against the sha256
+    in ``models/default.json`` first (once per process).
+    """
+    path = Path(path)
+    if path.is_file() and _is_shipped(path):
+        verify_shipped(path)  # before unpickling anything from it
+    ckpt = safe_torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{path} is not a spikereg-neuro checkpoint (no '{FORMAT}' marker)")
     if ckpt.get("format_version") != FORMAT_VERSION:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
+import zlib
 from typing import Sequence
 
 #: modules that add subcommands, in help order
@@ -24,26 +26,94 @@ _COMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="spikereg-neuro",
         description="Spiking deformable 3D registration for Intel Loihi 2 (SpikeReg).",
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     return parser
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    parts = [getattr(args, "command", None) or ""]
+    for attr in ("loihi_command", "data_command", "benchmark_command", "baseline_command"):
+        if getattr(args, attr, None):
+            parts.append(str(getattr(args, attr)))
+    return " ".join(p for p in parts if p)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an expected failure (what went wrong, naming the file where known)."""
+    if isinstance(exc, MemoryError):
+        detail = _one_line(exc)
+        return "out of memory" + (f" ({detail})" if detail else "") + \
+            " (is the input much larger than its header suggests, or the machine too small?)"
+    if isinstance(exc, OSError):
+        if exc.filename is not None and exc.strerror:
+            return f"{exc.filename}: {exc.strerror}"
+        return _one_line(exc) or exc.__class__.__name__
+    if isinstance(exc, KeyError):
+        return _one_line(exc.args[0] if len(exc.args) == 1 else exc)
+    if isinstance(exc, (EOFError, zlib.error)):
+        return f"truncated or corrupt compressed data ({exc.__class__.__name__}: {_one_line(exc)})"
+    return _one_line(exc) or exc.__class__.__name__
+
+
+#: failures a user can cause (bad files, paths, values, resources): one line, exit 1
+EXPECTED_ERRORS = (ValueError, OSError, KeyError, MemoryError, EOFError, zlib.error)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run the command line; returns the exit status.
+
+    0 success, 1 an error (one line ``spikereg-neuro CMD: error: ...`` on stderr; the full
+    traceback with ``-v``), 2 a usage error (argparse), 130 interrupted (Ctrl-C). Commands
+    write their files atomically, so an error or Ctrl-C leaves no partial file.
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("spikereg-neuro: interrupted", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    cmd = _command_name(args)
+    verbose = bool(getattr(args, "verbose", False))
     try:
+        if getattr(args, "device", None):
+            from .devices import check_device
+            check_device(args.device)
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:  # user errors: one clear line
-        print(f"spikereg-neuro {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if verbose:
+            traceback.print_exc()
+        print(f"spikereg-neuro {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except EXPECTED_ERRORS as exc:  # user errors: one clear line
+        if verbose:
+            traceback.print_exc()
+        else:
+            print(f"spikereg-neuro {cmd}: error: {describe_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line, the traceback with -v
+        if verbose:
+            traceback.print_exc()
+        else:
+            print(f"spikereg-neuro {cmd}: error: internal error: {exc.__class__.__name__}: "
+                  f"{_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
         return 1
 
 

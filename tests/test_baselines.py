@@ -146,7 +146,7 @@ def test_voxelmorph_checkpoint_errors(trained, tmp_path):
         load_voxelmorph(garbage)
     with pytest.raises(ValueError, match="expected"):
         load_voxelmorph(out / "last.pt", expect=VoxelMorphConfig())
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     ckpt["vxm_config"] = {"nb_features": [8, 16, 8], "integration_steps": 4}  # weights no longer fit
     torch.save(ckpt, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="do not match"):

@@ -250,7 +250,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_checkpoint(tmp_path / "missing.pt")
     # weights that do not fit the stored config
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, weights_only=True)
     ck["model_config"]["enc_channels"] = [8, 8, 8, 8]
     torch.save(ck, tmp_path / "mismatch.pt")
     with pytest.raises(ValueError, match="does not match its own model config"):

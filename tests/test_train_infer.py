@@ -60,7 +60,7 @@ def test_training_writes_checkpoints_log_and_resumes(tiny):
     rows = (run / "train_log.csv").read_text().strip().splitlines()
     assert rows[0].startswith("epoch,") and len(rows) == 2
     assert np.isfinite(tiny["summary"]["best_val_dice"])
-    ck = torch.load(run / "last.pt", weights_only=False)
+    ck = torch.load(run / "last.pt", weights_only=True)
     assert ck["config"]["model"] == tiny["cfg"].model.to_dict() and ck["epoch"] == 1
     # resume continues the epoch count and the log
     net = SpikeRegUNet(tiny["cfg"].model)

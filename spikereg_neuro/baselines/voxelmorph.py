@@ -175,15 +175,18 @@ def load_voxelmorph(path: PathLike, expect: Optional[VoxelMorphConfig] = None
 
     Clear errors for a missing file, a file that is not a VoxelMorph checkpoint of this
     project (e.g. a SpikeReg checkpoint), a newer format, weights that do not fit the stored
-    config, and (with ``expect``) a checkpoint made with another network config.
+    config, and (with ``expect``) a checkpoint made with another network config. Nothing in
+    the file is executed (``weights_only=True``); the shipped model is checked against the
+    sha256 in ``models/voxelmorph_default.json``.
     """
+    from ..io.safe_load import safe_torch_load, verify_shipped
+
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"VoxelMorph checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"{path} is not a readable torch checkpoint ({exc.__class__.__name__}: {exc})") from exc
+    if path.is_file() and path.resolve() == DEFAULT_VOXELMORPH_MODEL.resolve():
+        verify_shipped(path)  # before unpickling anything from it
+    ckpt = safe_torch_load(path, "VoxelMorph checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         what = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(f"{path} is not a spikereg-neuro VoxelMorph checkpoint (format {what!r}, "

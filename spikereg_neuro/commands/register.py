@@ -23,11 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import DEFAULT_MODEL
     from ..inference import SpikeRegInference
+    from ..io.paths import NIFTI_SUFFIXES, check_outputs
     from ..io.nifti import check_pair, load_labels, load_volume, save_field, save_volume
 
     if bool(args.moving_labels) != bool(args.out_warped_labels):
         raise ValueError("--moving-labels and --out-warped-labels go together")
+    check_outputs(
+        inputs={"FIXED": args.fixed, "MOVING": args.moving, "--moving-labels": args.moving_labels,
+                "--model": args.model if args.model else DEFAULT_MODEL},
+        outputs={"--out-warped": args.out_warped, "--out-field": args.out_field,
+                 "--out-warped-labels": args.out_warped_labels},
+        suffixes={k: NIFTI_SUFFIXES for k in ("--out-warped", "--out-field", "--out-warped-labels")})
     f, f_aff, f_hdr = load_volume(args.fixed)
     m, m_aff, m_hdr = load_volume(args.moving)
     check_pair((f, f_aff), (m, m_aff))

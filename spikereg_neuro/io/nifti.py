@@ -55,10 +55,22 @@ def _load_image(path: PathLike, canonical: bool) -> nib.Nifti1Image:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises several types for unreadable files
-        raise ValueError(f"cannot read {p} as NIfTI: {exc}") from exc
+        detail = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise ValueError(f"cannot read {p} as NIfTI: {detail}") from exc
     if canonical:
         img = nib.as_closest_canonical(img)
     return img
+
+
+def _read_data(img: nib.Nifti1Image, path: PathLike) -> np.ndarray:
+    """The voxel data as float32; a truncated or corrupt file is a one-line ``ValueError``."""
+    try:
+        return img.get_fdata(dtype=np.float32)
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - EOFError, zlib.error, OSError ("Expected N bytes") ...
+        detail = " ".join(str(exc).split()) or exc.__class__.__name__
+        raise ValueError(f"cannot read the voxel data of {path} (truncated or corrupt file?): {detail}") from exc
 
 
 def _squeeze_3d(shape: Tuple[int, ...], path: PathLike) -> Tuple[int, ...]:
@@ -87,7 +99,7 @@ def load_volume(
     """
     img = _load_image(path, canonical)
     shape3 = _squeeze_3d(tuple(img.shape), path)
-    data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape3)
+    data = np.asarray(_read_data(img, path)).reshape(shape3)
     n_bad = int(data.size - np.count_nonzero(np.isfinite(data)))
     if n_bad:
         raise ValueError(f"{path}: {n_bad} non-finite voxel(s) (NaN or inf) in the volume")
@@ -214,9 +226,9 @@ def load_field(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     img = _load_image(path, canonical=False)
     shape = tuple(img.shape)
     if len(shape) == 5 and shape[3] == 1 and shape[4] == 3:
-        data = np.asarray(img.get_fdata(dtype=np.float32))[:, :, :, 0, :]
+        data = np.asarray(_read_data(img, path))[:, :, :, 0, :]
     elif len(shape) == 4 and shape[3] == 3:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+        data = np.asarray(_read_data(img, path))
     else:
         raise ValueError(f"{path}: not a 3D vector field, shape {shape} (want (D, H, W, 1, 3))")
     if not np.all(np.isfinite(data)):

@@ -1,0 +1,293 @@
+"""Hostile and careless input (issue 18): nothing runs from a file, no input is overwritten, every
+expected failure is one line with exit 1 (usage 2, Ctrl-C 130), only ``-v`` shows a traceback.
+
+Tiny volumes (16^3) and a tiny untrained network: the whole module runs in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from spikereg_neuro.checkpoint import DEFAULT_MODEL, read_checkpoint, save_checkpoint
+from spikereg_neuro.cli import describe_error, main
+from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.unet import SpikeRegUNet
+
+TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+SHAPE = (16, 16, 16)
+
+
+class _Marker:
+    """Unpickling this calls ``open(marker, "w")``: the file appears iff code from the pickle ran."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _one_error_line(err: str, cmd: str) -> str:
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"spikereg-neuro {cmd}: error: "), lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny checkpoint, a fixed/moving/labels triple, and a malicious checkpoint."""
+    root = tmp_path_factory.mktemp("hostile")
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
+    ckpt = save_checkpoint(root / "tiny.pt", net, {"inference": {"patch_size": 16, "stride": 16, "batch_size": 2}})
+    rng = np.random.default_rng(0)
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    paths = {"root": root, "ckpt": ckpt}
+    for name in ("fixed", "moving"):
+        paths[name] = root / f"{name}.nii.gz"
+        nib.save(nib.Nifti1Image(rng.random(SHAPE).astype(np.float32), aff), str(paths[name]))
+    paths["labels"] = root / "labels.nii.gz"
+    nib.save(nib.Nifti1Image(rng.integers(0, 4, SHAPE).astype(np.int16), aff), str(paths["labels"]))
+    # a real checkpoint with one extra key whose unpickling would create a marker file
+    paths["marker"] = root / "PWNED"
+    evil = torch.load(ckpt, weights_only=True)
+    evil["extra"] = _Marker(paths["marker"])
+    paths["evil"] = root / "evil.pt"
+    torch.save(evil, paths["evil"])
+    return paths
+
+
+def _register(files, *extra, out=None):
+    out = out or (files["root"] / "out" / "w.nii.gz")
+    return ["register", str(files["fixed"]), str(files["moving"]), "--out-warped", str(out),
+            "--model", str(files["ckpt"]), *extra]
+
+
+# ============================================================================ code execution
+def test_malicious_checkpoint_runs_nothing(files, capsys):
+    from spikereg_neuro.baselines.voxelmorph import load_voxelmorph
+
+    marker = files["marker"]
+    with pytest.raises(ValueError, match="unsafe unpickling") as ei:
+        read_checkpoint(files["evil"])
+    assert str(files["evil"]) in str(ei.value) and "\n" not in str(ei.value)
+    with pytest.raises(ValueError, match="unsafe unpickling"):
+        load_voxelmorph(files["evil"])
+    out = files["root"] / "evil_out" / "w.nii.gz"
+    rc = main(["register", str(files["fixed"]), str(files["moving"]), "--out-warped", str(out),
+               "--model", str(files["evil"])])
+    assert rc == 1
+    assert "unsafe unpickling" in _one_error_line(capsys.readouterr().err, "register")
+    rc = main(["loihi", "export", "--net", str(files["evil"]), "--out", str(files["root"] / "evil_d.h5")])
+    assert rc == 1 and "unsafe unpickling" in _one_error_line(capsys.readouterr().err, "loihi export")
+    assert not marker.exists() and not out.exists() and not (files["root"] / "evil_d.h5").exists()
+    # the file really is malicious: the unsafe loader would have run its callable
+    torch.load(files["evil"], weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+
+
+def test_trained_checkpoint_round_trips_with_weights_only(files):
+    ck = read_checkpoint(files["ckpt"])
+    assert ck["format"] == "spikereg-neuro/checkpoint" and "state_dict" in ck
+
+
+def test_shipped_models_load_safely_and_are_checksummed(tmp_path, monkeypatch):
+    from spikereg_neuro import checkpoint as ckmod
+    from spikereg_neuro.baselines import voxelmorph as vxm
+    from spikereg_neuro.io.safe_load import _sha256_cached, verify_shipped
+
+    for pt in (DEFAULT_MODEL, vxm.DEFAULT_VOXELMORPH_MODEL):
+        if not pt.is_file():
+            pytest.skip(f"{pt} not shipped in this checkout")
+        rec = json.loads(pt.with_suffix(".json").read_text())
+        assert verify_shipped(pt) == rec["sha256"]
+        torch.load(pt, map_location="cpu", weights_only=True)  # plain types only
+    hits = _sha256_cached.cache_info().hits
+    verify_shipped(DEFAULT_MODEL)
+    assert _sha256_cached.cache_info().hits == hits + 1  # hashed once per process
+    assert read_checkpoint(DEFAULT_MODEL)["format"] == "spikereg-neuro/checkpoint"
+    # a damaged shipped model (bytes flipped, still unpicklable) is refused before loading
+    bad = tmp_path / "default.pt"
+    data = bytearray(DEFAULT_MODEL.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 16] = bytes(16)
+    bad.write_bytes(bytes(data))
+    shutil.copy(DEFAULT_MODEL.with_suffix(".json"), tmp_path / "default.json")
+    monkeypatch.setattr(ckmod, "DEFAULT_MODEL", bad)
+    with pytest.raises(ValueError, match="shipped model .* checksum mismatch"):
+        read_checkpoint(bad)
+    vbad = tmp_path / "voxelmorph_default.pt"
+    vbad.write_bytes(vxm.DEFAULT_VOXELMORPH_MODEL.read_bytes()[:-10] + b"0123456789")
+    shutil.copy(vxm.DEFAULT_VOXELMORPH_MODEL.with_suffix(".json"), tmp_path / "voxelmorph_default.json")
+    monkeypatch.setattr(vxm, "DEFAULT_VOXELMORPH_MODEL", vbad)
+    with pytest.raises(ValueError, match="shipped model .* checksum mismatch"):
+        vxm.load_voxelmorph(vbad)
+
+
+# ============================================================================ output paths
+def test_register_never_overwrites_an_input(files, capsys, tmp_path):
+    before = {k: _digest(files[k]) for k in ("fixed", "moving", "labels", "ckpt")}
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(files["moving"])
+    w = tmp_path / "w.nii.gz"
+    cases = [
+        (_register(files, out=files["moving"]), "same file as the input MOVING"),
+        (_register(files, out=link), "same file as the input MOVING"),
+        (_register(files, "--out-field", str(w), out=w), "are the same file"),
+        (_register(files, "--moving-labels", str(files["labels"]), "--out-warped-labels", str(files["labels"])),
+         "same file as the input --moving-labels"),
+        (_register(files, "--out-field", str(files["fixed"])), "same file as the input FIXED"),
+        (_register(files, out=tmp_path / "w.txt"), "must end with .nii or .nii.gz"),
+        (_register(files, out=tmp_path / "adir.nii.gz"), "is a directory"),
+        (_register(files, out=files["ckpt"] / "w.nii.gz"), "is a file, not a directory"),
+    ]
+    (tmp_path / "adir.nii.gz").mkdir()
+    for argv, msg in cases:
+        assert main(argv) == 1, argv
+        assert msg in _one_error_line(capsys.readouterr().err, "register"), argv
+    assert {k: _digest(files[k]) for k in before} == before
+    assert not w.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["adir.nii.gz", "link.nii.gz"]
+
+
+def test_register_writes_outputs_into_new_directories(files, tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "w.nii.gz"
+    assert main(_register(files, "--out-field", str(tmp_path / "new" / "u.nii.gz"), out=out)) == 0
+    assert out.is_file() and (tmp_path / "new" / "u.nii.gz").is_file()
+
+
+def test_calibrate_and_loihi_refuse_to_overwrite_inputs(files, tmp_path, capsys):
+    ck_h5 = tmp_path / "model.h5"  # a checkpoint under an .h5 name: passes the suffix check
+    shutil.copy(files["ckpt"], ck_h5)
+    before = _digest(ck_h5)
+    assert main(["calibrate", "--model", str(ck_h5), "--out", str(ck_h5)]) == 1
+    assert "same file as the input --model" in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert main(["calibrate", "--model", str(files["ckpt"]), "--out", str(tmp_path / "net.pt")]) == 1
+    assert "must end with .h5" in _one_error_line(capsys.readouterr().err, "calibrate")
+    rep = tmp_path / "calibration_report.json"
+    shutil.copy(files["ckpt"], rep)
+    assert main(["calibrate", "--model", str(rep), "--out", str(tmp_path / "net.h5")]) == 1
+    assert "same file as the input --model" in _one_error_line(capsys.readouterr().err, "calibrate")
+    rep.unlink()
+
+    net = tmp_path / "net.h5"
+    net.write_bytes(b"precious")
+    assert main(["loihi", "export", "--net", str(net), "--out", str(net)]) == 1
+    assert "same file as the input --net" in _one_error_line(capsys.readouterr().err, "loihi export")
+    assert main(["loihi", "export", "--net", str(net), "--out", str(tmp_path / "d.json")]) == 1
+    assert "must end with .h5" in _one_error_line(capsys.readouterr().err, "loihi export")
+    assert main(["loihi", "map", "--net", str(net), "--out", str(net)]) == 1
+    assert "is a file, not a directory" in _one_error_line(capsys.readouterr().err, "loihi map")
+    mj = tmp_path / "m" / "mapping.json"
+    mj.parent.mkdir()
+    mj.write_bytes(b"precious")
+    assert main(["loihi", "map", "--net", str(mj), "--out", str(mj.parent)]) == 1
+    assert "same file as the input --net" in _one_error_line(capsys.readouterr().err, "loihi map")
+    assert main(["loihi", "run", "--net", str(net), "--out", str(net)]) == 1
+    assert "same file as the input --net" in _one_error_line(capsys.readouterr().err, "loihi run")
+    assert _digest(ck_h5) == before and net.read_bytes() == b"precious" and mj.read_bytes() == b"precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "model.h5", "net.h5"]
+
+
+# ============================================================================ bad inputs
+def test_directory_and_truncated_inputs_are_one_line_errors(files, tmp_path, capsys):
+    d = tmp_path / "vol.nii.gz"
+    d.mkdir()
+    out = tmp_path / "out" / "w.nii.gz"
+    argv = ["register", str(d), str(files["moving"]), "--out-warped", str(out), "--model", str(files["ckpt"])]
+    assert main(argv) == 1
+    assert "directory" in _one_error_line(capsys.readouterr().err, "register")
+    assert main(_register(files, "--model", str(tmp_path), out=out)) == 1
+    assert str(tmp_path) in _one_error_line(capsys.readouterr().err, "register")
+    raw = files["moving"].read_bytes()
+    for name, data in (("half.nii.gz", raw[: len(raw) // 2]), ("head.nii.gz", raw[:60]), ("empty.nii.gz", b"")):
+        bad = tmp_path / name
+        bad.write_bytes(data)
+        argv = ["register", str(files["fixed"]), str(bad), "--out-warped", str(out), "--model", str(files["ckpt"])]
+        assert main(argv) == 1, name
+        assert str(bad) in _one_error_line(capsys.readouterr().err, "register"), name
+    nii = tmp_path / "m.nii"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.float32), np.eye(4)), str(nii))
+    nii.write_bytes(nii.read_bytes()[:-100])
+    argv = ["register", str(files["fixed"]), str(nii), "--out-warped", str(out), "--model", str(files["ckpt"])]
+    assert main(argv) == 1 and str(nii) in _one_error_line(capsys.readouterr().err, "register")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x80\x02garbage")
+    assert main(_register(files, "--model", str(garbage), out=out)) == 1
+    assert "not a readable torch checkpoint" in _one_error_line(capsys.readouterr().err, "register")
+    assert not out.parent.exists()
+
+
+def test_bad_devices_are_checked_up_front(files, tmp_path, capsys):
+    out = tmp_path / "w.nii.gz"
+    assert main(_register(files, "--device", "tpu9", out=out)) == 1
+    assert "not a torch device" in _one_error_line(capsys.readouterr().err, "register")
+    if not torch.cuda.is_available():
+        assert main(_register(files, "--device", "cuda", out=out)) == 1
+        assert "--device cuda" in _one_error_line(capsys.readouterr().err, "register")
+    assert main(_register(files, "--device", "cuda:99", out=out)) == 1
+    _one_error_line(capsys.readouterr().err, "register")
+    assert not out.exists()
+
+
+# ============================================================================ the error boundary
+def test_ctrl_c_exits_130_with_one_line_and_no_partial_file(files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "w.nii.gz"
+    real_save = nib.save
+
+    def interrupted_save(img, filename):  # half a file written, then Ctrl-C
+        Path(filename).write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(nib, "save", interrupted_save)
+    assert main(_register(files, out=out)) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "spikereg-neuro register: interrupted" and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary file
+    monkeypatch.setattr(nib, "save", real_save)
+
+
+def test_verbose_shows_the_traceback(files, tmp_path, capsys):
+    argv = _register(files, out=files["moving"])
+    assert main(argv) == 1 and "Traceback" not in capsys.readouterr().err
+    assert main(["-v", *argv]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "same file as the input MOVING" in err
+
+
+def test_unexpected_errors_memory_and_usage(files, capsys, monkeypatch):
+    import spikereg_neuro.inference as inf
+
+    def boom(*a, **k):
+        raise RuntimeError("something\nunexpected")
+
+    monkeypatch.setattr(inf.SpikeRegInference, "register", boom)
+    assert main(_register(files)) == 1
+    line = _one_error_line(capsys.readouterr().err, "register")
+    assert "internal error: RuntimeError: something unexpected" in line and "-v" in line
+
+    def oom(*a, **k):
+        raise MemoryError("Unable to allocate 238. GiB for an array with shape (4000, 4000, 4000)")
+
+    monkeypatch.setattr(inf.SpikeRegInference, "register", oom)
+    assert main(_register(files)) == 1
+    assert "out of memory" in _one_error_line(capsys.readouterr().err, "register")
+    assert describe_error(PermissionError(13, "Permission denied", "/x/y.nii.gz")) == "/x/y.nii.gz: Permission denied"
+    with pytest.raises(SystemExit) as ei:
+        main(["register"])
+    assert ei.value.code == 2
+    with pytest.raises(SystemExit) as ei:
+        main(["--version"])
+    assert ei.value.code == 0 and "spikereg-neuro" in capsys.readouterr().out
