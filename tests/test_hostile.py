@@ -291,3 +291,60 @@ def test_unexpected_errors_memory_and_usage(files, capsys, monkeypatch):
     with pytest.raises(SystemExit) as ei:
         main(["--version"])
     assert ei.value.code == 0 and "spikereg-neuro" in capsys.readouterr().out
+
+
+# ============================================================================ silent wrong results
+def test_warped_labels_keep_their_values_and_type(files, tmp_path):
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    big = np.zeros(SHAPE, np.int32)
+    big[4:12, 4:12, 4:12] = 40_000          # wraps in int16
+    big[6:10, 6:10, 6:10] = 2 ** 24 + 1     # not representable in float32
+    lp = tmp_path / "big_labels.nii.gz"
+    img = nib.Nifti1Image(big, aff)
+    img.set_data_dtype(np.int32)
+    nib.save(img, str(lp))
+    out = tmp_path / "wl.nii.gz"
+    assert main(_register(files, "--moving-labels", str(lp), "--out-warped-labels", str(out),
+                          out=tmp_path / "w.nii.gz")) == 0
+    wl = nib.load(str(out))
+    assert wl.get_data_dtype() == np.int32
+    assert set(np.unique(np.asarray(wl.dataobj))) <= {0, 40_000, 2 ** 24 + 1}
+    assert 2 ** 24 + 1 in np.asarray(wl.dataobj)
+    from spikereg_neuro.io.nifti import load_labels
+    assert load_labels(lp)[0].max() == 2 ** 24 + 1
+
+
+def test_constant_images_and_absurd_fields_are_errors(files, tmp_path, capsys, monkeypatch):
+    zero = tmp_path / "zero.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), str(zero))
+    out = tmp_path / "w.nii.gz"
+    argv = ["register", str(zero), str(files["moving"]), "--out-warped", str(out), "--model", str(files["ckpt"])]
+    assert main(argv) == 1
+    assert "is constant" in _one_error_line(capsys.readouterr().err, "register")
+    import spikereg_neuro.inference as inf
+    for value, msg in ((1.8e16, "absurd displacement field"), (float("nan"), "non-finite")):
+        monkeypatch.setattr(inf.SpikeRegInference, "register",
+                            lambda self, f, m, v=value: np.full((3, *f.shape), v, np.float32))
+        assert main(_register(files, out=out)) == 1
+        assert msg in _one_error_line(capsys.readouterr().err, "register")
+    assert not out.exists()
+
+
+def test_header_claiming_huge_volume_is_refused_before_allocation(files, tmp_path, capsys):
+    import gzip
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((30000, 30000, 30000))  # 100 TiB as float32
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    blob = hdr.binaryblock + b"\0" * 4 + np.zeros(64, np.float32).tobytes()
+    raw = tmp_path / "huge.nii"
+    raw.write_bytes(blob)
+    gz = tmp_path / "huge.nii.gz"
+    gz.write_bytes(gzip.compress(blob))
+    out = tmp_path / "out" / "w.nii.gz"
+    for path, msg in ((raw, "but the file has"), (gz, "GiB available")):
+        argv = ["register", str(files["fixed"]), str(path), "--out-warped", str(out), "--model", str(files["ckpt"])]
+        assert main(argv) == 1
+        line = _one_error_line(capsys.readouterr().err, "register")
+        assert "30000x30000x30000" in line and msg in line, line

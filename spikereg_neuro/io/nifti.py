@@ -46,7 +46,7 @@ def _check_nifti_name(path: Path) -> None:
         raise ValueError(f"NIfTI file name must end with .nii or .nii.gz: {path}")
 
 
-def _load_image(path: PathLike, canonical: bool) -> nib.Nifti1Image:
+def _load_image(path: PathLike, canonical: bool, itemsize: int = 4) -> nib.Nifti1Image:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"NIfTI file not found: {p}")
@@ -57,14 +57,56 @@ def _load_image(path: PathLike, canonical: bool) -> nib.Nifti1Image:
     except Exception as exc:  # nibabel raises several types for unreadable files
         detail = " ".join(str(exc).split()) or exc.__class__.__name__
         raise ValueError(f"cannot read {p} as NIfTI: {detail}") from exc
+    _check_memory(img, p, itemsize)  # before reorienting (which reads the data)
     if canonical:
         img = nib.as_closest_canonical(img)
     return img
 
 
-def _read_data(img: nib.Nifti1Image, path: PathLike) -> np.ndarray:
-    """The voxel data as float32; a truncated or corrupt file is a one-line ``ValueError``."""
+def _available_memory() -> Optional[int]:
+    """Bytes of memory available now (Linux ``MemAvailable``), or ``None`` if unknown."""
     try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_memory(img: nib.Nifti1Image, path: PathLike, itemsize: int = 4) -> None:
+    """Refuse, before allocating, a header whose voxel count cannot be what the file holds
+    (an uncompressed file shorter than its data) or does not fit in the available memory."""
+    n = int(np.prod([int(x) for x in img.shape], dtype=np.int64)) if img.shape else 0
+    p = Path(path)
+    shape = "x".join(str(int(x)) for x in img.shape)
+    if str(p).lower().endswith(".nii"):  # header and data in this one uncompressed file
+        try:
+            offset = int(img.header.get("vox_offset", 0) or 0)
+            need = offset + n * np.dtype(img.get_data_dtype()).itemsize
+            have = p.stat().st_size
+        except (OSError, TypeError, ValueError):
+            need, have = 0, 0
+        if need > have:
+            raise ValueError(f"{p}: the header claims {shape} voxels ({need} bytes with its offset) "
+                             f"but the file has {have} bytes (truncated or a forged header)")
+    avail = _available_memory()
+    want = n * max(int(itemsize), 4)
+    if avail is not None and want > avail:
+        raise ValueError(f"{p}: the header claims {shape} voxels ({want / 2 ** 30:.1f} GiB in memory), "
+                         f"more than the {avail / 2 ** 30:.1f} GiB available")
+
+
+def _read_data(img: nib.Nifti1Image, path: PathLike, raw: bool = False) -> np.ndarray:
+    """The voxel data (float32, or the file's own type with ``raw``); a truncated or corrupt
+    file is a one-line ``ValueError``."""
+    try:
+        if raw:
+            return np.asanyarray(img.dataobj)
         return img.get_fdata(dtype=np.float32)
     except MemoryError:
         raise
@@ -111,15 +153,36 @@ def load_labels(
 ) -> Tuple[np.ndarray, np.ndarray, nib.Nifti1Header]:
     """Read a 3D integer label map: like :func:`load_volume` but returns ``int64``.
 
-    Raises ``ValueError`` if any value is not an integer or is negative.
+    Integer files are read in their own type (never through float32, so labels above 2^24
+    stay exact). Raises ``ValueError`` if any value is not an integer, is negative or does
+    not fit int64.
     """
-    data, affine, header = load_volume(path, canonical=canonical)
-    rounded = np.rint(data)
-    if not np.array_equal(rounded, data):
-        raise ValueError(f"{path}: label map has non-integer values")
-    if data.size and rounded.min() < 0:
-        raise ValueError(f"{path}: label map has negative values")
-    return rounded.astype(np.int64), affine, header
+    img = _load_image(path, canonical, itemsize=8)
+    shape3 = _squeeze_3d(tuple(img.shape), path)
+    raw = np.asarray(_read_data(img, path, raw=True)).reshape(shape3)
+    if raw.dtype.kind == "b":
+        return raw.astype(np.int64), np.array(img.affine, dtype=np.float64), img.header
+    if raw.dtype.kind in "iu":
+        if raw.size and raw.min() < 0:
+            raise ValueError(f"{path}: label map has negative values")
+        if raw.dtype == np.uint64 and raw.size and raw.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"{path}: label values above {np.iinfo(np.int64).max} do not fit int64")
+        data = raw.astype(np.int64)
+    elif raw.dtype.kind == "f":
+        n_bad = int(raw.size - np.count_nonzero(np.isfinite(raw)))
+        if n_bad:
+            raise ValueError(f"{path}: {n_bad} non-finite voxel(s) (NaN or inf) in the label map")
+        rounded = np.rint(raw)
+        if not np.array_equal(rounded, raw):
+            raise ValueError(f"{path}: label map has non-integer values")
+        if raw.size and rounded.min() < 0:
+            raise ValueError(f"{path}: label map has negative values")
+        if raw.size and rounded.max() >= 2.0 ** 63:
+            raise ValueError(f"{path}: label values of {rounded.max():g} do not fit int64")
+        data = rounded.astype(np.int64)
+    else:
+        raise ValueError(f"{path}: label map has data type {raw.dtype}, expected integers")
+    return np.ascontiguousarray(data), np.array(img.affine, dtype=np.float64), img.header
 
 
 def _default_dtype(array: np.ndarray) -> np.dtype:
