@@ -88,6 +88,9 @@ class FloatRecorder:
         self._hooks: List[Any] = []
 
     def __enter__(self) -> "FloatRecorder":
+        if self.keep_pre:   # per-step read-out inputs (the read-out otherwise sums over time first)
+            self._per_step = self.net.readout.per_step
+            self.net.readout.per_step = True
         for b in self.net.blocks():
             if self.keep_pre:
                 self._hooks.append(b.synapse.register_forward_hook(
@@ -100,6 +103,8 @@ class FloatRecorder:
         for h in self._hooks:
             h.remove()
         self._hooks = []
+        if self.keep_pre:
+            self.net.readout.per_step = self._per_step
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ from spikereg_neuro.checkpoint import load_network, read_checkpoint, save_checkp
 from spikereg_neuro.model.blocks import SpikingConvBlock
 from spikereg_neuro.model.config import ModelConfig
 from spikereg_neuro.model.encoding import encode_graded, graded_payload
-from spikereg_neuro.model.neuron import NeuronConfig, make_neuron
+from spikereg_neuro.model.neuron import NeuronConfig, make_neuron, reset_neuron
 from spikereg_neuro.model.policy import residual_registration
 from spikereg_neuro.model.synapse import Conv3dSynapse
 from spikereg_neuro.model.unet import SpikeRegUNet, upsample_spikes
@@ -303,3 +303,52 @@ def test_two_level_readout_reads_dec0_and_upsampled_dec1_spikes():
     assert SpikeRegUNet(ModelConfig(**TINY)).export()[-1]["inputs"] == ["dec0"]
     with pytest.raises(ValueError, match="readout_levels"):
         ModelConfig(readout_levels=3)
+
+
+@pytest.mark.parametrize("graded", [False, True])
+@pytest.mark.parametrize("step", [0.0, 1.5])
+@pytest.mark.parametrize("state", [None, torch.float64, torch.int64])
+def test_fused_alif_equals_slayer_bit_for_bit(graded, step, state, monkeypatch):
+    """FusedALIF (one fused time loop) gives SLAYER ALIF's spikes and input gradients exactly,
+    binary and graded, with and without threshold adaptation, in every state type it can pick
+    (float32 where the bounds allow, float64, int64), for small and large drives and for
+    decays whose products need more mantissa bits."""
+    from lava.lib.dl.slayer.neuron import alif as slayer_alif
+
+    from spikereg_neuro.model import fused_alif
+
+    if state is not None:
+        monkeypatch.setattr(fused_alif, "_regime", lambda *a: state)
+    for decays in ({}, dict(current_decay=0.1, voltage_decay=0.03, refractory_decay=0.7,
+                            threshold_decay=0.2)):
+        cfg = NeuronConfig(graded_spike=graded, threshold_step=step, **decays)
+        ours = make_neuron(cfg)
+        theirs = make_neuron(cfg, fused=False)
+        assert isinstance(ours, fused_alif.FusedALIF) and type(theirs) is slayer_alif.Neuron
+        for scale in (6.0, 3e4):
+            g = torch.Generator().manual_seed(1)
+            x = (torch.randn(2, 3, 5, 4, 3, 7, generator=g) * scale).requires_grad_()
+            s_ref = theirs(x)
+            grad_out = torch.randn(s_ref.shape, generator=g)
+            (gx_ref,) = torch.autograd.grad(s_ref, x, grad_out)
+            s = ours(x)
+            (gx,) = torch.autograd.grad(s, x, grad_out)
+            assert torch.equal(s, s_ref) and torch.equal(gx, gx_ref)
+            assert 0 < float((s_ref != 0).float().mean()) < 1
+        # an input constant over time (stride-0 time axis) is quantized once: same spikes
+        x0 = torch.rand(2, 3, 4, 4, 4, generator=g).mul(20).unsqueeze(-1).expand(2, 3, 4, 4, 4, 6)
+        reset_neuron(theirs)
+        assert torch.equal(ours(x0), theirs(x0))
+
+
+def test_fused_alif_picks_an_exact_state_type():
+    from spikereg_neuro.model.fused_alif import FusedALIF, _Constants, _regime
+
+    k = _Constants(make_neuron(NeuronConfig()))
+    assert isinstance(make_neuron(NeuronConfig()), FusedALIF)
+    assert _regime(k, 8, 4096 * 10.0) == torch.float32        # the trained network's range
+    assert _regime(k, 8, 4096 * 1e4) == torch.float64
+    assert _regime(k, 8, 4096 * 1e12) == torch.int64
+    with pytest.raises(ValueError, match="FusedALIF"):
+        FusedALIF(threshold=1.0, threshold_step=0.0, current_decay=0.5, voltage_decay=0.5,
+                  threshold_decay=0.5, refractory_decay=0.5, persistent_state=True)

@@ -68,7 +68,10 @@ class ReadoutBlock(torch.nn.Module):
 
     On Loihi this is a compartment with ``iDecay = 4096`` (current = input), ``vDecay = 0``
     (no leak) and spiking disabled; its voltage after ``T`` steps is ``sum_t W * s[t]`` and is read
-    out. We return ``scale * v_T / T`` (voxels).
+    out. We return ``scale * v_T / T`` (voxels). The convolution is linear, so it is applied
+    once to the spikes summed over the window (``T`` times fewer operations; equal up to float
+    rounding); ``per_step = True`` convolves every step, so that a forward hook on the synapse
+    sees per-step inputs (calibration statistics).
     """
 
     def __init__(self, name: str, in_channels: int, out_channels: int, scale: float,
@@ -80,6 +83,7 @@ class ReadoutBlock(torch.nn.Module):
         self.w_scale = int(w_scale)
         self.synapse = Conv3dSynapse(in_channels, out_channels, kernel_size,
                                      pre_hook_fx=self._quantize if quantize else None)
+        self.per_step = False
         # Initial weights with a std of ``init_quanta`` quanta (1 quantum = 2 / w_scale). Small
         # (0.5: about a third of the weights round to +-1 quantum, the rest to 0) so the untrained
         # network starts near the identity field like VoxelMorph's near-zero flow layer: at 4 quanta
@@ -98,7 +102,10 @@ class ReadoutBlock(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes ``(N, C, D, H, W, T)`` -> analog field ``(N, C_out, D, H, W)``."""
-        v = self.synapse(x).sum(dim=-1)
+        if self.per_step:
+            v = self.synapse(x).sum(dim=-1)
+        else:
+            v = self.synapse(x.sum(dim=-1, keepdim=True))[..., 0]
         return v * (self.scale / x.shape[-1])
 
     def export(self) -> Dict[str, Any]:

@@ -76,8 +76,13 @@ class NeuronConfig:
         return cls(**d)
 
 
-def make_neuron(cfg: NeuronConfig) -> torch.nn.Module:
-    """A SLAYER neuron for ``cfg`` (shared parameters, states not persistent, decays fixed)."""
+def make_neuron(cfg: NeuronConfig, fused: bool = True) -> torch.nn.Module:
+    """A SLAYER neuron for ``cfg`` (shared parameters, states not persistent, decays fixed).
+
+    ``alif`` neurons run SLAYER's dynamics through the fused time loop of
+    :class:`~spikereg_neuro.model.fused_alif.FusedALIF` (bit-identical, faster); ``fused=False``
+    gives SLAYER's own class. ``cuba`` neurons are SLAYER's.
+    """
     # SLAYER's graded surrogate is scale_rho * exp(min(v - theta, 0) / tau_rho) with scale_rho =
     # 0.1 * scale_grad: scale_grad 10 makes it the exact derivative (1) of the payload above the
     # threshold, decaying over tau_rho = 100 * tau_grad * threshold below it.
@@ -85,7 +90,8 @@ def make_neuron(cfg: NeuronConfig) -> torch.nn.Module:
     common = dict(tau_grad=cfg.tau_grad, scale_grad=scale_grad, shared_param=True,
                   persistent_state=False, requires_grad=False, graded_spike=cfg.graded_spike)
     if cfg.kind == "alif":
-        return slayer_alif.Neuron(
+        from .fused_alif import FusedALIF
+        return (FusedALIF if fused else slayer_alif.Neuron)(
             threshold=cfg.threshold, threshold_step=cfg.threshold_step,
             current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay,
             threshold_decay=cfg.threshold_decay, refractory_decay=cfg.refractory_decay, **common,

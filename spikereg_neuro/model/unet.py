@@ -4,15 +4,23 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
+import torch.nn.functional as F
 
 from .blocks import ReadoutBlock, SpikingConvBlock
 from .config import ModelConfig
 from .encoding import encode_graded
+from .synapse import from_frames, to_frames
 
 
 def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (binary stays binary)."""
-    return s.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+    f = F.interpolate(to_frames(s), scale_factor=2, mode="nearest")
+    return from_frames(f, s.shape[-1])
+
+
+def cat_spikes(*xs: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``(N, C_i, D, H, W, T)`` spike tensors along channels (time-major frames)."""
+    return from_frames(torch.cat([to_frames(x) for x in xs], dim=1), xs[0].shape[-1])
 
 
 class SpikeRegUNet(torch.nn.Module):
@@ -99,10 +107,10 @@ class SpikeRegUNet(torch.nn.Module):
         x = x[..., -td:]
         prev = x
         for block, skip in zip(self.dec, reversed(skips[:-1])):
-            prev, x = x, block(torch.cat([upsample_spikes(x), skip[..., -td:]], dim=1))
+            prev, x = x, block(cat_spikes(upsample_spikes(x), skip[..., -td:]))
             self._record(block.name, x)
         if cfg.readout_levels == 2:   # dec0 and the coarser dec1 (its spikes upsampled x2)
-            x = torch.cat([x, upsample_spikes(prev)], dim=1)
+            x = cat_spikes(x, upsample_spikes(prev))
         return self.readout(x)
 
     def export(self) -> List[dict]:

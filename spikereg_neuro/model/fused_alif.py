@@ -1,0 +1,207 @@
+"""SLAYER's ALIF neuron with its time loop fused: the same numbers, several times faster on a CPU.
+
+lava-dl's ALIF (``slayer.neuron.alif``) runs three autograd functions one after another on a
+CPU: the current leaky integrator, the voltage leaky integrator and the adaptive
+threshold/refractory dynamics, each a Python loop over time steps on time-last (strided) slices
+with a dozen int64 passes per step, then the spike function. :class:`FusedALIF` computes the
+same recurrences in one loop over a time-first view and one reverse loop for the gradient:
+
+    c[t]   = rstz(c[t-1] * (4096 - d_c), 12) + trunc(4096 x[t])          (current, fixed point)
+    v[t]   = rstz(v[t-1] * (4096 - d_v), 12) + f32(c[t])                  (voltage)
+    th[t]  = rstz((th[t-1] - th0) * (4096 - d_th), 12) + th0              (threshold)
+    r[t]   = rstz(r[t-1] * (4096 - d_r), 12)                               (refractory)
+    hit    = f32(v[t]) >= th[t] + r[t];  th += th_step * hit;  r += 2 th[t] * hit
+    s[t]   = f32(v)/4096 >= f32(th)/4096 + f32(r)/4096      (times f32(v)/4096 if graded)
+
+with ``rstz`` SLAYER's right shift towards zero and ``f32`` the float32 rounding SLAYER's
+int64 -> float32 hand-over between its three functions applies. The backward pass is SLAYER's:
+the surrogate ``Spike`` derivative at ``(v, th + r)``, then the two leaky-integrator
+recurrences ``g[t] = (1 - d/4096) g[t+1] + g_out[t]`` (voltage, then current); no gradient
+through the threshold and refractory states, and none to the (fixed) decays.
+
+The integer states are held in float64, exact while every product stays below 2**53 (checked
+from the input's magnitude; otherwise the loop runs in int64). Outputs and gradients are
+bit-identical to SLAYER's (``tests/test_model.py``). An input that is constant over time (a
+stride-0 time axis, as the graded image input of the first layer) is quantized once.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+
+from .neuron import slayer_alif
+
+# SLAYER ALIF's surrogate-gradient multipliers (slayer/neuron/alif.py: TAU_RHO_MULT, SCALE_RHO_MULT)
+_TAU_RHO_MULT = slayer_alif.TAU_RHO_MULT
+_SCALE_RHO_MULT = slayer_alif.SCALE_RHO_MULT
+_FRAC = 12                      # decays are 12-bit fractions (p_scale 4096)
+
+
+def _rstz(x: torch.Tensor, m: int) -> torch.Tensor:
+    """``rstz(x * m, 12)``, SLAYER's decay: in place for floats holding integers (exact when
+    the product fits the mantissa, see :func:`_regime`), by integer division for int64."""
+    if x.dtype.is_floating_point:
+        return x.mul_(m / (1 << _FRAC)).trunc_()
+    return torch.div(x * m, 1 << _FRAC, rounding_mode="trunc")
+
+
+def _as_f32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The integer ``x`` rounded to float32 and back (SLAYER's int64 -> float32 -> int64)."""
+    return x.to(torch.float32).to(dtype)
+
+
+class _Constants:
+    """Integer constants of one neuron population, read from a SLAYER ALIF neuron."""
+
+    def __init__(self, n: "slayer_alif.Neuron") -> None:
+        q = slayer_alif.quantize
+        s = n.s_scale
+        self.s_scale = s
+        self.m_c = (1 << _FRAC) - int(q(n.current_decay).item())
+        self.m_v = (1 << _FRAC) - int(q(n.voltage_decay).item())
+        self.m_th = (1 << _FRAC) - int(q(n.threshold_decay).item())
+        self.m_r = (1 << _FRAC) - int(q(n.refractory_decay).item())
+        self.th0 = int(n.threshold * s)
+        self.th_step = int(n.threshold_step * s)
+        self.th0_f32 = torch.tensor(float(self.th0), dtype=torch.float32) / float(s)
+        # float32 gradient constants, exactly as SLAYER's Spike and _LIDynamics form them
+        self.g_c = 1 - q(n.current_decay).detach() / (1 << _FRAC)
+        self.g_v = 1 - q(n.voltage_decay).detach() / (1 << _FRAC)
+        self.tau = torch.tensor(n.tau_rho * _TAU_RHO_MULT, dtype=torch.float32)
+        self.scale = torch.tensor(n.scale_rho * _SCALE_RHO_MULT, dtype=torch.float32)
+        self.graded = bool(n.graded_spike)
+
+
+def _odd(m: int) -> int:
+    """The odd part of ``m`` (a product with ``m / 4096`` needs that many more bits)."""
+    while m and not m & 1:
+        m >>= 1
+    return max(m, 1)
+
+
+def _regime(k: _Constants, T: int, peak: float) -> torch.dtype:
+    """The cheapest type in which the recurrences are exact for inputs up to ``peak``.
+
+    Bounds: ``|c| <= T peak``, ``|v| <= T |c|``, ``th <= th0 + T th_step``, ``|r| <= 2 T th``;
+    a product ``x * (m / 4096)`` is exact in a type with ``p`` mantissa bits while
+    ``|x| * odd(m) < 2**p``. float32 (``p = 24``) also needs every state below ``2**24``, where
+    SLAYER's float32 hand-overs round nothing, so the spike test is the integer one.
+    """
+    bc = T * peak
+    bv = T * bc
+    th = k.th0 + T * abs(k.th_step)
+    br = 2 * T * th
+    need = max(bc * _odd(k.m_c), bv * _odd(k.m_v), br * _odd(k.m_r), T * abs(k.th_step) * _odd(k.m_th),
+               bv + br + th)
+    if need < 2.0 ** 24:
+        return torch.float32
+    if need < 2.0 ** 53:
+        return torch.float64
+    return torch.int64
+
+
+def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool,
+                  dtype: torch.dtype | None = None) -> Tuple[torch.Tensor, torch.Tensor | None]:
+    """Run the fixed-point dynamics on a time-first ``x`` ``(T, ...)``.
+
+    Returns the spikes ``(T, ...)`` float32 and, with ``keep``, SLAYER's float32 margin
+    ``v/4096 - (th/4096 + r/4096)`` that the surrogate gradient needs. ``dtype`` forces the
+    state type (tests); by default :func:`_regime` picks it.
+    """
+    T = x.shape[0]
+    const_in = T > 1 and x.stride(0) == 0
+    xs = x[:1] if const_in else x
+    xq = torch.trunc(xs * float(k.s_scale))                     # float32, SLAYER's (4096 x).to(int64)
+    peak = float(xq.abs().max()) if xq.numel() else 0.0
+    dtype = dtype or _regime(k, T, peak)
+    if xq.shape[0] > 1 and xq.stride(0) < max(xq.stride()):
+        xq = xq.contiguous()        # time-first slices (the network's tensors already are)
+    xq = xq.to(dtype)               # keeps the layout of each frame (channels-last or not)
+    c = torch.zeros_like(xq[0])
+    v = torch.zeros_like(c)
+    r = torch.zeros_like(c)
+    th = torch.full_like(c, k.th0) if k.th_step else None
+    inv = 1.0 / k.s_scale
+    spikes = torch.empty((T, *xq.shape[1:]), dtype=torch.float32, device=x.device)
+    if xq.shape[0] == T:
+        spikes = torch.empty_like(xq, dtype=torch.float32)
+    margin = torch.empty_like(spikes) if keep else None
+    exact32 = dtype == torch.float32
+    for t in range(T):
+        c = _rstz(c, k.m_c).add_(xq[0 if const_in else t])
+        v = _rstz(v, k.m_v).add_(c if exact32 else _as_f32(c, dtype))
+        r = _rstz(r, k.m_r)
+        if th is not None:
+            th = _rstz(th.sub_(k.th0), k.m_th).add_(k.th0)
+        tr = r + (th if th is not None else k.th0)
+        if exact32:   # every value exact in float32: SLAYER's float test is the integer one
+            hit = v >= tr
+            if k.graded:
+                torch.mul(v, hit, out=spikes[t]).mul_(inv)
+            else:
+                spikes[t] = hit
+            if keep:
+                torch.sub(v, tr, out=margin[t]).mul_(inv)
+        else:
+            vf = v.to(torch.float32)
+            hit = vf.to(dtype) >= tr
+            # SLAYER's spike function compares its float32 outputs: v/4096 >= th/4096 + r/4096
+            vn = vf * inv
+            thr = (th.to(torch.float32) * inv if th is not None else k.th0_f32) + r.to(torch.float32) * inv
+            s = vn >= thr
+            spikes[t] = s * vn if k.graded else s
+            if keep:
+                torch.sub(vn, thr, out=margin[t])
+        r = r.add_(hit * (2 * (th if th is not None else k.th0)))
+        if th is not None:
+            th = th.add_(hit * k.th_step)
+    return spikes, margin
+
+
+class _FusedALIFFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: _Constants) -> torch.Tensor:  # noqa: D401
+        keep = bool(ctx.needs_input_grad[0])
+        spikes, margin = _forward_loop(x, k, keep=keep)
+        if keep:
+            ctx.save_for_backward(margin)
+        ctx.k = k
+        return spikes
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        margin, = ctx.saved_tensors
+        k: _Constants = ctx.k
+        if k.graded:   # SLAYER spike.py _spike_backward, graded branch
+            g = k.scale * torch.exp(torch.clamp(margin, max=0) / k.tau) * grad
+        else:
+            g = k.scale / 2 / k.tau * torch.exp(-torch.abs(margin) / k.tau) * grad
+        g_v, g_c = k.g_v.to(g.device), k.g_c.to(g.device)
+        out = torch.empty_like(g)
+        gv = gc = None
+        for t in range(g.shape[0] - 1, -1, -1):   # voltage, then current leaky integrator
+            gv = g[t] if gv is None else g_v * gv + g[t]
+            gc = gv if gc is None else g_c * gc + gv
+            out[t] = gc
+        return out, None
+
+
+class FusedALIF(slayer_alif.Neuron):
+    """SLAYER's ALIF neuron (same parameters, export and ``dynamics``) with a fused forward.
+
+    Only the configuration SpikeReg uses is fused (shared parameters, no persistent state, no
+    norm or dropout, fixed decays); anything else is refused at construction.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.shared_param or self.persistent_state or self.requires_grad:
+            raise ValueError("FusedALIF supports shared, non-persistent, fixed-decay neurons only")
+        if self.norm is not None or self.drop is not None:
+            raise ValueError("FusedALIF has no norm or dropout")
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - SLAYER's name
+        """Spikes of ``(N, ..., T)`` input (time last, as SLAYER), same shape."""
+        xt = input.movedim(-1, 0)
+        return _FusedALIFFunction.apply(xt, _Constants(self)).movedim(0, -1)
