@@ -348,3 +348,21 @@ def test_header_claiming_huge_volume_is_refused_before_allocation(files, tmp_pat
         assert main(argv) == 1
         line = _one_error_line(capsys.readouterr().err, "register")
         assert "30000x30000x30000" in line and msg in line, line
+
+
+def test_singular_affine_and_demo_arguments(files, tmp_path, capsys):
+    p = tmp_path / "singular.nii"
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random(SHAPE).astype(np.float32), np.eye(4)), str(p))
+    raw = bytearray(p.read_bytes())
+    hdr = nib.Nifti1Header.from_fileobj(open(p, "rb"))
+    hdr["srow_x"], hdr["sform_code"], hdr["qform_code"] = [0, 0, 0, 0], 1, 0
+    raw[:348] = hdr.binaryblock
+    p.write_bytes(bytes(raw))
+    argv = ["register", str(p), str(files["moving"]), "--out-warped", str(tmp_path / "w.nii.gz"),
+            "--model", str(files["ckpt"])]
+    assert main(argv) == 1
+    assert "affine is singular" in _one_error_line(capsys.readouterr().err, "register")
+    assert main(["demo", "--pairs", "-1", "--model", str(files["ckpt"]), "--out", str(tmp_path / "d")]) == 1
+    assert "--pairs must be >= 0" in _one_error_line(capsys.readouterr().err, "demo")
+    assert main(["demo", "--model", str(files["ckpt"]), "--out", str(files["ckpt"])]) == 1
+    assert "is a file, not a directory" in _one_error_line(capsys.readouterr().err, "demo")

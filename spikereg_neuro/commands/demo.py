@@ -32,8 +32,14 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import evaluate_registration, mean_metrics
     from ..inference import SpikeRegInference
     from ..io.atomic import atomic_write_text
+    from ..io.paths import check_output_dir, check_outputs
 
+    if args.pairs < 0:
+        raise ValueError(f"--pairs must be >= 0 (0: all pairs), got {args.pairs}")
     model = Path(args.model) if args.model else DEFAULT_MODEL
+    out_dir = check_output_dir("--out", args.out)
+    check_outputs(inputs={"--model": model, "--config": args.config},
+                  outputs={"--out demo_results.json": out_dir / "demo_results.json"})
     if args.config:
         data_cfg = load_config(args.config).data
     elif model.is_file():

@@ -58,6 +58,11 @@ def _load_image(path: PathLike, canonical: bool, itemsize: int = 4) -> nib.Nifti
         detail = " ".join(str(exc).split()) or exc.__class__.__name__
         raise ValueError(f"cannot read {p} as NIfTI: {detail}") from exc
     _check_memory(img, p, itemsize)  # before reorienting (which reads the data)
+    aff = np.asarray(img.affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.all(np.isfinite(aff)) or abs(np.linalg.det(aff[:3, :3])) < 1e-12:
+        rows = "; ".join(" ".join(f"{x:g}" for x in r) for r in aff[:3]) if aff.shape == (4, 4) else aff.shape
+        raise ValueError(f"{p}: the voxel-to-world affine is singular or non-finite ({rows}): "
+                         f"the image has no valid geometry")
     if canonical:
         img = nib.as_closest_canonical(img)
     return img
