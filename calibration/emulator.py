@@ -36,6 +36,7 @@ sources emit steps before ``off``): run that schedule and the spikes equal this 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Callable, Dict, List, Mapping, MutableMapping, Optional
 
 import numpy as np
@@ -291,14 +292,13 @@ def check_patch(q: QuantizedNet, payload: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def emulate(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: bool = False,
-            stats: Optional[MutableMapping[str, LayerStats]] = None, overflow: str = "lava",
-            forced: Optional[Mapping[str, torch.Tensor]] = None) -> EmulationResult:
-    """Emulate one batch of patches from the integer input payload ``(N, C_in, D, H, W)``.
+def emulate_reference(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: bool = False,
+                      stats: Optional[MutableMapping[str, LayerStats]] = None, overflow: str = "lava",
+                      forced: Optional[Mapping[str, torch.Tensor]] = None) -> EmulationResult:
+    """The reference emulator: :func:`run_layer` / :func:`atrlif_step` step by step in int64.
 
-    ``stats`` (a dict, filled/merged per layer) collects integer peaks, overflow counts and
-    spikes; ``record_spikes`` keeps every layer's spikes; ``forced`` replaces named layers'
-    outputs by given spikes (teacher forcing, to compare layers one at a time).
+    Same arguments and results as :func:`emulate` (which is bit-exact to it and much faster);
+    kept as the executable definition the fast engine is tested against.
     """
     check_patch(q, payload)
     payload = payload.to(torch.int64)
@@ -319,6 +319,465 @@ def emulate(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: bool = Fal
     field_ = (v.to(torch.float64) * q.readout.output_scale).to(torch.float32)
     return EmulationResult(field=field_, readout_v=v, spikes=rec,
                            stats=dict(stats) if stats is not None else {})
+
+
+# ============================================================================ fast engine
+# The same arithmetic as run_layer/atrlif_step, organised for speed (bit-exact, tested against
+# emulate_reference in tests/test_emulator_fast.py):
+#
+# * tensors are time-major ``(T, N, C, D, H, W)``, so one layer's T frames are a free reshape
+#   ``(T*N, C, D, H, W)`` for the convolution and a step is a contiguous slice (no permutes);
+# * spikes / payloads travel as float32 (0/1 or the payload integer, exact below 2**24), the
+#   convolutions run in float32 whenever ``max_o sum|w_o| * max_in < 2**24`` (every partial sum
+#   an exact integer; checked integral afterwards), float64 otherwise;
+# * x2 upsampling followed by a stride-1 convolution is one ``conv_transpose3d`` with stride 2 and
+#   the weights folded over each 2x2x2 block (nearest upsampling is separable: per dimension
+#   ``K[m] = w[k-1-m] + w[k-m]``); each output sums the same integer products, 3.4x fewer MACs;
+# * the weight exponent is ``floor(y * 2**e)`` in float (exact: a power-of-two scale of an
+#   integer below 2**24), the neuron states are float64 integers: a decay is
+#   ``trunc(x * (m / 4096))``, exact because ``|x| * m < 2**53`` is checked a priori
+#   (``_state_bound``) - the engine falls back to the reference when it could not be;
+# * the 24-bit current wrap / voltage clip are applied only where a cheap bound (the layer's
+#   exact ``max |a_in|`` and the decays' geometric sums) does not rule them out; with
+#   ``theta_step = 0`` the threshold is the constant ``64 * theta_0``;
+# * the non-leaky read-out integrator (current multiplier 0, voltage multiplier 4096, no bias)
+#   has ``v_T = 64 * sum_t a_in[t]``: when the weight exponent's shift is linear (``e >= 0``, or
+#   ``-e`` at most the power of two dividing every weight: lava's weights are even) the
+#   time-summed input is convolved once, together with ``|w|`` to bound every step's current and
+#   voltage; if the bound leaves any possibility of a wrap, a saturation or a spike (or stats are
+#   requested) the read-out runs step by step instead.
+
+_F32_EXACT = 2 ** 24
+_F64_EXACT = 2 ** 53
+#: states below this magnitude make ``x * m`` (``m <= 4096``) an exact float64 integer
+_STATE_EXACT = 2 ** 40
+
+
+class _NotExact(Exception):
+    """A bound the fast engine relies on does not hold (the caller falls back to the reference)."""
+
+
+@dataclass
+class _Edge:
+    """One connection prepared for the fast engine."""
+
+    edge: LayerInput
+    w_int: torch.Tensor              # int64 (O, C, k, k, k), the layer's weight slice
+    weight: torch.Tensor             # float32 (O, C, k, k, k) - or folded (C, O, k+1, ...) if transposed
+    abs_sum: int                     # max_o sum |w_o| (the exactness bound per unit input)
+    transposed: Optional[tuple]      # conv_transpose3d padding of the folded x2 upsampling, or None
+
+
+def _fold_upsample2(w: torch.Tensor, padding) -> Optional[tuple]:
+    """``(K, P)`` with ``conv_transpose3d(x, K, stride=2, padding=P) == conv3d(upsample2(x), w,
+    padding=padding)`` (stride 1), or None when the padding does not allow it."""
+    ks = tuple(int(k) for k in w.shape[2:])
+    pads = tuple(int(k) - 1 - int(p) for k, p in zip(ks, padding))
+    if min(pads) < 0:
+        return None
+    k_ = w
+    for dim, k in zip((2, 3, 4), ks):
+        shape = list(k_.shape)
+        shape[dim] = k + 1
+        z = k_.new_zeros(shape)
+        f = k_.flip(dim)                     # f[m] = w[k - 1 - m]
+        z.narrow(dim, 0, k).add_(f)          # K[m] += w[k - 1 - m]
+        z.narrow(dim, 1, k).add_(f)          # K[m] += w[k - m]
+        k_ = z
+    return k_.transpose(0, 1).contiguous(), pads
+
+
+def _prepare_edges(layer: QuantizedLayer) -> List[_Edge]:
+    out = []
+    for e in layer.inputs:
+        a, b = e.channels
+        w = torch.from_numpy(np.asarray(layer.weight[:, a:b], dtype=np.int64))
+        abs_sum = int(w.abs().sum(dim=(1, 2, 3, 4)).max()) if w.numel() else 0
+        wf = w.to(torch.float32)
+        tr = None
+        if e.transform == "upsample2" and all(int(s) == 1 for s in layer.stride):
+            folded = _fold_upsample2(wf, layer.padding)
+            if folded is not None:
+                wf, tr = folded
+        out.append(_Edge(e, w, wf, abs_sum, tr))
+    return out
+
+
+def _conv(x: torch.Tensor, ed: _Edge, layer: QuantizedLayer, max_in: int) -> torch.Tensor:
+    """The exact integer convolution of float frames ``x`` (B, C, D, H, W) by one edge, as float
+    (float32 when every partial sum is an integer below 2**24, else float64)."""
+    bound = ed.abs_sum * int(max_in)
+    if bound < _F32_EXACT:
+        dt = torch.float32
+    elif bound < _F64_EXACT:
+        dt = torch.float64
+    else:  # pragma: no cover
+        raise OverflowError(f"convolution bound {bound} exceeds float64's exact integer range")
+    x = x if x.dtype == dt else x.to(dt)
+    w = ed.weight.to(dt)
+    if ed.transposed is not None:
+        y = F.conv_transpose3d(x, w, None, 2, ed.transposed)
+    else:
+        if ed.edge.transform == "upsample2":
+            x = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+        y = F.conv3d(x, w, None, tuple(layer.stride), tuple(layer.padding))
+    if not torch.equal(torch.round(y), y):  # pragma: no cover - would mean a non-exact conv algorithm
+        raise RuntimeError("integer convolution was not exact")
+    return y
+
+
+def _shift_float(y: torch.Tensor, e: int) -> torch.Tensor:
+    """:func:`~calibration.loihi_rules.shift_activation` on float integers (in place)."""
+    e = int(e)
+    if e > 0:
+        y.mul_(float(2 ** e))
+    elif e < 0:
+        y.mul_(2.0 ** e).floor_()
+    return y
+
+
+def _absmax(x: torch.Tensor) -> int:
+    if not x.numel():
+        return 0
+    lo, hi = torch.aminmax(x)
+    return int(max(-float(lo), float(hi)))
+
+
+def _geometric(m: int, steps: int) -> Fraction:
+    """``sum_{k < steps} (m / 4096)**k``: how much a decayed sum of bounded increments can grow."""
+    c = Fraction(int(m), R.DECAY_UNITY)
+    return sum((c ** k for k in range(int(steps))), Fraction(0))
+
+
+@dataclass
+class _LayerInput:
+    """A layer's ``a_in``: per step ``(T, N, O, D, H, W)``, or one frame used at every step."""
+
+    a: torch.Tensor
+    constant: bool
+    steps: int
+    amax: int                        # exact max |a_in|
+
+
+def _fast_layer_input(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str, torch.Tensor],
+                      maxes: Mapping[str, int]) -> _LayerInput:
+    T = int(layer.time_window)
+    per_step: List[torch.Tensor] = []
+    const: List[torch.Tensor] = []
+    total_bound = 0
+    for ed in edges:
+        e = ed.edge
+        total_bound += ed.abs_sum * maxes[e.source] * (1 << max(int(layer.weight_exp), 0))
+        src = outs[e.source]
+        if e.source == "input":
+            const.append(_shift_float(_conv(src, ed, layer, maxes[e.source]), layer.weight_exp))
+            continue
+        s = src[e.source_step_offset: e.source_step_offset + T]
+        if s.shape[0] != T:
+            raise ValueError(f"{layer.name}: source {e.source} has {src.shape[0]} steps, needs "
+                             f"{e.source_step_offset + T}")
+        n = s.shape[1]
+        y = _conv(s.reshape(T * n, *s.shape[2:]), ed, layer, maxes[e.source])
+        per_step.append(_shift_float(y, layer.weight_exp).reshape(T, n, *y.shape[1:]))
+    dt = torch.float32 if total_bound < _F32_EXACT else torch.float64
+    parts = per_step + const          # per-step first: constants broadcast over the steps
+    total = parts[0].to(dt)
+    for y in parts[1:]:
+        total.add_(y)                 # exact: every partial sum is below total_bound
+    return _LayerInput(total, constant=not per_step, steps=T, amax=_absmax(total))
+
+
+def _state_bound(p: NeuronParams, amax: int, steps: int) -> int:
+    """A bound on ``|i|, |v|, |theta|, |r|`` over ``steps`` steps (both overflow modes)."""
+    i_b = (1 << R.ACT_SHIFT) * amax * steps + 2 * R.STATE_MAX
+    v_b = steps * (i_b + abs(p.bias)) + 2 * R.STATE_MAX
+    th_b = abs(p.theta0) + abs(p.theta_step) * steps
+    r_b = 2 * th_b * steps
+    return max(i_b, v_b, th_b, r_b + v_b)
+
+
+def _new_stats() -> LayerStats:
+    return LayerStats()
+
+
+def _merge_stats(dst: LayerStats, src: LayerStats) -> None:
+    dst.merge_max(a_in_max=src.a_in_max, i_max=src.i_max, v_max=src.v_max, r_max=src.r_max)
+    dst.current_wraps += src.current_wraps
+    dst.voltage_saturations += src.voltage_saturations
+    dst.spikes += src.spikes
+    dst.neuron_steps += src.neuron_steps
+    dst.neurons += src.neurons
+    if src.spikes_per_step is not None:
+        dst.spikes_per_step = (src.spikes_per_step.copy() if dst.spikes_per_step is None
+                               else dst.spikes_per_step + src.spikes_per_step)
+
+
+class _Trunc:
+    """``x <- trunc(x)`` in place for float64 integers-plus-fraction: through an int32 buffer
+    (a truncating cast, several times faster than ``trunc_`` here) when ``|x| < 2**31``."""
+
+    def __init__(self, shape, like: torch.Tensor, small: bool) -> None:
+        self.buf = torch.empty_like(like, dtype=torch.int32) if small else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.buf is None:
+            return x.trunc_()
+        self.buf.copy_(x)
+        return x.copy_(self.buf)
+
+
+def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
+                  stats: Optional[LayerStats]) -> torch.Tensor:
+    """The ATRLIF time loop on float64 integer states. Spiking layers: time-major float32 spikes
+    (0/1) or payloads; the integrator: its int64 voltage after the last step."""
+    p = NeuronParams.from_atrlif(layer.atrlif)
+    T = li.steps
+    bound = _state_bound(p, li.amax, T)
+    if bound >= _STATE_EXACT:
+        raise _NotExact(f"{layer.name}: states may exceed float64's exact range")
+    lava = overflow == "lava"
+    # a priori: |i_t| <= 64 * max|a| * sum_k c_i^k; |v_t| <= (|i| + |bias|) * sum_k c_v^k
+    i_peak = (1 << R.ACT_SHIFT) * li.amax * _geometric(p.i_mult, T)
+    can_wrap = lava and i_peak >= R.STATE_MAX
+    v_peak = ((R.STATE_MAX if can_wrap else i_peak) + abs(p.bias)) * _geometric(p.v_mult, T)
+    can_saturate = lava and v_peak > R.VOLTAGE_MAX
+    f64 = torch.float64
+    a64 = li.a.to(f64).mul_(float(1 << R.ACT_SHIFT))      # 64 * a_in, exact
+    like = a64 if li.constant else a64[0]
+    shape = tuple(like.shape)
+    trunc = _Trunc(shape, like, bound < 2 ** 31)
+    i = torch.zeros_like(like)
+    v = torch.zeros_like(like)
+    r = torch.zeros_like(like)
+    r_zero = True                      # r is known to be 0 (no spike yet)
+    nonneg = p.theta0 >= 0 and p.theta_step >= 0          # then r >= 0, theta >= theta0
+    const_theta = p.theta_step == 0    # theta stays 64 * theta_0
+    theta = None if const_theta else torch.full_like(like, float(p.theta0))
+    integrator = layer.neuron == "integrator"
+    graded = layer.graded_output
+    out = None if integrator else torch.empty((T, *shape), dtype=torch.float32)
+    s = torch.empty_like(like)         # spikes as float 0/1
+    d = torch.empty_like(like)
+    spiked_any = False
+    per_step = np.zeros(T, dtype=np.int64) if stats is not None else None
+    ci, cv = p.i_mult / R.DECAY_UNITY, p.v_mult / R.DECAY_UNITY
+    cr, cth = p.r_mult / R.DECAY_UNITY, p.th_mult / R.DECAY_UNITY
+    for t in range(T):
+        a_t = a64 if li.constant else a64[t]
+        # current: i = wrap(decay(i) + 64 a)
+        if p.i_mult == 0:
+            i.copy_(a_t)
+        else:
+            if p.i_mult != R.DECAY_UNITY:
+                trunc(i.mul_(ci))
+            i.add_(a_t)
+        if stats is not None or can_wrap:
+            lo, hi = (float(x) for x in torch.aminmax(i))
+            if stats is not None:
+                stats.merge_max(i_max=max(-lo, hi))
+            if can_wrap and (hi > R.STATE_MAX or lo <= -R.STATE_MAX):
+                wi = R.wrap_current(i)
+                if stats is not None:
+                    stats.current_wraps += int((wi != i).sum())
+                i.copy_(wi)
+        # voltage: v = sat(decay(v) + i + bias)
+        if p.v_mult == 0:
+            v.copy_(i)
+        else:
+            if p.v_mult != R.DECAY_UNITY:
+                trunc(v.mul_(cv))
+            v.add_(i)
+        if p.bias:
+            v.add_(float(p.bias))
+        if stats is not None:
+            lo, hi = (float(x) for x in torch.aminmax(v))
+            stats.merge_max(v_max=max(-lo, hi))
+            if lava and (hi > R.VOLTAGE_MAX or lo < R.VOLTAGE_MIN):
+                stats.voltage_saturations += int(((v > R.VOLTAGE_MAX) | (v < R.VOLTAGE_MIN)).sum())
+        if can_saturate:
+            v.clamp_(R.VOLTAGE_MIN, R.VOLTAGE_MAX)
+        # threshold and refractory decay (both >= their rest when nonneg: floor == trunc)
+        if not const_theta:
+            theta.sub_(float(p.theta0)).mul_(cth)
+            theta.floor_() if nonneg else trunc(theta)
+            theta.add_(float(p.theta0))
+        if not r_zero:
+            if p.r_mult == 0:
+                r.zero_()
+            elif p.r_mult != R.DECAY_UNITY:
+                r.mul_(cr)
+                r.floor_() if nonneg else trunc(r)
+        # s = (v - r) >= theta, as 0/1: integers, so clamp(v - r - theta + 1, 0, 1)
+        torch.sub(v, r, out=s) if not r_zero else s.copy_(v)
+        if const_theta:
+            s.add_(1.0 - p.theta0)
+        else:
+            s.sub_(theta).add_(1.0)
+        s.clamp_(0.0, 1.0)
+        n_sp = None
+        if stats is not None or integrator:
+            n_sp = int(s.sum())
+            spiked_any = spiked_any or n_sp > 0
+        if n_sp is None or n_sp:
+            if const_theta:
+                r.add_(s, alpha=2.0 * p.theta0)
+            else:
+                r.addcmul_(theta, s, value=2.0)
+                theta.add_(s, alpha=float(p.theta_step))
+            r_zero = False
+        if stats is not None:
+            stats.merge_max(r_max=_absmax(r))
+            per_step[t] = n_sp
+        if out is not None:
+            if graded:   # payload v >> k where it spikes (v after saturation)
+                torch.mul(v, 2.0 ** -int(layer.payload_shift), out=d)
+                out[t].copy_(d.floor_().mul_(s))
+            else:
+                out[t].copy_(s)
+    if stats is not None:
+        n = int(np.prod(shape))
+        stats.spikes += int(per_step.sum())
+        stats.neuron_steps += n * T
+        stats.neurons += n
+        stats.spikes_per_step = per_step if stats.spikes_per_step is None else stats.spikes_per_step + per_step
+    if integrator:
+        if spiked_any:  # pragma: no cover - theta_0 is out of reach by construction
+            raise RuntimeError(f"{layer.name}: the integrator spiked")
+        return v.to(torch.int64)
+    return out
+
+
+def _summed_readout(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str, torch.Tensor],
+                    maxes: Mapping[str, int]) -> Optional[torch.Tensor]:
+    """``v_T = 64 * sum_t a_in[t]`` of a non-leaky integrator from ONE convolution of the
+    time-summed input, or None where that is not provably equal to the step-by-step run."""
+    p = NeuronParams.from_atrlif(layer.atrlif)
+    wexp = int(layer.weight_exp)
+    if layer.neuron != "integrator" or p.i_mult != 0 or p.v_mult != R.DECAY_UNITY or p.bias:
+        return None
+    # the shift must be linear: a left shift, or a right shift by at most the power of two that
+    # divides every weight of the edge (lava's weights are even), so it divides every sum exactly
+    if any(-wexp > _two_adic(ed.w_int) for ed in edges):
+        return None
+    T = int(layer.time_window)
+    total = bound = None
+    for ed in edges:
+        e = ed.edge
+        src = outs[e.source]
+        if e.source == "input":
+            s, summed, m, scale = src, src, maxes[e.source], float(T)
+        else:
+            s = src[e.source_step_offset: e.source_step_offset + T]
+            if s.shape[0] != T:
+                return None
+            m, scale = maxes[e.source] * T, 1.0
+            summed = s.sum(dim=0, dtype=torch.float32 if m < _F32_EXACT else torch.float64)
+        if s.numel() and float(s.min()) < 0:
+            return None                      # conv(|w|, sum_t s_t) bounds sum_t |a_t| only for s >= 0
+        w_abs = ed.w_int.abs().to(torch.float32)
+        if ed.transposed is not None:        # fold |w| (|fold(w)| would be no upper bound)
+            w_abs = _fold_upsample2(w_abs, layer.padding)[0]
+        both = _Edge(e, ed.w_int, torch.cat([ed.weight, w_abs], dim=1 if ed.transposed is not None else 0),
+                     ed.abs_sum, ed.transposed)
+        y = _conv(summed, both, layer, m).to(torch.float64)
+        if scale != 1.0:
+            y.mul_(scale)
+        o = y.shape[1] // 2
+        y.mul_(2.0 ** wexp)
+        yv, yb = y[:, :o], y[:, o:]
+        total = yv if total is None else total + yv
+        bound = yb if bound is None else bound + yb
+    peak = (1 << R.ACT_SHIFT) * float(bound.max()) if bound.numel() else 0.0
+    if not (peak < R.STATE_MAX and peak <= R.VOLTAGE_MAX and peak < p.theta0):
+        return None
+    return total.mul_(float(1 << R.ACT_SHIFT)).to(torch.int64)
+
+
+def _two_adic(w: torch.Tensor) -> int:
+    """The largest ``g`` with ``2**g`` dividing every weight (63 for all-zero weights)."""
+    nz = w[w != 0].abs()
+    if not nz.numel():
+        return 63
+    g = 0
+    while g < 62 and not bool(((nz >> (g + 1)) << (g + 1) != nz).any()):
+        g += 1
+    return g
+
+
+def _to_reference_layout(y: torch.Tensor, graded: bool) -> torch.Tensor:
+    """Time-major float spikes/payloads -> ``(N, C, D, H, W, T)`` bool / int64 (contiguous)."""
+    perm = y.permute(*range(1, y.dim()), 0)
+    out = torch.empty(perm.shape, dtype=torch.int64 if graded else torch.bool)
+    out.copy_(perm)
+    return out
+
+
+def _emulate_fast(q: QuantizedNet, payload: torch.Tensor, record_spikes: bool,
+                  stats: Optional[MutableMapping[str, LayerStats]], overflow: str,
+                  forced: Optional[Mapping[str, torch.Tensor]]) -> EmulationResult:
+    outs: Dict[str, torch.Tensor] = {"input": payload.to(torch.float32)}
+    maxes: Dict[str, int] = {"input": 2 ** q.input_bits - 1}
+    local: Dict[str, LayerStats] = {}
+    rec: Dict[str, torch.Tensor] = {}
+    v = None
+    for layer in q.layers:
+        edges = _prepare_edges(layer)
+        st = None
+        if stats is not None:
+            st = local.setdefault(layer.name, _new_stats())
+        if layer.neuron == "integrator" and st is None:
+            v = _summed_readout(layer, edges, outs, maxes)
+            if v is not None:
+                continue
+        li = _fast_layer_input(layer, edges, outs, maxes)
+        if st is not None:
+            st.merge_max(a_in_max=li.amax)
+        y = _fast_neurons(layer, li, overflow, st)
+        del li
+        if layer.neuron == "integrator":
+            v = y
+            continue
+        if record_spikes:
+            rec[layer.name] = _to_reference_layout(y, layer.graded_output)
+        if forced and layer.name in forced:
+            y = forced[layer.name].permute(5, 0, 1, 2, 3, 4).to(torch.float32).contiguous()
+        is_forced = bool(forced) and layer.name in forced
+        outs[layer.name] = y
+        # the largest input the consumers' convolutions see (only chooses float32 / float64)
+        binary = (forced[layer.name].dtype == torch.bool) if is_forced else not layer.graded_output
+        maxes[layer.name] = 1 if binary else max(1, _absmax(y))
+    if stats is not None:
+        for name, s in local.items():
+            _merge_stats(stats.setdefault(name, LayerStats()), s)
+    field_ = (v.to(torch.float64) * q.readout.output_scale).to(torch.float32)
+    return EmulationResult(field=field_, readout_v=v, spikes=rec,
+                           stats=dict(stats) if stats is not None else {})
+
+
+@torch.no_grad()
+def emulate(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: bool = False,
+            stats: Optional[MutableMapping[str, LayerStats]] = None, overflow: str = "lava",
+            forced: Optional[Mapping[str, torch.Tensor]] = None) -> EmulationResult:
+    """Emulate one batch of patches from the integer input payload ``(N, C_in, D, H, W)``.
+
+    ``stats`` (a dict, filled/merged per layer) collects integer peaks, overflow counts and
+    spikes; ``record_spikes`` keeps every layer's spikes; ``forced`` replaces named layers'
+    outputs by given spikes (teacher forcing, to compare layers one at a time). Any spatial size
+    divisible by ``q.size_multiple`` works (whole volumes too). Bit-exact to
+    :func:`emulate_reference` (the fast engine above; it falls back to the reference where a
+    bound it relies on cannot be proven).
+    """
+    check_patch(q, payload)
+    if overflow not in OVERFLOW_MODES:
+        raise ValueError(f"overflow must be one of {OVERFLOW_MODES}")
+    if payload.numel() == 0:
+        return emulate_reference(q, payload, record_spikes=record_spikes, stats=stats, overflow=overflow,
+                                 forced=forced)
+    try:
+        return _emulate_fast(q, payload, record_spikes, stats, overflow, forced)
+    except _NotExact:
+        return emulate_reference(q, payload, record_spikes=record_spikes, stats=stats, overflow=overflow,
+                                 forced=forced)
 
 
 def payload_of(q: QuantizedNet, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
@@ -398,5 +857,6 @@ def spike_agreement(a: torch.Tensor, b: torch.Tensor) -> Dict[str, float]:
 
 __all__: List[str] = ["NeuronParams", "NeuronState", "LayerStats", "atrlif_step", "atrlif_run",
                       "connection_output", "layer_input", "run_layer", "EmulationResult", "emulate",
+                      "emulate_reference",
                       "emulate_pair", "payload_of", "emulator_predictor", "lava_schedule",
                       "spike_agreement", "upsample2"]
