@@ -10,6 +10,8 @@
 * :mod:`sim.run` - ``run_graph`` (the monitor loop, any lava RunConfig), ``run_lava`` (guarded
   worker subprocess, timeout, per-step progress), ``run_emulator`` (both return a
   :class:`calibration.emulator.EmulationResult`), ``simulate_patch`` (benchmark harness entry);
+* :mod:`sim.session` - ``LavaSession`` (one started graph per patch shape, reused for every
+  patch), ``register_full`` (a whole registration through Lava or the emulator);
 * :mod:`sim.compare` - mismatches per layer and in the read-out, ``readout_sha256``;
 * :mod:`sim.cli` - ``spikereg-neuro simulate``.
 
@@ -17,4 +19,4 @@ The package imports nothing heavy at import time (``spikereg-neuro`` loads :mod:
 every command). See ``docs/simulation.md``.
 """
 
-__all__ = ["lowering", "processes", "graph", "run", "compare", "cli"]
+__all__ = ["lowering", "processes", "graph", "run", "session", "compare", "cli"]

@@ -12,6 +12,10 @@ backend (or the bit-accurate emulator) and write ``run.json``.
      "comparison": {per-layer mismatches vs the other backend}  (--compare only)}
 
 Two runs compare with ``diff`` (or by their ``readout_sha256``).
+
+``--full`` registers the whole pair instead (every patch of both residual iterations of the host
+pipeline, :func:`sim.session.register_full`) and writes the field (``.npy``) and a run.json with
+``seconds``, ``patches`` and ``field_equal_emulator`` (:func:`simulate_full`).
 """
 from __future__ import annotations
 
@@ -53,17 +57,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="wall-clock limit of the Lava run in seconds (default 1800)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    f = p.add_argument_group("full registration (--full)")
+    f.add_argument("--full", action="store_true",
+                   help="register the whole pair: every patch of both residual iterations of the host "
+                        "pipeline through the backend (Lava: one graph per patch shape, reused); writes the "
+                        "field and run.json with seconds, patches, field_equal_emulator")
+    f.add_argument("--tile", type=int, nargs=3, metavar=("D", "H", "W"),
+                   help="tiling patch of --full (default: the net's inference patch_size)")
+    f.add_argument("--stride", type=int, nargs=3, metavar=("D", "H", "W"),
+                   help="tiling stride of --full (default: the net's inference stride)")
+    f.add_argument("--batch-size", type=int, default=4, help="patches per predictor call of --full (default 4)")
+    f.add_argument("--field", help="where --full writes the field, float32 (3, D, H, W) voxels as .npy "
+                                   "(default: --out with .field.npy)")
     p.set_defaults(func=run)
 
 
-def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int]] = None,
-               data: Optional[str] = None, cache: Optional[str] = None):
-    """Integer payload ``(1, C_in, D, H, W)`` of a patch of demo test pair ``pair`` and where it
-    came from. The data set is the one recorded in net.h5 (``calibration.dataset_params``),
-    else the default DataConfig; ``data`` overrides it."""
-    import torch
-
-    from calibration.emulator import payload_of
+def load_pair(q, pair: int, data: Optional[str] = None, cache: Optional[str] = None):
+    """Demo test pair ``pair`` (``{"fixed", "moving", "pair", ...}`` numpy) and the data set file.
+    The data set is the one recorded in net.h5 (``calibration.dataset_params``), else the default
+    DataConfig; ``data`` overrides it."""
     from spikereg_neuro.data import build_dataset, load_pairs_numpy
     from spikereg_neuro.data.dataset import DataConfig
 
@@ -79,7 +91,18 @@ def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int
     if not 0 <= int(pair) < len(pairs):
         raise ValueError(f"--pair {pair} out of range: the test split has {len(pairs)} demo pairs "
                          f"(0..{len(pairs) - 1})")
-    pr = pairs[int(pair)]
+    return pairs[int(pair)], Path(h5)
+
+
+def load_patch(q, pair: int, patch: Sequence[int], origin: Optional[Sequence[int]] = None,
+               data: Optional[str] = None, cache: Optional[str] = None):
+    """Integer payload ``(1, C_in, D, H, W)`` of a patch of demo test pair ``pair`` and where it
+    came from (the data set as :func:`load_pair`)."""
+    import torch
+
+    from calibration.emulator import payload_of
+
+    pr, h5 = load_pair(q, pair, data, cache)
     vol = pr["fixed"].shape
     patch = tuple(int(x) for x in patch)
     m = q.size_multiple
@@ -193,9 +216,159 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
     return doc
 
 
+def machine_info() -> Dict[str, Any]:
+    """Where a measurement was taken: host CPU model, logical CPUs usable by this process, memory,
+    load average, Python and lava-nc versions, UTC date."""
+    import datetime as dt
+    import os
+    import platform
+
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(next(ln.split()[1] for ln in f if ln.startswith("MemTotal"))) / 2 ** 20
+    except (OSError, StopIteration, ValueError):
+        pass
+    try:
+        from importlib.metadata import version
+        lava = version("lava-nc")
+    except Exception:
+        lava = None
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(),
+            "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "memory_gib": round(mem, 1) if mem else None,
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "python": platform.python_version(), "lava_nc": lava,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optional[Sequence[int]] = None,
+                  stride: Optional[Sequence[int]] = None, out: Optional[str] = "run.json",
+                  field_path: Optional[str] = None, batch_size: int = 4, data: Optional[str] = None,
+                  cache: Optional[str] = None, timeout: float = 1800.0, progress: bool = True,
+                  log=print, crop: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """``simulate --full`` as a function: the whole registration of demo test pair ``pair`` with
+    ``backend`` as the patch predictor of the host pipeline (both residual iterations, tiling
+    ``tile``/``stride``, default the net's inference ``patch_size``/``stride``), and the emulator
+    through the same tiling as the reference (for ``backend="lava"``). Writes the field
+    (float32 ``(3, D, H, W)`` voxels, ``.npy``) and run.json; returns the run.json dictionary.
+    ``crop`` (``(D, H, W)``) registers only the centred sub-volume of that size (say so: the
+    run.json records ``volume_shape`` and ``crop``)."""
+    import hashlib
+
+    import numpy as np
+
+    from calibration.netfile import load_qnet
+    from spikereg_neuro.io.atomic import atomic_write, atomic_write_text
+    from spikereg_neuro.io.hashing import file_sha256
+
+    from .session import compare_full, count_patches, register_full
+
+    if backend not in ("lava", "emulator"):
+        raise ValueError(f"unknown backend {backend!r} (lava or emulator)")
+    if batch_size < 1:
+        raise ValueError("--batch-size must be >= 1")
+    q = load_qnet(net)
+    tile = [int(x) for x in (tile or q.patch_size)]
+    stride = [int(x) for x in (stride or q.stride)]
+    pr, h5 = load_pair(q, pair, data, cache)
+    fixed, moving = pr["fixed"], pr["moving"]
+    full_shape = [int(x) for x in fixed.shape]
+    if crop:
+        crop = [int(x) for x in crop]
+        if any(c < 1 or c > n for c, n in zip(crop, full_shape)):
+            raise ValueError(f"crop {crop} does not fit the volume {full_shape}")
+        o = [(n - c) // 2 for n, c in zip(full_shape, crop)]
+        sl = tuple(slice(a, a + c) for a, c in zip(o, crop))
+        fixed, moving = np.ascontiguousarray(fixed[sl]), np.ascontiguousarray(moving[sl])
+    per_scale = count_patches(q, fixed.shape, tile, stride)
+    total = sum(per_scale)
+    log(f"net {net}; pair {pair} {list(map(int, pr['pair']))} of {h5.name}, volume {list(fixed.shape)}"
+        f"{f' (centred crop of {full_shape})' if crop else ''}; tiling {tile} stride {stride}, scales "
+        f"{list(q.scales)}: {per_scale} patches per iteration ({total}), backend {backend}")
+
+    def bar(desc: str):
+        if not progress:
+            return None
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit="patch", file=sys.stderr, leave=True)
+
+    def err(s: str) -> None:
+        if progress:
+            print(f"simulate [{backend}] {s}", file=sys.stderr, flush=True)
+
+    b = bar(f"{backend} full registration")
+    try:
+        res = register_full(q, fixed, moving, backend=backend, tile=tile, stride=stride, batch_size=batch_size,
+                            timeout=timeout, on_patch=b.update if b is not None else None, log=err)
+    finally:
+        if b is not None:
+            b.close()
+    log(f"{backend}: {res.patches} patches in {res.seconds:.1f} s")
+    doc: Dict[str, Any] = {
+        "backend": backend, "mode": "full registration", "net": str(net), "net_sha256": file_sha256(net),
+        "dataset": h5.name, "pair": int(pair), "pair_subjects": [int(x) for x in pr["pair"]],
+        "volume_shape": [int(x) for x in fixed.shape], "crop": list(crop) if crop else None,
+        "full_volume_shape": full_shape, "tile": tile, "stride": stride, "scales": list(q.scales),
+        "integration_steps": int(q.integration_steps), "batch_size": int(batch_size),
+        "seconds": res.seconds, "patches": res.patches, "patches_per_iteration": res.patches_per_scale,
+        "readouts_sha256": hashlib.sha256(b"".join(v.astype("<i8").tobytes() for v in res.readouts)).hexdigest(),
+        "field_mean_abs_vox": float(np.abs(res.field).mean()), "field_max_abs_vox": float(np.abs(res.field).max()),
+        "machine": machine_info()}
+    if backend == "lava":
+        doc["lava"] = res.info
+        b = bar("emulator reference")
+        try:
+            ref = register_full(q, fixed, moving, backend="emulator", tile=tile, stride=stride,
+                                batch_size=batch_size, on_patch=b.update if b is not None else None)
+        finally:
+            if b is not None:
+                b.close()
+        c = compare_full(res, ref)
+        doc["field_equal_emulator"] = bool(c["equal"])
+        doc["comparison"] = {"against": "emulator (same tiling, same pair)", "emulator_seconds": ref.seconds, **c}
+        log(f"emulator reference: {ref.patches} patches in {ref.seconds:.1f} s; read-outs equal for "
+            f"{c['patches_equal']}/{res.patches} patches, field bitwise equal: {c['field_equal']} "
+            f"-> field_equal_emulator {doc['field_equal_emulator']}")
+    else:
+        doc["field_equal_emulator"] = None
+        doc["note"] = "the emulator is the reference itself"
+    if out:
+        fp = Path(field_path) if field_path else Path(out).with_suffix(".field.npy")
+        with atomic_write(fp) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, res.field.astype(np.float32))
+        doc["field"] = str(fp)
+        doc["field_format"] = "npy, float32 (3, D, H, W), displacement in voxels (z, y, x)"
+        atomic_write_text(out, json.dumps(doc, indent=1, default=float) + "\n")
+        log(f"wrote {fp} and {out}")
+    return doc
+
+
 def run(args: argparse.Namespace) -> int:
     from .run import SimError
 
+    if args.full:
+        if args.compare:
+            print("spikereg-neuro simulate: error: --full always compares with the emulator; drop --compare",
+                  file=sys.stderr)
+            return 1
+        try:
+            doc = simulate_full(args.net, backend=args.backend, pair=args.pair, tile=args.tile, stride=args.stride,
+                                out=args.out, field_path=args.field, batch_size=args.batch_size, data=args.data,
+                                cache=args.cache, timeout=args.timeout, progress=not args.quiet)
+        except (SimError, ValueError, FileNotFoundError) as exc:
+            print(f"spikereg-neuro simulate: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                  file=sys.stderr)
+            if isinstance(exc, SimError) and len(str(exc).splitlines()) > 1:
+                print("\n".join(str(exc).splitlines()[1:]), file=sys.stderr)
+            return 1
+        return 0 if doc.get("field_equal_emulator") in (True, None) else 3
     try:
         doc = simulate(args.net, backend=args.backend, pair=args.pair, patch=args.patch, origin=args.origin,
                        out=args.out, compare=args.compare, data=args.data, cache=args.cache,

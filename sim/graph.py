@@ -158,10 +158,7 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
     about one copy of all synapses plus the largest single connection.
     """
     from lava.proc.atrlif.process import ATRLIF
-    from lava.proc.io.extractor import Extractor
     from lava.proc.io.source import RingBuffer
-    from lava.proc.sparse.process import DelaySparse, Sparse
-    from lava.utils.weightutils import SignMode
 
     from .processes import WindowedATRLIF
 
@@ -182,35 +179,65 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
     m = q.size_multiple
     if any(x % m for x in patch):
         raise ValueError(f"patch {patch} must be divisible by {m}")
+    plans, num_steps = plan_layers(q, patch)
+
+    # ---- input injection: the payload for the graded layer's T steps, then zeros
+    t_in = _input_steps(q)
+    data = np.zeros((int(pl.size), num_steps), dtype=np.int32)
+    data[:, :t_in] = pl.reshape(-1, 1).astype(np.int32)
+    source = RingBuffer(data=data)
+
+    def neuron(layer: QuantizedLayer, plan: LayerPlan, kw: Dict[str, Any]):
+        if plan.windowed or layer.graded_output:
+            return WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start if plan.windowed else 1,
+                                  t_end=plan.t_end if plan.windowed else 2 ** 31 - 1,
+                                  with_v_out=plan.integrator, payload_shift=layer.payload_shift,
+                                  name=layer.name, **kw)
+        return ATRLIF(shape=(plan.neurons,), name=layer.name, **kw)
+
+    neurons, conns, mons, stats, lowered = _add_layers(
+        q, patch, plans, source.s_out, neuron, lowered=lowered, keep_lowered=keep_lowered,
+        monitor=(lambda plan: True) if monitors else (lambda plan: False), log=log, t0=t0)
+    g = SimGraph(q=q, patch=patch, num_steps=num_steps, plans=plans, source=source, neurons=neurons,
+                 connections=conns, monitors=mons, connection_stats=stats, lowered=lowered,
+                 build_seconds=time.perf_counter() - t0)
+    if log:
+        c = g.cost()
+        log(f"lava graph: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
+            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} steps; built in {g.build_seconds:.1f} s")
+    return g
+
+
+def _input_steps(q: QuantizedNet) -> int:
+    """Steps for which the input source sends the payload (the graded layer's window)."""
+    return max(l.time_window for l in q.layers if any(e.source == "input" for e in l.inputs))
+
+
+def _add_layers(q: QuantizedNet, patch: Tuple[int, int, int], plans: Dict[str, LayerPlan], input_port,
+                neuron: Callable, *, lowered: Optional[Dict[str, List[LoweredConnection]]], keep_lowered: bool,
+                monitor: Callable[[LayerPlan], bool], log: Optional[Callable[[str], None]], t0: float):
+    """Neuron populations (``neuron(layer, plan, atrlif_kwargs)``), their Sparse/DelaySparse
+    connections from ``lowered`` (lowered here, layer by layer, when None: each host matrix is
+    then dropped once its process holds a copy unless ``keep_lowered``) and Extractor monitors
+    (where ``monitor(plan)``). Returns ``(neurons, connections, monitors, stats, lowered)``."""
+    from lava.proc.io.extractor import Extractor
+    from lava.proc.sparse.process import DelaySparse, Sparse
+    from lava.utils.weightutils import SignMode
+
     for layer in q.layers:
         _check_layer(layer)
     own = lowered is None
     shapes = q.shapes(patch)
-    if own:      # lowered layer by layer below, each matrix dropped once its process holds a copy
+    if own:
         lowered = {}
     stats: Dict[str, dict] = {}
-    plans, num_steps = plan_layers(q, patch)
-
-    # ---- input injection: the payload for the graded layer's T steps, then zeros
-    t_in = max(l.time_window for l in q.layers if any(e.source == "input" for e in l.inputs))
-    data = np.zeros((int(pl.size), num_steps), dtype=np.int32)
-    data[:, :t_in] = pl.reshape(-1, 1).astype(np.int32)
-    source = RingBuffer(data=data)
-    outs: Dict[str, Any] = {"input": source.s_out}
-
+    outs: Dict[str, Any] = {"input": input_port}
     neurons: Dict[str, Any] = {}
     conns: Dict[str, List[Any]] = {}
     mons: Dict[str, Any] = {}
     for layer in q.layers:
         plan = plans[layer.name]
-        kw = _atrlif_kwargs(layer)
-        if plan.windowed or layer.graded_output:
-            neu = WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start if plan.windowed else 1,
-                                 t_end=plan.t_end if plan.windowed else 2 ** 31 - 1,
-                                 with_v_out=plan.integrator, payload_shift=layer.payload_shift,
-                                 name=layer.name, **kw)
-        else:
-            neu = ATRLIF(shape=(plan.neurons,), name=layer.name, **kw)
+        neu = neuron(layer, plan, _atrlif_kwargs(layer))
         neurons[layer.name] = neu
         conns[layer.name] = []
         if own:
@@ -248,7 +275,7 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
             n_syn = sum(stats[lc.name]["synapses"] for lc in lowered[layer.name])
             log(f"lowered {layer.name}: {plan.neurons} neurons, {n_syn} synapses in "
                 f"{len(conns[layer.name])} connection process(es) ({time.perf_counter() - t0:.1f} s)")
-        if monitors:
+        if monitor(plan):
             ex = Extractor(shape=(plan.neurons,), buffer_size=4)
             if plan.integrator:
                 neu.v_out.connect(ex.in_port)
@@ -256,15 +283,56 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
                 neu.s_out.connect(ex.in_port)
             mons[layer.name] = ex
         outs[layer.name] = neu.s_out
+    return neurons, conns, mons, stats, (lowered if (keep_lowered or not own) else None)
+
+
+def build_reusable_graph(q: QuantizedNet, patch: Sequence[int], *,
+                         lowered: Optional[Dict[str, List[LoweredConnection]]] = None,
+                         spike_monitors: bool = False, injector_buffer: int = 2,
+                         log: Optional[Callable[[str], None]] = None) -> SimGraph:
+    """The Lava graph of one patch SHAPE, reusable for any number of patches of that shape.
+
+    One patch per period of ``num_steps`` lava steps: the input is a
+    :class:`sim.processes.PatchInjector` (the host sends one payload frame per patch while the
+    graph runs) and every layer is a periodic :class:`sim.processes.WindowedATRLIF` (state set to
+    the initial state at its window's first step, silent outside the window), so period ``k``
+    computes exactly what a fresh single-patch graph computes for patch ``k``. Connections are
+    the same Sparse/DelaySparse processes as :func:`build_graph`'s (``lowered`` from
+    :func:`sim.lowering.lower_network` or :class:`sim.lowering.LoweringCache`; lowered here
+    when None). Monitors: the read-out's ``v_out`` (and every layer's ``s_out`` with
+    ``spike_monitors``). ``SimGraph.source`` is the injector.
+    """
+    from .processes import PatchInjector, WindowedATRLIF
+
+    t0 = time.perf_counter()
+    patch = tuple(int(x) for x in patch)
+    if len(patch) != 3 or any(x < 1 for x in patch):
+        raise ValueError(f"patch must be 3 positive sizes, got {patch}")
+    m = q.size_multiple
+    if any(x % m for x in patch):
+        raise ValueError(f"patch {patch} must be divisible by {m}")
+    plans, num_steps = plan_layers(q, patch)
+    for p in plans.values():
+        p.windowed = True
+    n_in = q.in_channels * int(np.prod(patch))
+    source = PatchInjector(shape=(n_in,), period=num_steps, steps=_input_steps(q), buffer_size=injector_buffer)
+
+    def neuron(layer: QuantizedLayer, plan: LayerPlan, kw: Dict[str, Any]):
+        return WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start, t_end=plan.t_end,
+                              with_v_out=plan.integrator, payload_shift=layer.payload_shift, period=num_steps,
+                              name=layer.name, **kw)
+
+    neurons, conns, mons, stats, lowered = _add_layers(
+        q, patch, plans, source.out_port, neuron, lowered=lowered, keep_lowered=False,
+        monitor=lambda plan: plan.integrator or spike_monitors, log=log, t0=t0)
     g = SimGraph(q=q, patch=patch, num_steps=num_steps, plans=plans, source=source, neurons=neurons,
-                 connections=conns, monitors=mons, connection_stats=stats,
-                 lowered=lowered if (keep_lowered or not own) else None,
+                 connections=conns, monitors=mons, connection_stats=stats, lowered=lowered,
                  build_seconds=time.perf_counter() - t0)
     if log:
         c = g.cost()
-        log(f"lava graph: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
-            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} steps; built in {g.build_seconds:.1f} s")
+        log(f"reusable lava graph: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
+            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} steps per patch; built in {g.build_seconds:.1f} s")
     return g
 
 
-__all__ = ["LayerPlan", "SimGraph", "plan_layers", "build_graph"]
+__all__ = ["LayerPlan", "SimGraph", "plan_layers", "build_graph", "build_reusable_graph"]

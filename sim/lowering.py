@@ -257,6 +257,71 @@ def lower_network(q: QuantizedNet, patch: Optional[Sequence[int]] = None) -> Dic
     return out
 
 
+def net_fingerprint(q: QuantizedNet) -> str:
+    """sha256 of everything the lowering reads from ``q`` (per layer: name, weights, exponent,
+    kernel/stride/padding, inputs, message bits; the input bits)."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    h.update(json.dumps({"input_bits": int(q.input_bits), "in_channels": int(q.in_channels)}).encode())
+    for l in q.layers:
+        w = np.ascontiguousarray(np.asarray(l.weight).astype(np.int64))
+        h.update(json.dumps({"name": l.name, "weight_exp": int(l.weight_exp), "shape": list(w.shape),
+                             "stride": [int(x) for x in l.stride], "padding": [int(x) for x in l.padding],
+                             "kernel": [int(x) for x in l.kernel_size], "nmb": int(l.num_message_bits),
+                             "inputs": [e.to_dict() for e in l.inputs]}, sort_keys=True, default=str).encode())
+        h.update(w.tobytes())
+    return h.hexdigest()
+
+
+class LoweringCache:
+    """The lowering of a network per (net, patch shape), computed once and reused.
+
+    ``get(q, patch)`` returns :func:`lower_network`'s result for that key, building it on the
+    first request only (``builds`` counts them, ``hits`` the reuses); the lowering depends only
+    on the weights and the patch shape, never on the patch content. At most ``max_entries``
+    shapes are kept (least recently used dropped): a 32^3 lowering of the default network holds
+    about 1.4 GiB."""
+
+    def __init__(self, max_entries: int = 2) -> None:
+        if max_entries < 1:
+            raise ValueError("max_entries must be >= 1")
+        self.max_entries = int(max_entries)
+        self._entries: Dict[Tuple[str, Tuple[int, int, int]], Dict[str, List[LoweredConnection]]] = {}
+        self.builds = 0
+        self.hits = 0
+        self.build_seconds = 0.0
+
+    def key(self, q: QuantizedNet, patch: Sequence[int]) -> Tuple[str, Tuple[int, int, int]]:
+        """``(net_fingerprint(q), patch)``."""
+        return net_fingerprint(q), tuple(int(x) for x in patch)  # type: ignore[return-value]
+
+    def get(self, q: QuantizedNet, patch: Sequence[int]) -> Dict[str, List[LoweredConnection]]:
+        """The lowered connections of ``q`` at ``patch`` (built on first use)."""
+        import time
+
+        k = self.key(q, patch)
+        if k in self._entries:
+            self.hits += 1
+            self._entries[k] = self._entries.pop(k)          # most recently used last
+            return self._entries[k]
+        t0 = time.perf_counter()
+        low = lower_network(q, k[1])
+        self.build_seconds += time.perf_counter() - t0
+        self.builds += 1
+        self._entries[k] = low
+        while len(self._entries) > self.max_entries:
+            self._entries.pop(next(iter(self._entries)))
+        return low
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def lowering_cost(lowered: Dict[str, List[LoweredConnection]]) -> Dict[str, dict]:
     """Synapse counts and bytes per connection (for reports and docs)."""
     rows = {}
@@ -269,4 +334,5 @@ def lowering_cost(lowered: Dict[str, List[LoweredConnection]]) -> Dict[str, dict
 
 
 __all__ = ["LoweringError", "conv_output_size", "conv3d_matrix", "split_synapse_range",
-           "LoweredConnection", "lower_connection", "lower_network", "lowering_cost"]
+           "LoweredConnection", "lower_connection", "lower_network", "lowering_cost", "net_fingerprint",
+           "LoweringCache"]

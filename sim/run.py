@@ -142,13 +142,15 @@ def ensure_lava_runtime() -> None:
     importlib.import_module(LAVA_MP_MODULE)
 
 
-def default_run_cfg():
+def default_run_cfg(static_sparse: bool = False):
     """``Loihi2SimCfg(select_tag="fixed_pt")`` with the backend's process-model exceptions
-    (:func:`sim.processes.exception_proc_model_map`)."""
+    (:func:`sim.processes.exception_proc_model_map`); ``static_sparse`` also selects
+    :class:`sim.processes.PyStaticSparseModelBitAcc` for ``Sparse`` (no first-step weight copy)."""
     from lava.magma.core.run_configs import Loihi2SimCfg
 
     from .processes import exception_proc_model_map
-    return Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exception_proc_model_map())
+    return Loihi2SimCfg(select_tag="fixed_pt",
+                        exception_proc_model_map=exception_proc_model_map(static_sparse=static_sparse))
 
 
 def describe_run_cfg(cfg) -> str:
@@ -274,13 +276,16 @@ def run_graph(g, *, run_cfg=None, progress: Optional[ProgressFn] = None, log: Op
 
 def run_lava_in_process(q: QuantizedNet, payload: np.ndarray, progress: Optional[ProgressFn] = None,
                         log: Optional[ProgressFn] = None, stop_on_error: bool = True,
-                        stall_s: float = 0.0, run_cfg=None) -> Dict[str, Any]:
+                        stall_s: float = 0.0, run_cfg=None, static_sparse: bool = False) -> Dict[str, Any]:
     """Build the Lava graph of one patch and run it in THIS process (:func:`run_graph`; no timeout
-    guard: use :func:`run_lava`). ``run_cfg`` defaults to ``Loihi2SimCfg(select_tag="fixed_pt")``.
-    Returns plain numpy arrays and the run information."""
+    guard: use :func:`run_lava`). ``run_cfg`` defaults to ``Loihi2SimCfg(select_tag="fixed_pt")``
+    (:func:`default_run_cfg`, with ``static_sparse``). Returns plain numpy arrays and the run
+    information."""
     ensure_lava_runtime()
     from .graph import build_graph
 
+    if run_cfg is None and static_sparse:
+        run_cfg = default_run_cfg(static_sparse=True)
     t_all = time.perf_counter()
     g = build_graph(q, payload, log=log)
     out = run_graph(g, run_cfg=run_cfg, progress=progress, log=log, stop_on_error=stop_on_error,
@@ -334,10 +339,12 @@ def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
 
 
 def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Optional[ProgressFn] = None,
-             log: Optional[ProgressFn] = None, _stall_s: float = 0.0) -> LavaResult:
+             log: Optional[ProgressFn] = None, static_sparse: bool = False, _stall_s: float = 0.0) -> LavaResult:
     """Run one patch on the Lava CPU backend in a guarded worker subprocess.
 
     ``payload``: integer ``(1, C_in, D, H, W)`` or ``(C_in, D, H, W)`` (numpy or torch).
+    ``static_sparse``: :class:`sim.processes.PyStaticSparseModelBitAcc` for every ``Sparse``
+    (lava's model without its first-step weight copy; default: lava's ``PySparseModelBitAcc``).
     Raises :class:`SimTimeout` after ``timeout`` seconds (all Lava processes killed) and
     :class:`SimError` if the worker fails.
     """
@@ -345,7 +352,8 @@ def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Opti
     with tempfile.TemporaryDirectory(prefix="spikereg-sim-") as tmp:
         tmp_p = Path(tmp)
         with open(tmp_p / "job.pkl", "wb") as f:
-            pickle.dump({"q": q, "payload": pl, "stall_s": float(_stall_s)}, f, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump({"q": q, "payload": pl, "stall_s": float(_stall_s), "static_sparse": bool(static_sparse)},
+                        f, protocol=pickle.HIGHEST_PROTOCOL)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("OMP_NUM_THREADS", "1")
@@ -530,7 +538,7 @@ def _worker(job_dir: str) -> int:
         out = run_lava_in_process(job["q"], job["payload"],
                                   progress=lambda s: print(_PROGRESS + s, flush=True),
                                   log=lambda s: print("@@sim-log " + s, flush=True), stop_on_error=False,
-                                  stall_s=job.get("stall_s", 0.0))
+                                  stall_s=job.get("stall_s", 0.0), static_sparse=job.get("static_sparse", False))
     except BaseException:    # no lava stop() (it can hang): report and leave; the parent kills the group
         import traceback
         traceback.print_exc(file=sys.stdout)

@@ -548,3 +548,159 @@ def test_calibration_keeps_exponent_zero_where_folded_upsampling_weights_are_spl
     assert all(exps[n] < 0 for n in ("enc1", "enc2", "enc3"))
     q = quantize_network(net, exps, patch_size=(16, 16, 16), stride=(8, 8, 8))
     lower_network(q, (16, 16, 16))             # no LoweringError: split edges are unshifted
+
+
+# ============================================================================ full registration, static Sparse
+def test_weights_already_valid_matches_lavas_clip_and_truncate():
+    """The copy is skipped only where lava's clip + truncate would return the same weights."""
+    import scipy.sparse as sp
+    from lava.utils.weightutils import SignMode, clip_weights, truncate_weights
+
+    from sim.processes import weights_already_valid
+    rng = np.random.default_rng(4)
+    cases = {"even in range": 2 * rng.integers(-128, 128, 400), "odd": rng.integers(-100, 100, 400) | 1,
+             "too large": np.r_[300, 2 * rng.integers(-128, 128, 399)], "-256": np.r_[-256, np.zeros(399) + 2]}
+    for mode in (SignMode.MIXED, SignMode.EXCITATORY, SignMode.INHIBITORY):
+        for nwb in (8, 6):
+            for name, vals in cases.items():
+                for sign in (1, -1):
+                    w = sp.random(40, 30, density=0.2, random_state=2, format="csr")
+                    w.data = (sign * vals[:w.nnz]).astype(np.int32)
+                    w.eliminate_zeros()
+                    p = {"sign_mode": mode, "num_weight_bits": nwb}
+                    lava = truncate_weights(clip_weights(w, mode, num_bits=8), mode, nwb)
+                    same = (lava != w).nnz == 0 and lava.dtype == w.dtype
+                    if weights_already_valid(w, p):
+                        assert same, (mode, nwb, name, sign)
+                    elif mode == SignMode.MIXED and nwb == 8 and name == "even in range":
+                        pytest.fail("the backend's own weights must be recognised as valid")
+    w = sp.csr_matrix(np.array([[2, -4]], dtype=np.int64))
+    assert not weights_already_valid(w, {"sign_mode": SignMode.MIXED})     # not int32: lava casts (copies)
+
+
+def test_static_delay_model_calc_act_equals_lavas():
+    """The uniform-delay shortcut of calc_act (no stacked matrix) gives lava's values and dtype."""
+    import scipy.sparse as sp
+    from lava.proc.sparse.models import PyDelaySparseModelBitAcc
+
+    from sim.processes import PyStaticDelaySparseModelBitAcc
+    rng = np.random.default_rng(1)
+    w = sp.random(30, 20, density=0.3, random_state=3, format="csr")
+    w.data = 2 * rng.integers(-128, 128, w.nnz).astype(np.int32)
+    w.eliminate_zeros()
+    w = w.astype(np.int32)
+    for k, max_delay in ((3, 3), (1, 1)):
+        d = w.copy().astype(np.int32)
+        d.data[:] = k
+        ours, lavas = PyStaticDelaySparseModelBitAcc({}), PyDelaySparseModelBitAcc({})
+        for m in (ours, lavas):
+            m.weights, m.delays, m.a_buff = w, d, np.zeros((30, max_delay + 1), dtype=np.int32)
+        for s_in in (rng.random(20) < 0.5, rng.integers(0, 1000, 20)):
+            a, b = ours.calc_act(s_in), lavas.calc_act(s_in)
+            assert a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b)
+        assert ours._delay_wgts is None                  # the stacked matrix was never built
+
+
+def test_static_sparse_model_gives_lavas_spikes(lava_run):
+    """PyStaticSparseModelBitAcc (no first-step copy) against lava's own PySparseModelBitAcc on the
+    same graph and patch: identical spikes, payloads and read-out."""
+    q, pl, ref, _, _ = lava_run
+    assert ref.info["process_models"]["Sparse"] == "lava.proc.sparse.models.PySparseModelBitAcc"
+    res = run_lava(q, pl, timeout=LAVA_TIMEOUT, static_sparse=True)
+    assert res.info["process_models"]["Sparse"] == "sim.processes.PyStaticSparseModelBitAcc"
+    c = compare_results(ref, res)
+    assert c["equal"] and c["total_spike_mismatches"] == 0 and c["readout"]["mismatches"] == 0
+    for name in ref.spikes:
+        assert torch.equal(ref.spikes[name], res.spikes[name]), name
+    assert torch.equal(ref.readout_v, res.readout_v)
+
+
+FULL_DATA = DataConfig(voxel_size_mm=5.0, shape=(32, 32, 32), n_train=2, n_val=2, n_test=2, seed=5)
+
+
+def test_simulate_full_through_lava_equals_emulator(qnet, tmp_path, capsys):
+    """`simulate --full`: a tiny network on a 32^3 demo pair with 16^3 tiles (stride 16): every
+    patch of both residual iterations through ONE Lava graph (built once), the field equal to the
+    emulator's through the same tiling."""
+    from spikereg_neuro.data import build_dataset
+    cache = tmp_path / "data"
+    build_dataset(FULL_DATA, cache, progress=False)
+    q = dataclasses.replace(qnet, calibration={"split": "train", "dataset_params": FULL_DATA.to_dict()})
+    net = save_qnet(tmp_path / "net.h5", q)
+    assert tuple(q.scales) == (2, 1)
+    out = tmp_path / "full" / "run.json"
+    rc = main(["simulate", "--net", str(net), "--pair", "0", "--full", "--backend", "lava", "--tile", "16", "16", "16",
+               "--stride", "16", "16", "16", "--out", str(out), "--cache", str(cache), "--timeout", "300"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-3000:]
+    assert "lava full registration" in cap.err and "9/9" in cap.err            # tqdm, per patch
+    doc = json.loads(out.read_text())
+    assert doc["backend"] == "lava" and doc["patches"] == 9 and doc["patches_per_iteration"] == [1, 8]
+    assert doc["field_equal_emulator"] is True and doc["comparison"]["patches_equal"] == 9
+    assert doc["comparison"]["field_equal"] and doc["seconds"] > 0
+    assert doc["lava"]["graph_builds"] == {"16x16x16": 1} and doc["lava"]["lowering_builds"] == 1
+    g = doc["lava"]["graphs"]["16x16x16"]
+    assert g["patches"] == 9 and g["steps"] == 9 * g["steps_per_patch"] and g["batches"] == 3
+    assert g["process_models"]["Sparse"] == "sim.processes.PyStaticSparseModelBitAcc"
+    assert g["process_models"]["PatchInjector"] == "sim.processes.PyPatchInjectorModelFixed"
+    fld = np.load(doc["field"])
+    assert fld.shape == (3, 32, 32, 32) and fld.dtype == np.float32 and np.abs(fld).max() > 0
+    assert doc["field_max_abs_vox"] > 0
+    # the emulator backend through the same command: the same field, bit for bit
+    out_e = tmp_path / "emu.json"
+    rc = main(["simulate", "--net", str(net), "--full", "--backend", "emulator", "--tile", "16", "16", "16",
+               "--stride", "16", "16", "16", "--out", str(out_e), "--cache", str(cache), "--quiet"])
+    assert rc == 0
+    emu = json.loads(out_e.read_text())
+    assert emu["patches"] == 9 and emu["readouts_sha256"] == doc["readouts_sha256"]
+    assert np.array_equal(np.load(emu["field"]), fld)
+    # --timeout is respected (here it ends the session while Lava starts) with a clear error
+    rc = main(["simulate", "--net", str(net), "--full", "--tile", "16", "16", "16", "--out", str(tmp_path / "t.json"),
+               "--cache", str(cache), "--timeout", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "did not finish within 2 s" in err.splitlines()[0]
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_lava_session_reuses_one_graph_for_patches_in_any_order(qnet):
+    """A session runs batches of different patches on one started graph: each equals the emulator
+    (nothing of the previous patch is left over); a second shape gets its own graph."""
+    from sim.session import LavaSession
+    pls = torch.cat([smooth_payload(16, seed=s) for s in range(3)])
+    pls[1] = 0                                               # a silent patch between two active ones
+    small = smooth_payload(8, seed=7)
+    with LavaSession(qnet, timeout=300) as s:
+        a = s.run_payloads(pls[:2])
+        b = s.run_payloads(pls[2:])
+        c = s.run_payloads(small)
+        info = s.close()
+    ref = emulate(qnet, pls).readout_v.numpy()
+    assert np.array_equal(np.concatenate([a, b]), ref) and np.abs(ref[[0, 2]]).max() > 0
+    assert np.array_equal(c, emulate(qnet, small).readout_v.numpy())
+    assert info["graph_builds"] == {"16x16x16": 1, "8x8x8": 1} and info["patches"] == 4
+    assert info["lowering_builds"] == 2 and len(s.readouts) == 4
+
+
+def test_benchmark_lava_full_row_reads_a_measured_run(tmp_path):
+    """benchmark --lava-run RUN_JSON: the 'Lava, full registration' row says measured, with the
+    machine and date of the run; without it (or with a file that is not such a run) no row
+    replaces the estimate."""
+    import argparse
+
+    from spikereg_neuro.commands.benchmark_table import _lava_full_row
+    doc = {"backend": "lava", "mode": "full registration", "seconds": 412.5, "patches": 38,
+           "patches_per_iteration": [2, 36], "volume_shape": [64, 72, 64], "crop": None, "pair": 0,
+           "tile": [32, 32, 32], "stride": [16, 16, 16], "field_equal_emulator": True,
+           "machine": {"cpu": "Some CPU", "usable_cpus": 2, "date": "2026-12-01T10:00:00Z"},
+           "lava": {"graph_builds": {"32x32x32": 1}}}
+    p = tmp_path / "run.json"
+    p.write_text(json.dumps(doc))
+    args = argparse.Namespace(lava_run=str(p), lava_full=False, quick=False, lava_timeout=60.0)
+    row = _lava_full_row(args, None, {}, lambda s: None)
+    assert row["platform"] == "CPU, Lava, full registration (measured)" and row["latency_source"] == "measured"
+    assert row["latency_ms"] == 412500.0 and "2026-12-01" in row["note"] and "Some CPU" in row["note"]
+    assert "whole 64x72x64" in row["note"] and row["details"]["field_equal_emulator"] is True
+    assert _lava_full_row(argparse.Namespace(lava_run=None, lava_full=False), None, {}, print) is None
+    p.write_text(json.dumps({**doc, "backend": "emulator"}))
+    seen = []
+    assert _lava_full_row(args, None, {}, seen.append) is None and "keeping the estimate" in seen[0]

@@ -116,6 +116,12 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
                    help="patch of the Lava CPU run (default 16 16 16)")
     p.add_argument("--lava-timeout", type=float, default=600.0, help="wall-clock limit of the Lava run (s)")
     p.add_argument("--no-lava", action="store_true", help="skip the Lava CPU run (its rows say so)")
+    p.add_argument("--lava-run", metavar="RUN_JSON",
+                   help="run.json of a measured `simulate --full --backend lava`: the 'Lava, full registration' "
+                        "row reads it (measured) instead of the extrapolation (estimated)")
+    p.add_argument("--lava-full", action="store_true",
+                   help="measure the 'Lava, full registration' row here: pair 0 through Lava (minutes; with "
+                        "--quick only a tile-sized centred crop, and the row says so)")
     p.add_argument("--no-ants", action="store_true", help="skip ANTs SyN (its row says so)")
     p.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 (default ANTsPy's)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the timed runs (default 1)")

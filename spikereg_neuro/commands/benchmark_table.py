@@ -13,7 +13,8 @@ Every row is computed here, on this machine, from the same held-out pairs (docs/
 * SpikeReg GPU simulation (SLAYER on a GPU): measured with NVML when a GPU is present,
   otherwise ESTIMATED from the dense MACs SLAYER computes (every layer's conv on every step);
 * SpikeReg Lava CPU simulation: measured on ONE patch; the full-volume figure is extrapolated
-  (estimated).
+  (estimated) unless a measured full Lava registration is given (``--lava-run RUN_JSON``) or
+  asked for (``--lava-full``; with ``--quick`` on a tile-sized crop, which the row says).
 """
 from __future__ import annotations
 
@@ -502,6 +503,10 @@ def _lava_rows(args, q, meta, mapping, patches_per_reg: float, log) -> List[Dict
               "No Dice: one patch is not a registration."),
         details={"lava": {k: v for k, v in info.items() if k not in ("connections", "step_times_s")},
                  "wall_s": wall, "equal_to_emulator": equal, **where})]
+    measured = _lava_full_row(args, q, meta, log)
+    if measured is not None:
+        rows.append(measured)
+        return rows
     syn_full = float(mapping["totals"]["synapses"])
     syn_patch = float(info.get("synapses") or 0)
     if syn_patch > 0:
@@ -512,11 +517,70 @@ def _lava_rows(args, q, meta, mapping, patches_per_reg: float, log) -> List[Dict
             latency_ms=est_ms, latency_source="estimated",
             note=(f"ESTIMATED by extrapolation, not run: measured patch run time x (synapses of a "
                   f"{q.patch_size[0]}^3 patch / of the measured patch = {factor:.2f}) x {patches_per_reg:.0f} patches "
-                  "per registration (graph build/compile once, not included)."),
+                  "per registration (graph build/compile once, not included). A measured full run replaces it: "
+                  "--lava-run RUN_JSON (from `simulate --full --backend lava`) or --lava-full."),
             details={"factor": factor, "patches_per_registration": patches_per_reg}))
     else:
         rows.append(refusal_row("SpikeReg (quantized)", plat_full, "the Lava run reported no synapse count"))
     return rows
+
+
+def _lava_full_row(args, q, meta, log) -> Optional[Dict[str, Any]]:
+    """The MEASURED "Lava, full registration" row: from ``--lava-run RUN_JSON`` (a
+    ``simulate --full --backend lava`` run.json) or measured here with ``--lava-full`` (pair 0;
+    with ``--quick`` only its centred tile-sized crop, which the row says). None: keep the estimate."""
+    from ..profiler.table import make_row
+
+    path, run_here = getattr(args, "lava_run", None), getattr(args, "lava_full", False)
+    if not path and not run_here:
+        return None
+    try:
+        if path:
+            doc = json.loads(Path(path).read_text())
+            if doc.get("backend") != "lava" or doc.get("mode") != "full registration" or "seconds" not in doc:
+                raise ValueError(f"{path} is not the run.json of `simulate --full --backend lava`")
+            how = f"`simulate --full` run.json {path}"
+        else:
+            from sim.cli import machine_info
+            from sim.session import compare_full, register_full
+            from sim.cli import load_pair
+            pr, h5 = load_pair(q, 0, data=meta.get("dataset"))
+            f, m = pr["fixed"], pr["moving"]
+            crop = None
+            if args.quick:
+                crop = [min(int(t), int(n)) for t, n in zip(q.patch_size, f.shape)]
+                o = [(n - c) // 2 for n, c in zip(f.shape, crop)]
+                sl = tuple(slice(a, a + c) for a, c in zip(o, crop))
+                f, m = f[sl], m[sl]
+            log(f"[benchmark] Lava full registration of pair 0 {list(f.shape)} (timeout {args.lava_timeout:g} s)")
+            res = register_full(q, f, m, backend="lava", tile=q.patch_size, stride=q.stride,
+                                timeout=float(args.lava_timeout))
+            ref = register_full(q, f, m, backend="emulator", tile=q.patch_size, stride=q.stride)
+            c = compare_full(res, ref)
+            doc = {"seconds": res.seconds, "patches": res.patches, "patches_per_iteration": res.patches_per_scale,
+                   "volume_shape": [int(x) for x in f.shape], "crop": crop, "pair": 0, "tile": list(q.patch_size),
+                   "stride": list(q.stride), "field_equal_emulator": bool(c["equal"]), "machine": machine_info(),
+                   "lava": {"graph_builds": res.info.get("graph_builds")}}
+            how = "measured here (--lava-full)"
+    except Exception as e:
+        log(f"[benchmark] no measured Lava full registration ({_first_line(e)}); keeping the estimate")
+        return None
+    mach = doc.get("machine") or {}
+    vol = "x".join(map(str, doc.get("volume_shape", [])))
+    part = (f"ONLY the centred {vol} crop of pair {doc.get('pair')} (--quick), not the whole volume"
+            if doc.get("crop") else f"the whole {vol} pair {doc.get('pair')}")
+    return make_row(
+        "SpikeReg (quantized)", "CPU, Lava, full registration (measured)",
+        energy_note="no CPU energy counter (RAPL) readable on this machine",
+        latency_ms=float(doc["seconds"]) * 1e3, latency_source="measured",
+        note=(f"MEASURED ({how}): {part}, {doc.get('patches')} patches {doc.get('patches_per_iteration')} over the "
+              f"residual iterations, tiles {doc.get('tile')} stride {doc.get('stride')}, every patch through Lava "
+              f"(one graph per patch shape, reused); wall clock incl. worker start, graph build and compile; "
+              f"field equal to the emulator's: {doc.get('field_equal_emulator')}; on {mach.get('cpu', '?')} "
+              f"({mach.get('usable_cpus', '?')} CPUs), {mach.get('date', '?')}."),
+        details={k: doc.get(k) for k in ("seconds", "patches", "patches_per_iteration", "volume_shape", "crop",
+                                         "pair", "tile", "stride", "field_equal_emulator", "machine", "net_sha256")}
+        | {"source": how, "graph_builds": (doc.get("lava") or {}).get("graph_builds")})
 
 
 __all__ = ["run_table", "obtain_qnet", "fast_calibration", "CountingEmulator"]
