@@ -1,5 +1,6 @@
 """Training, inference and the model commands end to end on a tiny embedded dataset."""
 import json
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -269,3 +270,83 @@ def test_true_fields_need_stored_velocities(tiny, tmp_path):
         del f["train"]["velocities"]
     with pytest.raises(ValueError, match="no velocities"):
         RegistrationPairs(copy, "train", true_fields=True)
+
+
+def _loader(h5, seed):
+    """The training loader ``spikereg-neuro train`` builds (shuffled by a seeded generator)."""
+    return torch.utils.data.DataLoader(RegistrationPairs(h5, "train"), batch_size=1, shuffle=True,
+                                       generator=torch.Generator().manual_seed(seed))
+
+
+def test_resume_reproduces_an_uninterrupted_run_bitwise(tiny, tmp_path):
+    """2 epochs in one go == 1 epoch, interrupted, then ``train --resume`` to the planned 2."""
+    cache = str(tiny["root"] / "cache")
+    rc = main(["train", "--config", str(tiny["cfg_path"]), "--out", str(tmp_path / "a"), "--epochs", "2",
+               "--cache", cache, "--no-progress"])
+    assert rc == 0
+    # the interrupted run: planned for 2 epochs, stopped after the first (as the CLI builds it)
+    cfg = load_config(tiny["cfg_path"])
+    cfg.train.epochs = 2
+    torch.manual_seed(cfg.train.seed)
+    tr = SpikeRegTrainer(SpikeRegUNet(cfg.model), cfg, tmp_path / "b", progress=False)
+    val = torch.utils.data.DataLoader(RegistrationPairs(tiny["h5"], "val"), batch_size=1)
+    tr.train(_loader(tiny["h5"], cfg.train.seed), val, num_epochs=1)
+    assert tr.epoch == 1
+    rc = main(["train", "--resume", str(tmp_path / "b" / "last.pt"), "--out", str(tmp_path / "b"),
+               "--cache", cache, "--no-progress"])  # no --config: the checkpoint's; no --epochs: its plan
+    assert rc == 0
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 2
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    for k, v in a["optimizer"]["state"].items():
+        assert all(torch.equal(v[s], b["optimizer"]["state"][k][s]) for s in v), k
+    assert a["scheduler"] == b["scheduler"] == {"kind": "cosine", "step": 4, "total_steps": 4,
+                                                "base_lr": cfg.train.lr}
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    assert a["rng"]["numpy"] == b["rng"]["numpy"] and torch.equal(a["rng"]["loader"], b["rng"]["loader"])
+    assert a["data"]["kind"] == "embedded" and a["data"]["data_config"] == cfg.data.to_dict()
+    assert len((tmp_path / "b" / "train_log.csv").read_text().strip().splitlines()) == 3
+
+    # --epochs on resume is the total to reach: 2 more than done is an error, not 2 extra
+    rc = main(["train", "--resume", str(tmp_path / "a" / "last.pt"), "--out", str(tmp_path / "a"),
+               "--epochs", "2", "--cache", cache, "--no-progress"])
+    assert rc == 1
+    # a longer plan moves the cosine's end to the new total; past its end the rate stays 0
+    cfg.train.epochs = 3
+    tr = SpikeRegTrainer(SpikeRegUNet(cfg.model), cfg, tmp_path / "c", progress=False)
+    tr.resume(tmp_path / "a" / "last.pt")
+    assert (tr.global_step, tr.total_steps) == (4, 6)
+    assert tr.lr_at(4) == pytest.approx(cfg.train.lr * 0.25) and tr.lr_at(6) == tr.lr_at(60) == 0.0
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--epochs", "-1"], "--epochs must be an integer >= 1"),
+    (["--steps", "-3"], "--steps must be an integer >= 1"),
+    (["--ddp", "0"], "--ddp must be an integer >= 1"),
+    (["--config", "LR"], 'train.lr must be a number, got \'fast\''),
+    (["--config", "EPOCHS"], "train.epochs must be an integer, got 1.5"),
+])
+def test_train_command_refuses_bad_values_in_one_line_before_any_work(tmp_path, capsys, args, msg):
+    (tmp_path / "lr.yaml").write_text("train:\n  lr: fast\n")
+    (tmp_path / "ep.yaml").write_text("train:\n  epochs: 1.5\n")
+    args = [{"LR": str(tmp_path / "lr.yaml"), "EPOCHS": str(tmp_path / "ep.yaml")}.get(a, a) for a in args]
+    rc = main(["train", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "cache"), *args])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and msg in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_trainer_defaults_its_run_folder_and_validation_shows_progress(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    tr = SpikeRegTrainer(SpikeRegUNet(tiny["cfg"].model), tiny["cfg"])
+    assert tr.out.parent == Path("runs") and (tmp_path / tr.out).is_dir()
+    val = torch.utils.data.DataLoader(RegistrationPairs(tiny["h5"], "val"), batch_size=1)
+    state = torch.get_rng_state()
+    res = tr.validate(val)
+    assert np.isfinite(res["val_dice"]) and torch.equal(torch.get_rng_state(), state)
+    err = capsys.readouterr().err
+    assert "validate" in err and "1/1" in err  # a tqdm bar over the validation pairs

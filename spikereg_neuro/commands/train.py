@@ -2,56 +2,59 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The training options (shared with ``python -m spikereg_neuro.train`` under torchrun)."""
+    p.add_argument("--config", default=None,
+                   help="YAML config (default: the packaged default.yaml; with --resume: the checkpoint's config)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<YYYYmmdd-HHMMSS>)")
+    p.add_argument("--epochs", type=int,
+                   help="total epochs of the run (overrides train.epochs); with --resume the total to reach, "
+                        "not extra epochs: the cosine schedule ends there and never restarts")
+    p.add_argument("--steps", type=int, help="override train.steps_per_epoch (optimiser steps per epoch)")
+    p.add_argument("--device", help="override train.device (cpu, cuda)")
+    p.add_argument("--resume", help="checkpoint to continue from (e.g. RUN/last.pt); the run continues "
+                                    "bitwise as if it had not stopped (same data order and schedule)")
+    p.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a SpikeReg model (surrogate gradients)",
                        description="Train on the embedded synthetic-anatomy dataset built from the config's "
-                                   "data section. Writes best.pt, last.pt, train_log.csv and summary.json to --out.")
-    p.add_argument("--config", default=None, help="YAML config (default: the packaged default.yaml)")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--epochs", type=int, help="override train.epochs")
-    p.add_argument("--steps", type=int, help="override train.steps_per_epoch")
-    p.add_argument("--device", help="override train.device (cpu, cuda)")
-    p.add_argument("--resume", help="checkpoint to continue from (e.g. RUN/last.pt)")
-    p.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
-    p.add_argument("--no-progress", action="store_true")
+                                   "data section. Writes best.pt, last.pt, train_log.csv and summary.json to --out. "
+                                   "Data-parallel on several processes: --ddp N here (gloo on the CPU), or "
+                                   "torchrun --nproc_per_node N -m spikereg_neuro.train [the same options].")
+    add_arguments(p)
+    p.add_argument("--ddp", type=int, default=1, metavar="N",
+                   help="data-parallel training on N local processes (torch.distributed; the global "
+                        "train.batch_size is split over them; default 1)")
     p.set_defaults(func=run)
 
 
+def options(args: argparse.Namespace):
+    """:class:`~spikereg_neuro.train.run.TrainOptions` of parsed arguments (checked)."""
+    from ..train.run import TrainOptions
+
+    opts = TrainOptions(config=args.config, out=args.out, epochs=args.epochs, steps=args.steps,
+                        device=args.device, resume=args.resume, cache=args.cache,
+                        progress=not args.no_progress, ddp=getattr(args, "ddp", 1))
+    opts.check()
+    return opts
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from torch.utils.data import DataLoader
+    from ..train.run import prepare_config, run_training
 
-    from ..config import load_config
-    from ..data import RegistrationPairs, build_dataset
-    from ..io.atomic import atomic_write_text
-    from ..model.unet import SpikeRegUNet
-    from ..train.trainer import SpikeRegTrainer
+    opts = options(args)
+    cfg = prepare_config(opts)  # every check before any work (or any process is started)
+    if opts.ddp > 1:
+        from ..data import build_dataset
+        from ..train.distributed import spawn_training
 
-    cfg = load_config(args.config)
-    if args.epochs:
-        cfg.train.epochs = args.epochs
-    if args.steps:
-        cfg.train.steps_per_epoch = args.steps
-    if args.device:
-        cfg.train.device = args.device
-    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch sees no CUDA device")
-    h5 = build_dataset(cfg.data, args.cache)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(RegistrationPairs(h5, "train", true_fields=cfg.train.w_field > 0),
-                              batch_size=1, shuffle=True, generator=gen)
-    val_loader = DataLoader(RegistrationPairs(h5, "val"), batch_size=1, shuffle=False)
-    torch.manual_seed(cfg.train.seed)
-    net = SpikeRegUNet(cfg.model)
-    trainer = SpikeRegTrainer(net, cfg, args.out, progress=not args.no_progress)
-    if args.resume:
-        trainer.resume(args.resume)
-    summary = trainer.train(train_loader, val_loader)
-    out = Path(args.out)
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, default=float))
-    print(f"best validation Dice {summary['best_val_dice']:.4f}; checkpoints in {out}")
+        build_dataset(cfg.data, opts.cache)  # once, before the processes read it
+        spawn_training(opts, opts.ddp)  # rank 0 prints the summary line
+        return 0
+    run_training(opts)
     return 0

@@ -1,4 +1,4 @@
-"""Training: surrogate-gradient trainer for the SpikeReg network."""
-from .trainer import SpikeRegTrainer, random_patches, rate_penalty
+"""Training: surrogate-gradient trainer for the SpikeReg network (one process or data-parallel)."""
+from .trainer import SpikeRegTrainer, cosine_lr, default_out_dir, random_patches, rate_penalty
 
-__all__ = ["SpikeRegTrainer", "random_patches", "rate_penalty"]
+__all__ = ["SpikeRegTrainer", "cosine_lr", "default_out_dir", "random_patches", "rate_penalty"]

@@ -1,0 +1,131 @@
+"""One training run from command-line options: config, data, loaders, trainer, resume, summary.
+
+Shared by ``spikereg-neuro train`` (one process, or ``--ddp N`` spawned ones) and
+``torchrun ... -m spikereg_neuro.train`` (every rank runs :func:`run_training`).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from . import distributed as ddp
+
+__all__ = ["TrainOptions", "prepare_config", "run_training"]
+
+
+@dataclass
+class TrainOptions:
+    """What ``spikereg-neuro train`` was asked for (``None``: from the config / checkpoint)."""
+
+    config: Optional[str] = None
+    out: Optional[str] = None
+    epochs: Optional[int] = None
+    steps: Optional[int] = None
+    device: Optional[str] = None
+    resume: Optional[str] = None
+    cache: Optional[str] = None
+    progress: bool = True
+    ddp: int = 1
+
+    def check(self) -> None:
+        """One-line ``ValueError`` for impossible values, before any work."""
+        for name in ("epochs", "steps"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"--{name} must be an integer >= 1, got {v}")
+        if isinstance(self.ddp, bool) or not isinstance(self.ddp, int) or self.ddp < 1:
+            raise ValueError(f"--ddp must be an integer >= 1 (processes), got {self.ddp}")
+        if self.out is not None and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise ValueError(f"--out {self.out} exists and is not a folder")
+        if self.resume is not None and not Path(self.resume).is_file():
+            raise FileNotFoundError(f"--resume: checkpoint not found: {self.resume}")
+
+
+def prepare_config(opts: TrainOptions) -> Any:
+    """The run's :class:`~spikereg_neuro.config.Config` with the options applied and checked.
+
+    With ``--resume`` and no ``--config`` the checkpoint's own config is used, so the run
+    continues the same schedule to the same end. ``--epochs`` is always the total number of
+    epochs of the run (on resume: the total to reach, not extra epochs); it must exceed the
+    epochs the checkpoint has already trained.
+    """
+    from ..checkpoint import read_checkpoint
+    from ..config import Config, load_config
+
+    opts.check()
+    ckpt = read_checkpoint(opts.resume) if opts.resume else None
+    if opts.config is None and ckpt is not None and ckpt.get("config"):
+        try:
+            cfg = Config.from_dict(ckpt["config"])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{opts.resume}: its config is not valid here ({exc}); pass --config") from None
+    else:
+        cfg = load_config(opts.config)
+    over: Dict[str, Any] = {}
+    if opts.epochs is not None:
+        over["epochs"] = opts.epochs
+    if opts.steps is not None:
+        over["steps_per_epoch"] = opts.steps
+    if opts.device:
+        over["device"] = opts.device
+    if over:
+        cfg.train = replace(cfg.train, **over)  # re-runs TrainConfig's checks
+    if ckpt is not None:
+        done = int(ckpt.get("epoch", 0))
+        if cfg.train.epochs <= done:
+            hint = ("--epochs is the total to reach, not extra epochs" if opts.epochs is not None
+                    else "the run is complete; pass --epochs N (the new total)")
+            raise ValueError(f"{opts.resume} has already trained {done} epoch(s) and train.epochs is "
+                             f"{cfg.train.epochs}: {hint}, so N > {done}")
+    world = max(opts.ddp, ddp.world_info()[1])
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size {cfg.train.batch_size} cannot be split over {world} processes "
+                         "(the global batch must be a multiple of the process count)")
+    return cfg
+
+
+def run_training(opts: TrainOptions) -> Dict[str, Any]:
+    """Train as ``opts`` says on this process (one rank of a group, or alone); rank 0's summary.
+
+    Rank 0 builds the cached dataset first while the others wait, every rank reads it; rank 0
+    writes ``summary.json`` next to the checkpoints.
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from ..data import RegistrationPairs, build_dataset
+    from ..io.atomic import atomic_write_text
+    from ..model.unet import SpikeRegUNet
+    from .trainer import SpikeRegTrainer
+
+    rank, world = ddp.world_info()
+    cfg = prepare_config(opts)
+    if world > 1 and cfg.train.device.startswith("cuda"):
+        import os
+        local = int(os.environ.get("LOCAL_RANK", rank))
+        cfg.train = replace(cfg.train, device=f"cuda:{local}")
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda requested but torch sees no CUDA device")
+    if rank == 0:
+        h5 = build_dataset(cfg.data, opts.cache)
+    ddp.barrier()
+    if rank != 0:
+        h5 = build_dataset(cfg.data, opts.cache, progress=False)
+    gen = torch.Generator().manual_seed(cfg.train.seed)  # the same pair order on every rank
+    train_loader = DataLoader(RegistrationPairs(h5, "train", true_fields=cfg.train.w_field > 0),
+                              batch_size=1, shuffle=True, generator=gen)
+    val_loader = DataLoader(RegistrationPairs(h5, "val"), batch_size=1, shuffle=False) if rank == 0 else None
+    torch.manual_seed(cfg.train.seed)
+    net = SpikeRegUNet(cfg.model)
+    trainer = SpikeRegTrainer(net, cfg, opts.out, progress=opts.progress)
+    trainer.data_info = {"kind": "embedded", "path": Path(h5).name, "data_config": cfg.data.to_dict()}
+    if opts.resume:
+        trainer.resume(opts.resume)
+    summary = trainer.train(train_loader, val_loader)
+    summary["processes"] = world
+    if rank == 0:
+        atomic_write_text(trainer.out / "summary.json", json.dumps(summary, indent=2, default=float))
+        print(f"best validation Dice {summary['best_val_dice']:.4f}; checkpoints in {trainer.out}")
+    return summary
