@@ -350,3 +350,38 @@ def test_trainer_defaults_its_run_folder_and_validation_shows_progress(tiny, tmp
     assert np.isfinite(res["val_dice"]) and torch.equal(torch.get_rng_state(), state)
     err = capsys.readouterr().err
     assert "validate" in err and "1/1" in err  # a tqdm bar over the validation pairs
+
+
+def test_train_on_a_learn2reg_folder_records_its_data(tiny, tmp_path):
+    from spikereg_neuro.io.nifti import save_volume
+
+    ds = RegistrationPairs(tiny["h5"], "train")
+    root = tmp_path / "L2R"
+    entries = []
+    for i in range(3):
+        save_volume(root / "imagesTr" / f"S_{i:04d}_0000.nii.gz", ds.images[i] * 300.0, ds.affine, dtype=np.float32)
+        save_volume(root / "labelsTr" / f"S_{i:04d}_0000.nii.gz", ds.labels[i], ds.affine, dtype=np.uint8)
+        entries.append({"image": f"./imagesTr/S_{i:04d}_0000.nii.gz"})  # labels found in labelsTr
+    doc = {"training": entries, "registration_val": [{"fixed": entries[0]["image"], "moving": entries[1]["image"]}]}
+    (root / "S_dataset.json").write_text(json.dumps(doc))
+    rc = main(["train", "--config", str(tiny["cfg_path"]), "--data", str(root), "--out", str(tmp_path / "r"),
+               "--steps", "1", "--no-progress"])
+    assert rc == 0
+    ck = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
+    d = ck["data"]
+    assert d["kind"] == "folder" and d["format"] == "learn2reg" and d["path"].endswith("S_dataset.json")
+    assert (d["train_pairs"], d["val_pairs"], d["labels"], d["shape"]) == (6, 1, True, [16, 24, 16])
+    assert d["spacing_mm"] == pytest.approx([8.0] * 3)
+    assert np.isfinite(ck["history"][-1]["val_dice"]) and ck["history"][-1]["dice_loss"] > 0
+    # a pairs.json folder: its pairs, images scaled to [0, 1] as inference does
+    from spikereg_neuro.data import export_demo
+    from spikereg_neuro.train.folder_data import FolderPairs, folder_records
+
+    export_demo(tmp_path / "demo", tiny["cfg"].data, tiny["root"] / "cache")
+    train, val, info = folder_records(tmp_path / "demo")
+    item = FolderPairs(train)[0]
+    assert info["format"] == "pairs.json" and val == [] and len(train) == 1
+    assert item["fixed"].shape == (1, 16, 24, 16) and 0 <= float(item["fixed"].min()) <= float(item["fixed"].max()) <= 1
+    assert item["fixed_labels"].dtype == torch.int64
+    rc = main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")])
+    assert rc == 1 and not (tmp_path / "r2").exists()

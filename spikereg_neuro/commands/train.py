@@ -1,4 +1,4 @@
-"""``spikereg-neuro train``: train a SpikeReg model on the embedded (or cached) dataset."""
+"""``spikereg-neuro train``: train a SpikeReg model on the embedded dataset or a ``--data`` folder."""
 from __future__ import annotations
 
 import argparse
@@ -17,13 +17,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", help="checkpoint to continue from (e.g. RUN/last.pt); the run continues "
                                     "bitwise as if it had not stopped (same data order and schedule)")
     p.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
+    p.add_argument("--data", help="train on your own NIfTI data instead: a Learn2Reg folder (training pairs from its "
+                                  "'training' list, validation on 'registration_val') or a pairs.json folder")
     p.add_argument("--no-progress", action="store_true")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a SpikeReg model (surrogate gradients)",
                        description="Train on the embedded synthetic-anatomy dataset built from the config's "
-                                   "data section. Writes best.pt, last.pt, train_log.csv and summary.json to --out. "
+                                   "data section (or on a Learn2Reg / pairs.json folder with --data). Writes best.pt, last.pt, train_log.csv and summary.json to --out. "
                                    "Data-parallel on several processes: --ddp N here (gloo on the CPU), or "
                                    "torchrun --nproc_per_node N -m spikereg_neuro.train [the same options].")
     add_arguments(p)
@@ -38,7 +40,7 @@ def options(args: argparse.Namespace):
     from ..train.run import TrainOptions
 
     opts = TrainOptions(config=args.config, out=args.out, epochs=args.epochs, steps=args.steps,
-                        device=args.device, resume=args.resume, cache=args.cache,
+                        device=args.device, resume=args.resume, cache=args.cache, data=args.data,
                         progress=not args.no_progress, ddp=getattr(args, "ddp", 1))
     opts.check()
     return opts
@@ -49,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     opts = options(args)
     cfg = prepare_config(opts)  # every check before any work (or any process is started)
+    if opts.data is not None:
+        from ..train.folder_data import folder_records
+        folder_records(opts.data)  # a broken folder is an error before any process starts
     if opts.ddp > 1:
         from ..data import build_dataset
         from ..train.distributed import spawn_training
 
-        build_dataset(cfg.data, opts.cache)  # once, before the processes read it
+        if opts.data is None:
+            build_dataset(cfg.data, opts.cache)  # once, before the processes read it
         spawn_training(opts, opts.ddp)  # rank 0 prints the summary line
         return 0
     run_training(opts)

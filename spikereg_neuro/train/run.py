@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from . import distributed as ddp
 
@@ -26,6 +26,7 @@ class TrainOptions:
     device: Optional[str] = None
     resume: Optional[str] = None
     cache: Optional[str] = None
+    data: Optional[str] = None
     progress: bool = True
     ddp: int = 1
 
@@ -41,6 +42,8 @@ class TrainOptions:
             raise ValueError(f"--out {self.out} exists and is not a folder")
         if self.resume is not None and not Path(self.resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {self.resume}")
+        if self.data is not None and not Path(self.data).exists():
+            raise FileNotFoundError(f"--data: not found: {self.data}")
 
 
 def prepare_config(opts: TrainOptions) -> Any:
@@ -79,6 +82,8 @@ def prepare_config(opts: TrainOptions) -> Any:
                     else "the run is complete; pass --epochs N (the new total)")
             raise ValueError(f"{opts.resume} has already trained {done} epoch(s) and train.epochs is "
                              f"{cfg.train.epochs}: {hint}, so N > {done}")
+    if opts.data is not None and cfg.train.w_field > 0:
+        raise ValueError("train.w_field > 0 needs the embedded synthetic data's true fields; --data folders have none")
     world = max(opts.ddp, ddp.world_info()[1])
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} cannot be split over {world} processes "
@@ -86,11 +91,26 @@ def prepare_config(opts: TrainOptions) -> Any:
     return cfg
 
 
+def folder_data(path: str) -> Tuple[Any, Optional[Any], Dict[str, Any]]:
+    """Training set, validation set (``None`` without labelled ``registration_val`` pairs) and the
+    checkpoint's ``data`` record of a ``--data`` folder."""
+    from .folder_data import FolderPairs, folder_records
+
+    train, val, info = folder_records(path)
+    train_set = FolderPairs(train)
+    val_set = FolderPairs(val) if val and all(r.has_labels for r in val) else None
+    info = {"kind": "folder", **info, "train_pairs": len(train), "val_pairs": len(val_set or []),
+            "labels": train_set.with_labels, "shape": list(train_set.shape),
+            "spacing_mm": list(train_set.spacing)}
+    return train_set, val_set, info
+
+
 def run_training(opts: TrainOptions) -> Dict[str, Any]:
     """Train as ``opts`` says on this process (one rank of a group, or alone); rank 0's summary.
 
-    Rank 0 builds the cached dataset first while the others wait, every rank reads it; rank 0
-    writes ``summary.json`` next to the checkpoints.
+    Data: the embedded data set (rank 0 builds the cached file first while the others wait) or,
+    with ``--data``, a Learn2Reg / ``pairs.json`` folder (:mod:`.folder_data`); the checkpoint
+    records which (``data``). Rank 0 writes ``summary.json`` next to the checkpoints.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -108,19 +128,25 @@ def run_training(opts: TrainOptions) -> Dict[str, Any]:
         cfg.train = replace(cfg.train, device=f"cuda:{local}")
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but torch sees no CUDA device")
-    if rank == 0:
-        h5 = build_dataset(cfg.data, opts.cache)
-    ddp.barrier()
-    if rank != 0:
-        h5 = build_dataset(cfg.data, opts.cache, progress=False)
+    if opts.data is not None:
+        train_set, val_set, data_info = folder_data(opts.data)
+    else:
+        if rank == 0:
+            h5 = build_dataset(cfg.data, opts.cache)
+        ddp.barrier()
+        if rank != 0:
+            h5 = build_dataset(cfg.data, opts.cache, progress=False)
+        train_set = RegistrationPairs(h5, "train", true_fields=cfg.train.w_field > 0)
+        val_set = RegistrationPairs(h5, "val")
+        data_info = {"kind": "embedded", "path": Path(h5).name, "data_config": cfg.data.to_dict()}
     gen = torch.Generator().manual_seed(cfg.train.seed)  # the same pair order on every rank
-    train_loader = DataLoader(RegistrationPairs(h5, "train", true_fields=cfg.train.w_field > 0),
-                              batch_size=1, shuffle=True, generator=gen)
-    val_loader = DataLoader(RegistrationPairs(h5, "val"), batch_size=1, shuffle=False) if rank == 0 else None
+    train_loader = DataLoader(train_set, batch_size=1, shuffle=True, generator=gen)
+    val_loader = (DataLoader(val_set, batch_size=1, shuffle=False)
+                  if rank == 0 and val_set is not None else None)
     torch.manual_seed(cfg.train.seed)
     net = SpikeRegUNet(cfg.model)
     trainer = SpikeRegTrainer(net, cfg, opts.out, progress=opts.progress)
-    trainer.data_info = {"kind": "embedded", "path": Path(h5).name, "data_config": cfg.data.to_dict()}
+    trainer.data_info = data_info
     if opts.resume:
         trainer.resume(opts.resume)
     summary = trainer.train(train_loader, val_loader)
