@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Dict, List, Mapping, MutableMapping, Optional
+from typing import Callable, Dict, List, Mapping, MutableMapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -348,6 +348,10 @@ def emulate_reference(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: 
 #   requested) the read-out runs step by step instead.
 
 _F32_EXACT = 2 ** 24
+#: run the convolutions channels-last (oneDNN's faster layout for these shapes) where the input
+#: has at least this many channels; the layers' spikes are then produced channels-last too
+_CHANNELS_LAST = True
+_CHANNELS_LAST_MIN = 4
 _F64_EXACT = 2 ** 53
 #: states below this magnitude make ``x * m`` (``m <= 4096``) an exact float64 integer
 _STATE_EXACT = 2 ** 40
@@ -414,16 +418,53 @@ def _conv(x: torch.Tensor, ed: _Edge, layer: QuantizedLayer, max_in: int) -> tor
     else:  # pragma: no cover
         raise OverflowError(f"convolution bound {bound} exceeds float64's exact integer range")
     x = x if x.dtype == dt else x.to(dt)
+    if _CHANNELS_LAST and x.shape[1] >= _CHANNELS_LAST_MIN:
+        x = x.contiguous(memory_format=torch.channels_last_3d)   # a no-op when it already is
     w = ed.weight.to(dt)
     if ed.transposed is not None:
         y = F.conv_transpose3d(x, w, None, 2, ed.transposed)
     else:
         if ed.edge.transform == "upsample2":
             x = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
-        y = F.conv3d(x, w, None, tuple(layer.stride), tuple(layer.padding))
-    if not torch.equal(torch.round(y), y):  # pragma: no cover - would mean a non-exact conv algorithm
-        raise RuntimeError("integer convolution was not exact")
+        if x.shape[1] * w.shape[2] <= _FOLD_DEPTH_MAX:
+            y = _conv3d_as_2d(x, w, tuple(layer.stride), tuple(layer.padding))
+        else:
+            y = F.conv3d(x, w, None, tuple(layer.stride), tuple(layer.padding))
+    _check_integral(y, (x.dtype, tuple(x.shape[1:]), x.stride(), tuple(w.shape), ed.transposed,
+                        tuple(layer.stride), tuple(layer.padding)))
     return y
+
+
+#: convolutions whose ``in_channels * kernel_depth`` is at most this run as one conv2d with the
+#: kernel's depth folded into the channels (the 2-channel input layer: ~8x faster than conv3d)
+_FOLD_DEPTH_MAX = 8
+#: convolution configurations whose output was checked integral in full once (later calls of
+#: the same configuration check a sample: an inexact algorithm is inexact almost everywhere)
+_VERIFIED: set = set()
+
+
+def _check_integral(y: torch.Tensor, key: tuple) -> None:
+    """Raise if the float convolution ``y`` is not integral (a non-exact conv algorithm)."""
+    z = y if key not in _VERIFIED else y[(slice(None),) * (y.dim() - 3) + (slice(None, None, 3),) * 3]
+    if not torch.equal(torch.round(z), z):  # pragma: no cover - would mean a non-exact conv algorithm
+        raise RuntimeError("integer convolution was not exact")
+    _VERIFIED.add(key)
+
+
+def _conv3d_as_2d(x: torch.Tensor, w: torch.Tensor, stride, padding) -> torch.Tensor:
+    """``conv3d(x, w, stride, padding)`` as one conv2d over (H, W): the kernel's depth taps are
+    stacked as input channels, one output depth slice per batch entry. The same integer products
+    and sums; returns a ``(B, O, D', H', W')`` view."""
+    b, c, d = x.shape[:3]
+    o, _, kd, kh, kw = w.shape
+    sd, pd = int(stride[0]), int(padding[0])
+    xp = F.pad(x, (0, 0, 0, 0, pd, pd))
+    do = (d + 2 * pd - kd) // sd + 1
+    taps = [xp[:, :, a: a + sd * (do - 1) + 1: sd] for a in range(kd)]       # (B, C, D', H, W) each
+    x2 = torch.stack(taps, dim=1).permute(0, 3, 1, 2, 4, 5).reshape(b * do, kd * c, *x.shape[3:])
+    w2 = w.permute(0, 2, 1, 3, 4).reshape(o, kd * c, kh, kw)
+    y = F.conv2d(x2, w2, None, tuple(stride[1:]), tuple(padding[1:]))
+    return y.reshape(b, do, o, *y.shape[2:]).permute(0, 2, 1, 3, 4)
 
 
 def _shift_float(y: torch.Tensor, e: int) -> torch.Tensor:
@@ -512,70 +553,96 @@ def _merge_stats(dst: LayerStats, src: LayerStats) -> None:
                                else dst.spikes_per_step + src.spikes_per_step)
 
 
-class _Trunc:
-    """``x <- trunc(x)`` in place for float64 integers-plus-fraction: through an int32 buffer
-    (a truncating cast, several times faster than ``trunc_`` here) when ``|x| < 2**31``."""
-
-    def __init__(self, shape, like: torch.Tensor, small: bool) -> None:
-        self.buf = torch.empty_like(like, dtype=torch.int32) if small else None
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.buf is None:
-            return x.trunc_()
-        self.buf.copy_(x)
-        return x.copy_(self.buf)
+#: neurons per block of the time loop: all of a block's states stay in cache over its T steps
+_CHUNK = 1 << 15
 
 
-def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
-                  stats: Optional[LayerStats]) -> torch.Tensor:
-    """The ATRLIF time loop on float64 integer states. Spiking layers: time-major float32 spikes
-    (0/1) or payloads; the integrator: its int64 voltage after the last step."""
+@dataclass
+class _NeuronPlan:
+    """A layer's neuron constants and which overflow handling its bounds leave necessary."""
+
+    p: NeuronParams
+    steps: int
+    lava: bool
+    can_wrap: bool
+    can_saturate: bool
+    int32_trunc: bool                # |states| < 2**31: truncate through an int32 cast
+    nonneg: bool                     # theta_0, theta_step >= 0: r >= 0, theta >= theta_0
+    const_theta: bool                # theta_step == 0: theta stays 64 * theta_0
+    integrator: bool
+    payload_shift: int               # -1: binary spikes
+
+
+def _neuron_plan(layer: QuantizedLayer, amax: int, steps: int, overflow: str) -> _NeuronPlan:
     p = NeuronParams.from_atrlif(layer.atrlif)
-    T = li.steps
-    bound = _state_bound(p, li.amax, T)
+    bound = _state_bound(p, amax, steps)
     if bound >= _STATE_EXACT:
         raise _NotExact(f"{layer.name}: states may exceed float64's exact range")
     lava = overflow == "lava"
     # a priori: |i_t| <= 64 * max|a| * sum_k c_i^k; |v_t| <= (|i| + |bias|) * sum_k c_v^k
-    i_peak = (1 << R.ACT_SHIFT) * li.amax * _geometric(p.i_mult, T)
+    i_peak = (1 << R.ACT_SHIFT) * amax * _geometric(p.i_mult, steps)
     can_wrap = lava and i_peak >= R.STATE_MAX
-    v_peak = ((R.STATE_MAX if can_wrap else i_peak) + abs(p.bias)) * _geometric(p.v_mult, T)
-    can_saturate = lava and v_peak > R.VOLTAGE_MAX
-    f64 = torch.float64
-    a64 = li.a.to(f64).mul_(float(1 << R.ACT_SHIFT))      # 64 * a_in, exact
-    like = a64 if li.constant else a64[0]
-    shape = tuple(like.shape)
-    trunc = _Trunc(shape, like, bound < 2 ** 31)
-    i = torch.zeros_like(like)
-    v = torch.zeros_like(like)
-    r = torch.zeros_like(like)
+    v_peak = ((R.STATE_MAX if can_wrap else i_peak) + abs(p.bias)) * _geometric(p.v_mult, steps)
+    return _NeuronPlan(p, steps, lava, can_wrap, lava and v_peak > R.VOLTAGE_MAX, bound < 2 ** 31,
+                       p.theta0 >= 0 and p.theta_step >= 0, p.theta_step == 0,
+                       layer.neuron == "integrator", int(layer.payload_shift))
+
+
+class _Block:
+    """Reusable float64 state buffers for one block of neurons."""
+
+    def __init__(self, n: int, steps: int, int32_trunc: bool) -> None:
+        f64 = torch.float64
+        self.a = torch.empty((steps, n), dtype=f64)
+        self.i, self.v, self.r, self.theta, self.s, self.d = (torch.empty(n, dtype=f64) for _ in range(6))
+        self.i32 = torch.empty(n, dtype=torch.int32) if int32_trunc else None
+
+
+def _trunc_(x: torch.Tensor, i32: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x <- trunc(x)`` in place: through an int32 cast (a truncation, several times faster
+    than ``trunc_`` here) when the caller guarantees ``|x| < 2**31``."""
+    if i32 is None:
+        return x.trunc_()
+    i32.copy_(x)
+    return x.copy_(i32)
+
+
+def _neuron_block(pl: _NeuronPlan, a: torch.Tensor, constant: bool, out: Optional[torch.Tensor],
+                  buf: _Block, stats: Optional[LayerStats], per_step: Optional[np.ndarray]) -> Tuple[torch.Tensor, bool]:
+    """The ATRLIF steps of one block (``a``: ``(T or 1, n)`` inputs; ``out``: ``(T, n)`` float32
+    spikes / payloads or None). Returns the final voltage (a view of ``buf``) and whether any
+    neuron spiked (counted only for stats and the integrator)."""
+    p = pl.p
+    n = a.shape[1]
+    T = pl.steps
+    a64 = buf.a[:a.shape[0], :n]
+    a64.copy_(a).mul_(float(1 << R.ACT_SHIFT))           # 64 * a_in, exact
+    i, v, r, s, d = buf.i[:n], buf.v[:n], buf.r[:n], buf.s[:n], buf.d[:n]
+    i32 = buf.i32[:n] if buf.i32 is not None else None
+    i.zero_()
+    v.zero_()
+    r.zero_()
     r_zero = True                      # r is known to be 0 (no spike yet)
-    nonneg = p.theta0 >= 0 and p.theta_step >= 0          # then r >= 0, theta >= theta0
-    const_theta = p.theta_step == 0    # theta stays 64 * theta_0
-    theta = None if const_theta else torch.full_like(like, float(p.theta0))
-    integrator = layer.neuron == "integrator"
-    graded = layer.graded_output
-    out = None if integrator else torch.empty((T, *shape), dtype=torch.float32)
-    s = torch.empty_like(like)         # spikes as float 0/1
-    d = torch.empty_like(like)
-    spiked_any = False
-    per_step = np.zeros(T, dtype=np.int64) if stats is not None else None
+    theta = None
+    if not pl.const_theta:
+        theta = buf.theta[:n].fill_(float(p.theta0))
     ci, cv = p.i_mult / R.DECAY_UNITY, p.v_mult / R.DECAY_UNITY
     cr, cth = p.r_mult / R.DECAY_UNITY, p.th_mult / R.DECAY_UNITY
+    spiked_any = False
     for t in range(T):
-        a_t = a64 if li.constant else a64[t]
+        a_t = a64[0] if constant else a64[t]
         # current: i = wrap(decay(i) + 64 a)
         if p.i_mult == 0:
             i.copy_(a_t)
         else:
             if p.i_mult != R.DECAY_UNITY:
-                trunc(i.mul_(ci))
+                _trunc_(i.mul_(ci), i32)
             i.add_(a_t)
-        if stats is not None or can_wrap:
+        if stats is not None or pl.can_wrap:
             lo, hi = (float(x) for x in torch.aminmax(i))
             if stats is not None:
                 stats.merge_max(i_max=max(-lo, hi))
-            if can_wrap and (hi > R.STATE_MAX or lo <= -R.STATE_MAX):
+            if pl.can_wrap and (hi > R.STATE_MAX or lo <= -R.STATE_MAX):
                 wi = R.wrap_current(i)
                 if stats is not None:
                     stats.current_wraps += int((wi != i).sum())
@@ -585,41 +652,41 @@ def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
             v.copy_(i)
         else:
             if p.v_mult != R.DECAY_UNITY:
-                trunc(v.mul_(cv))
+                _trunc_(v.mul_(cv), i32)
             v.add_(i)
         if p.bias:
             v.add_(float(p.bias))
         if stats is not None:
             lo, hi = (float(x) for x in torch.aminmax(v))
             stats.merge_max(v_max=max(-lo, hi))
-            if lava and (hi > R.VOLTAGE_MAX or lo < R.VOLTAGE_MIN):
+            if pl.lava and (hi > R.VOLTAGE_MAX or lo < R.VOLTAGE_MIN):
                 stats.voltage_saturations += int(((v > R.VOLTAGE_MAX) | (v < R.VOLTAGE_MIN)).sum())
-        if can_saturate:
+        if pl.can_saturate:
             v.clamp_(R.VOLTAGE_MIN, R.VOLTAGE_MAX)
         # threshold and refractory decay (both >= their rest when nonneg: floor == trunc)
-        if not const_theta:
+        if theta is not None:
             theta.sub_(float(p.theta0)).mul_(cth)
-            theta.floor_() if nonneg else trunc(theta)
+            theta.floor_() if pl.nonneg else _trunc_(theta, i32)
             theta.add_(float(p.theta0))
         if not r_zero:
             if p.r_mult == 0:
                 r.zero_()
             elif p.r_mult != R.DECAY_UNITY:
                 r.mul_(cr)
-                r.floor_() if nonneg else trunc(r)
+                r.floor_() if pl.nonneg else _trunc_(r, i32)
         # s = (v - r) >= theta, as 0/1: integers, so clamp(v - r - theta + 1, 0, 1)
         torch.sub(v, r, out=s) if not r_zero else s.copy_(v)
-        if const_theta:
+        if theta is None:
             s.add_(1.0 - p.theta0)
         else:
             s.sub_(theta).add_(1.0)
         s.clamp_(0.0, 1.0)
         n_sp = None
-        if stats is not None or integrator:
+        if stats is not None or pl.integrator:
             n_sp = int(s.sum())
             spiked_any = spiked_any or n_sp > 0
         if n_sp is None or n_sp:
-            if const_theta:
+            if theta is None:
                 r.add_(s, alpha=2.0 * p.theta0)
             else:
                 r.addcmul_(theta, s, value=2.0)
@@ -627,24 +694,63 @@ def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
             r_zero = False
         if stats is not None:
             stats.merge_max(r_max=_absmax(r))
-            per_step[t] = n_sp
+            per_step[t] += n_sp
         if out is not None:
-            if graded:   # payload v >> k where it spikes (v after saturation)
-                torch.mul(v, 2.0 ** -int(layer.payload_shift), out=d)
+            if pl.payload_shift >= 0:   # payload v >> k where it spikes (v after saturation)
+                torch.mul(v, 2.0 ** -pl.payload_shift, out=d)
                 out[t].copy_(d.floor_().mul_(s))
             else:
                 out[t].copy_(s)
+    return v, spiked_any
+
+
+def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
+                  stats: Optional[LayerStats]) -> torch.Tensor:
+    """The ATRLIF time loop on float64 integer states, block by block of :data:`_CHUNK`
+    neurons. Spiking layers: time-major float32 spikes (0/1) or payloads ``(T, N, O, D, H, W)``;
+    the integrator: its int64 voltage after the last step ``(N, O, D, H, W)``."""
+    T = li.steps
+    pl = _neuron_plan(layer, li.amax, T, overflow)
+    # work in the input's physical layout (NCDHW or channels-last): flat views, no copies
+    a6 = li.a.unsqueeze(0) if li.constant else li.a
+    perm = _physical_order(a6)
+    ap = a6.permute(perm)
+    if not ap.is_contiguous():
+        ap = ap.contiguous()
+    shape = tuple(ap.shape[1:])
+    n = int(np.prod(shape))
+    a = ap.reshape(ap.shape[0], n)
+    out = None if pl.integrator else torch.empty((T, n), dtype=torch.float32)
+    v_last = torch.empty(n, dtype=torch.float64) if pl.integrator else None
+    per_step = np.zeros(T, dtype=np.int64) if stats is not None else None
+    buf = _Block(min(n, _CHUNK), T, pl.int32_trunc)
+    spiked_any = False
+    for j0 in range(0, n, _CHUNK):
+        j1 = min(n, j0 + _CHUNK)
+        v, sp = _neuron_block(pl, a[:, j0:j1], li.constant, None if out is None else out[:, j0:j1], buf,
+                              stats, per_step)
+        spiked_any = spiked_any or sp
+        if v_last is not None:
+            v_last[j0:j1] = v
     if stats is not None:
-        n = int(np.prod(shape))
         stats.spikes += int(per_step.sum())
         stats.neuron_steps += n * T
         stats.neurons += n
         stats.spikes_per_step = per_step if stats.spikes_per_step is None else stats.spikes_per_step + per_step
-    if integrator:
+    inv = [perm.index(k) for k in range(len(perm))]
+    if pl.integrator:
         if spiked_any:  # pragma: no cover - theta_0 is out of reach by construction
             raise RuntimeError(f"{layer.name}: the integrator spiked")
-        return v.to(torch.int64)
-    return out
+        v_last = v_last.to(torch.int64).reshape(1, *shape).permute(inv)[0]
+        return v_last.contiguous()
+    return out.reshape(T, *shape).permute(inv)
+
+
+def _physical_order(x: torch.Tensor) -> List[int]:
+    """The dimension order in which ``x`` is laid out in memory (outermost first; dim 0 stays
+    first), e.g. ``[0, 1, 3, 4, 5, 2]`` for time-major channels-last tensors."""
+    rest = sorted(range(1, x.dim()), key=lambda d: (-x.stride(d), d))
+    return [0] + rest
 
 
 def _summed_readout(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str, torch.Tensor],

@@ -81,13 +81,13 @@ def assert_bit_exact(q: QuantizedNet, payload: torch.Tensor, monkeypatch=None, w
         with pytest.raises(type(exc)):
             E.emulate(q, payload, record_spikes=True, stats={} if with_stats else None, **kw)
         return None
-    if monkeypatch is not None:   # the fast engine itself must have produced the result
-        def no_fallback(*a, **k):
-            raise AssertionError("the fast engine fell back to the reference")
-        monkeypatch.setattr(E, "emulate_reference", no_fallback)
-    fast = E.emulate(q, payload, record_spikes=True, stats=st_fast, **kw)
-    if monkeypatch is not None:
-        monkeypatch.undo()
+    def no_fallback(*a, **k):
+        raise AssertionError("the fast engine fell back to the reference")
+
+    with pytest.MonkeyPatch.context() as mp:
+        if monkeypatch is not None:   # the fast engine itself must have produced the result
+            mp.setattr(E, "emulate_reference", no_fallback)
+        fast = E.emulate(q, payload, record_spikes=True, stats=st_fast, **kw)
     assert fast.readout_v.dtype == torch.int64 and torch.equal(fast.readout_v, ref.readout_v)
     assert fast.field.dtype == torch.float32 and torch.equal(fast.field, ref.field)
     assert list(fast.spikes) == list(ref.spikes)
@@ -315,3 +315,23 @@ def test_predictor_whole_volume_equals_reference(graded_q):
     u = E.emulator_predictor(graded_q)(f, m)
     ref = E.emulate_reference(graded_q, E.payload_of(graded_q, f, m))
     assert torch.equal(u, ref.field)
+
+
+@pytest.mark.parametrize("stride,padding,k", [((1, 1, 1), (1, 1, 1), 3), ((2, 2, 2), (1, 1, 1), 3),
+                                              ((2, 1, 1), (0, 1, 2), 3), ((1, 2, 1), (2, 0, 1), 5)])
+def test_depth_folded_conv_equals_conv3d(stride, padding, k):
+    g = torch.Generator().manual_seed(k)
+    w = (torch.randint(-128, 128, (5, 2, k, 3, k), generator=g) * 2).to(torch.float32)
+    x = torch.randint(0, 256, (2, 2, 9, 8, 10), generator=g).to(torch.float32)
+    y = E._conv3d_as_2d(x, w, stride, padding)
+    assert torch.equal(y, F.conv3d(x, w, None, stride, padding))
+
+
+@pytest.mark.parametrize("chunk,channels_last", [(1000, True), (4096, False), (1 << 20, False)])
+def test_blocks_and_layouts_do_not_change_a_bit(chunk, channels_last, graded_q, monkeypatch):
+    """The neuron loop runs block by block (the last block partial) and the convolutions in
+    either memory layout: all bit-exact."""
+    monkeypatch.setattr(E, "_CHUNK", chunk)
+    monkeypatch.setattr(E, "_CHANNELS_LAST", channels_last)
+    q = stressed(graded_q, seed=5, exp_shift=1, theta_scale=0.5, theta_step=2)
+    assert_bit_exact(q, _payload(q, n=2, seed=6, smooth=False), monkeypatch)
