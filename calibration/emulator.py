@@ -1,9 +1,13 @@
 """Bit-accurate integer emulation of the quantized network (the reference the Lava backend matches).
 
-Everything here is integer arithmetic (torch int64; the convolutions run in float32 or float64
-only where every partial sum is an integer that the type represents exactly, and the result is
-checked to be integral). The neuron update is lava-nc's ``PyATRLIFModelFixed`` step, written
-with the primitives of :mod:`calibration.loihi_rules`:
+Two engines compute the same integers. :func:`emulate_reference` (:func:`run_layer` /
+:func:`atrlif_step`) is the executable definition: torch int64, one step at a time, the
+convolutions in float32 or float64 only where every partial sum is an integer that the type
+represents exactly (checked integral). :func:`emulate` (the fast engine, see "fast engine"
+below) reorganises the same arithmetic - time-major float tensors, float64 integer states
+within proven bounds, folded upsampling, the read-out's time-summed input - and is tested bit
+for bit against it (``tests/test_emulator_fast.py``). The neuron update is lava-nc's
+``PyATRLIFModelFixed`` step, written with the primitives of :mod:`calibration.loihi_rules`:
 
     i     = wrap24( sign_shift(i * m_i) + 64 * a_in )          m_i = 4096 - (delta_i*4096 + 1)
     v     = sat24 ( sign_shift(v * m_v) + i + bias )           m_v = 4096 - delta_v*4096
@@ -846,7 +850,10 @@ def _emulate_fast(q: QuantizedNet, payload: torch.Tensor, record_spikes: bool,
         if record_spikes:
             rec[layer.name] = _to_reference_layout(y, layer.graded_output)
         if forced and layer.name in forced:
-            y = forced[layer.name].permute(5, 0, 1, 2, 3, 4).to(torch.float32).contiguous()
+            fz = forced[layer.name]
+            if fz.dtype.is_floating_point or (fz.dtype != torch.bool and _absmax(fz) >= _F32_EXACT):
+                raise _NotExact(f"{layer.name}: forced values not exact in float32")
+            y = fz.permute(5, 0, 1, 2, 3, 4).to(torch.float32).contiguous()
         is_forced = bool(forced) and layer.name in forced
         outs[layer.name] = y
         # the largest input the consumers' convolutions see (only chooses float32 / float64)
