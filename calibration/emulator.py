@@ -458,7 +458,7 @@ def _check_integral(y: torch.Tensor, key: tuple) -> None:
 def _conv3d_as_2d(x: torch.Tensor, w: torch.Tensor, stride, padding) -> torch.Tensor:
     """``conv3d(x, w, stride, padding)`` as one conv2d over (H, W): the kernel's depth taps are
     stacked as input channels, one output depth slice per batch entry. The same integer products
-    and sums; returns a ``(B, O, D', H', W')`` view."""
+    and sums; returns ``(B, O, D', H', W')``."""
     b, c, d = x.shape[:3]
     o, _, kd, kh, kw = w.shape
     sd, pd = int(stride[0]), int(padding[0])
@@ -468,7 +468,9 @@ def _conv3d_as_2d(x: torch.Tensor, w: torch.Tensor, stride, padding) -> torch.Te
     x2 = torch.stack(taps, dim=1).permute(0, 3, 1, 2, 4, 5).reshape(b * do, kd * c, *x.shape[3:])
     w2 = w.permute(0, 2, 1, 3, 4).reshape(o, kd * c, kh, kw)
     y = F.conv2d(x2, w2, None, tuple(stride[1:]), tuple(padding[1:]))
-    return y.reshape(b, do, o, *y.shape[2:]).permute(0, 2, 1, 3, 4)
+    y = y.reshape(b, do, o, *y.shape[2:]).permute(0, 2, 1, 3, 4)
+    # one standard layout for what follows (the neuron loop and its outputs take it over)
+    return y.contiguous(memory_format=torch.channels_last_3d if _CHANNELS_LAST else torch.contiguous_format)
 
 
 def _shift_float(y: torch.Tensor, e: int) -> torch.Tensor:
@@ -481,11 +483,20 @@ def _shift_float(y: torch.Tensor, e: int) -> torch.Tensor:
     return y
 
 
+def _minmax(x: torch.Tensor) -> Tuple[float, float]:
+    """``(min, max)`` of a non-empty tensor, reduced in its memory order (a permuted view is not
+    copied first)."""
+    order = sorted(range(x.dim()), key=lambda d: (-x.stride(d), d))
+    xp = x.permute(order)
+    lo, hi = torch.aminmax(xp if xp.is_contiguous() else x)
+    return float(lo), float(hi)
+
+
 def _absmax(x: torch.Tensor) -> int:
     if not x.numel():
         return 0
-    lo, hi = torch.aminmax(x)
-    return int(max(-float(lo), float(hi)))
+    lo, hi = _minmax(x)
+    return int(max(-lo, hi))
 
 
 def _geometric(m: int, steps: int) -> Fraction:
@@ -782,7 +793,7 @@ def _summed_readout(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str
                 return None
             m, scale = maxes[e.source] * T, 1.0
             summed = s.sum(dim=0, dtype=torch.float32 if m < _F32_EXACT else torch.float64)
-        if s.numel() and float(s.min()) < 0:
+        if s.numel() and _minmax(s)[0] < 0:
             return None                      # conv(|w|, sum_t s_t) bounds sum_t |a_t| only for s >= 0
         w_abs = ed.w_int.abs().to(torch.float32)
         if ed.transposed is not None:        # fold |w| (|fold(w)| would be no upper bound)
