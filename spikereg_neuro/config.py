@@ -111,11 +111,42 @@ class TrainConfig:
                 raise ValueError(f"train.{f.name} must be {what}, got {v!r} ({type(v).__name__})")
 
 
+#: whole-volume inference up to this many voxels per network call (about 1.5-1.9 kB per voxel
+#: measured at peak, so ~8 GB at the default; larger volumes run in as few tiles as fit)
+DEFAULT_MAX_VOXELS = 4_500_000
+
+
 @dataclass
 class InferenceConfig:
+    """How a trained network registers a whole pair.
+
+    ``max_voxels > 0``: each residual iteration runs the network once on the whole (padded)
+    volume when it has at most ``max_voxels`` voxels at that iteration's scale, else on the
+    fewest overlapping tiles that fit (:func:`spikereg_neuro.tiling.plan_tiles`).
+    ``max_voxels = 0``: fixed ``patch_size``^3 tiles at ``stride`` (the patch the network was
+    trained on; what calibration and the Lava backend use). ``batch_size``: tiles per call.
+    """
+
     patch_size: int = 32
     stride: int = 16
     batch_size: int = 4
+    max_voxels: int = DEFAULT_MAX_VOXELS
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"inference.{f.name} must be an integer, got {v!r} ({type(v).__name__})")
+        if self.patch_size < 1 or self.batch_size < 1 or not 1 <= self.stride <= self.patch_size:
+            raise ValueError(f"inference needs patch_size >= 1, batch_size >= 1 and 1 <= stride <= "
+                             f"patch_size, got {self.patch_size}, {self.batch_size}, {self.stride}")
+        if self.max_voxels < 0:
+            raise ValueError(f"inference.max_voxels must be >= 0 (0: fixed tiles), got {self.max_voxels}")
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: Dict[str, Any]) -> "InferenceConfig":
+        """The settings a checkpoint records, over the defaults (older checkpoints lack keys)."""
+        return _from_dict(cls, dict(ckpt.get("inference") or {}), "inference")
 
 
 @dataclass

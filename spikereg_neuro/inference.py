@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .checkpoint import DEFAULT_MODEL, load_network
 from .model.policy import residual_registration
 from .registration.transform import warp
-from .tiling import count_tiles, tiled_predict
+from .tiling import count_tiles, plan_tiles, tiled_predict
 
 VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
 
@@ -52,26 +52,58 @@ def register_tensors(
     batch_size: int = 4,
     progress: Optional[Callable[[int], None]] = None,
     integration_steps: int = 0,
+    max_voxels: int = 0,
+    multiple: int = 8,
 ) -> torch.Tensor:
-    """Residual coarse-to-fine registration of whole ``(1, 1, D, H, W)`` volumes by tiles.
+    """Residual coarse-to-fine registration of whole ``(1, 1, D, H, W)`` volumes.
 
-    Volumes are zero-padded to a multiple of the coarsest scale (so every scale divides them)
-    and the field is cropped back. With ``integration_steps > 0`` the blended tiles form a
-    velocity field, integrated over the whole volume (the model's ``integration_steps``).
-    Returns ``(1, 3, D, H, W)``.
+    ``max_voxels = 0``: each iteration tiles its (downsampled) volume with ``patch`` tiles at
+    ``stride``; volumes are zero-padded to a multiple of the coarsest scale. ``max_voxels > 0``:
+    volumes are zero-padded to a multiple of ``multiple x`` the coarsest scale (``multiple``:
+    the network's size multiple, 8 for 3 stride-2 levels) and each iteration runs the network
+    once on the whole volume when it has at most ``max_voxels`` voxels, else on the tiles of
+    :func:`~spikereg_neuro.tiling.plan_tiles`. The field is cropped back. With
+    ``integration_steps > 0`` the prediction of an iteration is a velocity field, integrated over
+    the whole volume (the model's ``integration_steps``). ``progress(n)`` is called after each
+    network call on ``n`` patches (a whole volume counts as one). Returns ``(1, 3, D, H, W)``.
     """
     size = fixed.shape[2:]
-    k = max(scales)
+    k = max(scales) * (multiple if max_voxels else 1)
     pads = []
     for n in reversed(size):
         pads += [0, -(-n // k) * k - n]
     ft, mt = F.pad(fixed, pads), F.pad(moving, pads)
 
     def predict(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return tiled_predict(predict_patch, a, b, patch, stride, batch_size, progress=progress)
+        if max_voxels:
+            p, s = plan_tiles(a.shape[2:], max_voxels, multiple)
+            if list(p) == list(a.shape[2:]):
+                out = predict_patch(a, b)
+                if progress is not None:
+                    progress(1)
+                return out
+        else:
+            p, s = patch, stride
+        return tiled_predict(predict_patch, a, b, p, s, batch_size, progress=progress)
 
     u, _ = residual_registration(predict, ft, mt, scales, integration_steps=integration_steps)
     return u[..., :size[0], :size[1], :size[2]]
+
+
+def count_calls(shape: Sequence[int], scales: Sequence[int], patch: Sequence[int],
+                stride: Sequence[int], max_voxels: int = 0, multiple: int = 8) -> int:
+    """Network calls (patches; a whole volume counts as one) of :func:`register_tensors`."""
+    k = max(scales) * (multiple if max_voxels else 1)
+    padded = [-(-int(n) // k) * k for n in shape]
+    total = 0
+    for sc in scales:
+        sz = [n // sc for n in padded]
+        if max_voxels:
+            p, s = plan_tiles(sz, max_voxels, multiple)
+            total += 1 if list(p) == sz else count_tiles(sz, p, s)
+        else:
+            total += count_tiles(sz, patch, stride)
+    return total
 
 
 class SpikeRegInference:
@@ -84,7 +116,14 @@ class SpikeRegInference:
 
     def __init__(self, checkpoint: Union[str, Path, None] = None, device: str = "cpu",
                  patch_size: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
-                 batch_size: int = 4, progress: bool = False) -> None:
+                 batch_size: Optional[int] = None, progress: bool = False,
+                 max_voxels: Optional[int] = None) -> None:
+        """``patch_size``/``stride``/``batch_size``/``max_voxels`` override the checkpoint's
+        inference settings (:class:`~spikereg_neuro.config.InferenceConfig`): by default whole
+        volumes up to ``max_voxels`` voxels per call; fixed tiles with ``max_voxels=0`` or when
+        ``patch_size``/``stride`` are given without ``max_voxels`` (per-patch profiling)."""
+        from .config import InferenceConfig
+
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_MODEL
         if checkpoint is None and not path.is_file():
             raise FileNotFoundError(f"the shipped default model is missing ({path}); pass a checkpoint")
@@ -92,16 +131,22 @@ class SpikeRegInference:
         self.net, ckpt = load_network(path)
         self.device = torch.device(device)
         self.net.to(self.device)
-        inf = ckpt.get("inference", {})
-        p = patch_size or inf.get("patch_size", 32)
-        s = stride or inf.get("stride", None)
+        inf = InferenceConfig.from_checkpoint(ckpt)
+        p = patch_size or inf.patch_size
+        s = stride or (inf.stride if patch_size is None else None)
         self.patch = [int(p)] * 3 if np.isscalar(p) else [int(x) for x in p]
         s = s if s is not None else [max(1, x // 2) for x in self.patch]
         self.stride = [int(s)] * 3 if np.isscalar(s) else [int(x) for x in s]
         m = self.net.cfg.size_multiple // max(self.net.cfg.scales)
         if any(x % m for x in self.patch):
             raise ValueError(f"patch size {self.patch} must be divisible by {m}")
-        self.batch_size = int(batch_size)
+        self.batch_size = int(batch_size if batch_size is not None else inf.batch_size)
+        if max_voxels is None:
+            max_voxels = 0 if (patch_size is not None or stride is not None) else inf.max_voxels
+        self.max_voxels = int(max_voxels)
+        if self.batch_size < 1 or self.max_voxels < 0:
+            raise ValueError(f"batch_size must be >= 1 and max_voxels >= 0, got {self.batch_size}, {self.max_voxels}")
+        self.multiple = m
         self.progress = progress
         self.meta = {k: ckpt.get(k) for k in ("best_val_dice", "data_config", "train_summary")}
         self.activity: Dict[str, np.ndarray] = {}
@@ -117,7 +162,7 @@ class SpikeRegInference:
             self.num_neurons[k] = self.num_neurons.get(k, 0) + self.net.num_neurons[k] * fixed.shape[0]
         return out
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def register(self, fixed: VolumeLike, moving: VolumeLike) -> np.ndarray:
         """Displacement field ``(3, D, H, W)`` in voxels that warps ``moving`` onto ``fixed``."""
         f, fa = _as_volume(fixed, "fixed")
@@ -133,12 +178,13 @@ class SpikeRegInference:
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
-            total = sum(count_tiles([-(-n // s) for n in f.shape], self.patch, self.stride)
-                        for s in self.net.cfg.scales)
-            bar = tqdm(total=total, desc="register", unit="patch", leave=False)
+            total = count_calls(f.shape, self.net.cfg.scales, self.patch, self.stride,
+                                self.max_voxels, self.multiple)
+            bar = tqdm(total=total, desc="register", unit="call" if self.max_voxels else "patch", leave=False)
         u = register_tensors(self._predict, self.net.cfg.scales, ft, mt, self.patch, self.stride,
                              self.batch_size, progress=bar.update if bar is not None else None,
-                             integration_steps=self.net.cfg.integration_steps)
+                             integration_steps=self.net.cfg.integration_steps,
+                             max_voxels=self.max_voxels, multiple=self.multiple)
         if bar is not None:
             bar.close()
         return u[0].cpu().numpy().astype(np.float32)

@@ -1,6 +1,7 @@
 """Patch tiling with smooth blending, so memory stays bounded by the patch size."""
 from __future__ import annotations
 
+import math
 from typing import Callable, Iterator, List, Sequence, Tuple
 
 import torch
@@ -87,6 +88,32 @@ def tiled_predict(
             progress(len(group))
     out = out / norm
     return out[(slice(None), slice(None), *[slice(0, s) for s in size])]
+
+
+def plan_tiles(shape: Sequence[int], max_voxels: int, multiple: int = 8,
+               halo: int = 16) -> Tuple[List[int], List[int]]:
+    """Tiles for a volume too large for one call: ``(patch, stride)`` per axis.
+
+    Starting from one tile (the whole volume), the axis with the longest tile is split into one
+    more tile, each tile being its share of the axis plus ``halo`` voxels of overlap on each
+    side (rounded up to ``multiple``, the network's stride product), until a tile has at most
+    ``max_voxels`` voxels. A volume that fits gives one tile, the volume itself.
+    """
+    shape = [int(n) for n in shape]
+    if max_voxels < 1:
+        raise ValueError(f"max_voxels must be >= 1, got {max_voxels}")
+    up = lambda n: -(-int(n) // multiple) * multiple   # noqa: E731
+    k = [1, 1, 1]
+    patch = list(shape)
+    while math.prod(patch) > max_voxels:
+        a = max(range(3), key=lambda i: patch[i])
+        if patch[a] <= multiple + 2 * halo:
+            raise ValueError(f"max_voxels {max_voxels} is below the smallest tile "
+                             f"({multiple} + 2 x {halo} voxels per axis)")
+        k[a] += 1
+        patch[a] = min(shape[a], up(-(-shape[a] // k[a]) + 2 * halo))
+    stride = [p if p >= n else p - 2 * halo for p, n in zip(patch, shape)]
+    return patch, stride
 
 
 def count_tiles(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]) -> int:

@@ -3,12 +3,13 @@ with its own ``export()`` description read by calibration, the Lava backend and 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
+from .fused_alif import FusedALIF
 from .neuron import NeuronConfig, device_params, make_neuron, reset_neuron
-from .synapse import Conv3dSynapse
+from .synapse import Conv3dSynapse, sum_steps, upsample_spikes
 
 
 def _init_weight(synapse: Conv3dSynapse, gain: float) -> None:
@@ -36,12 +37,17 @@ class SpikingConvBlock(torch.nn.Module):
                                      pre_hook_fx=self.neuron.quantize_8bit if quantize else None)
         _init_weight(self.synapse, weight_gain)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, up: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spikes ``(N, C, D, H, W, T)`` -> spikes. ``up``: a half-resolution source read
+        through x2 nearest upsampling, concatenated before ``x`` (a U-Net decoder level)."""
         reset_neuron(self.neuron)
-        s = self.neuron(self.synapse(x))
-        if self.neuron_cfg.graded_spike:   # payload in thresholds (>= 1 where a neuron spikes)
-            s = s / self.neuron_cfg.threshold
-        return s
+        a = self.synapse(x if up is None else [upsample_spikes(up), x])
+        if not self.neuron_cfg.graded_spike:
+            return self.neuron(a)
+        # payload in thresholds (>= 1 where a neuron spikes)
+        if isinstance(self.neuron, FusedALIF):
+            return self.neuron(a, payload_div=self.neuron_cfg.threshold)
+        return self.neuron(a) / self.neuron_cfg.threshold
 
     def export(self) -> Dict[str, Any]:
         """Block description: geometry, integer weight mantissas, neuron device parameters."""
@@ -100,13 +106,18 @@ class ReadoutBlock(torch.nn.Module):
         q = quantize(weight, step=2 / self.w_scale).clamp(-256 / self.w_scale, 254 / self.w_scale)
         return q * self.w_scale if descale else q
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Spikes ``(N, C, D, H, W, T)`` -> analog field ``(N, C_out, D, H, W)``."""
+    def forward(self, x: torch.Tensor, coarse: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Spikes ``(N, C, D, H, W, T)`` (and ``coarse`` spikes at half resolution, read through
+        x2 nearest upsampling after ``x``'s channels) -> analog field ``(N, C_out, D, H, W)``.
+        Without ``per_step`` each source is summed over time first (upsampling commutes with
+        the sum)."""
+        t = x.shape[-1]
         if self.per_step:
-            v = self.synapse(x).sum(dim=-1)
+            v = self.synapse(x if coarse is None else [x, upsample_spikes(coarse)]).sum(dim=-1)
         else:
-            v = self.synapse(x.sum(dim=-1, keepdim=True))[..., 0]
-        return v * (self.scale / x.shape[-1])
+            parts = [sum_steps(x)] + ([] if coarse is None else [upsample_spikes(sum_steps(coarse))])
+            v = self.synapse(parts)[..., 0]
+        return v * (self.scale / t)
 
     def export(self) -> Dict[str, Any]:
         syn = self.synapse

@@ -101,19 +101,31 @@ def _regime(k: _Constants, T: int, peak: float) -> torch.dtype:
     return torch.int64
 
 
-def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool,
+def _empty_steps(frame: torch.Tensor, T: int) -> torch.Tensor:
+    """A float32 ``(T, *frame.shape)`` tensor, time outermost, each step laid out like ``frame``
+    (channels-last frames stay channels-last, so the next convolution reads them as they are)."""
+    if frame.dim() == 5 and not frame.is_contiguous() and frame.is_contiguous(memory_format=torch.channels_last_3d):
+        n, *rest = frame.shape
+        out = torch.empty((T * n, *rest), dtype=torch.float32, device=frame.device,
+                          memory_format=torch.channels_last_3d)
+        return out.view(T, n, *rest)
+    return torch.empty((T, *frame.shape), dtype=torch.float32, device=frame.device)
+
+
+def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool, out_div: float = 1.0,
                   dtype: torch.dtype | None = None) -> Tuple[torch.Tensor, torch.Tensor | None]:
     """Run the fixed-point dynamics on a time-first ``x`` ``(T, ...)``.
 
-    Returns the spikes ``(T, ...)`` float32 and, with ``keep``, SLAYER's float32 margin
+    Returns the spikes ``(T, ...)`` float32 (graded payloads divided by ``out_div``, as one
+    would divide SLAYER's output) and, with ``keep``, SLAYER's float32 margin
     ``v/4096 - (th/4096 + r/4096)`` that the surrogate gradient needs. ``dtype`` forces the
     state type (tests); by default :func:`_regime` picks it.
     """
     T = x.shape[0]
     const_in = T > 1 and x.stride(0) == 0
     xs = x[:1] if const_in else x
-    xq = torch.trunc(xs * float(k.s_scale))                     # float32, SLAYER's (4096 x).to(int64)
-    peak = float(xq.abs().max()) if xq.numel() else 0.0
+    xq = (xs * float(k.s_scale)).trunc_()                       # float32, SLAYER's (4096 x).to(int64)
+    peak = float(torch.linalg.vector_norm(xq, float("inf"))) if xq.numel() else 0.0
     dtype = dtype or _regime(k, T, peak)
     if xq.shape[0] > 1 and xq.stride(0) < max(xq.stride()):
         xq = xq.contiguous()        # time-first slices (the network's tensors already are)
@@ -123,50 +135,54 @@ def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool,
     r = torch.zeros_like(c)
     th = torch.full_like(c, k.th0) if k.th_step else None
     inv = 1.0 / k.s_scale
-    spikes = torch.empty((T, *xq.shape[1:]), dtype=torch.float32, device=x.device)
-    if xq.shape[0] == T:
-        spikes = torch.empty_like(xq, dtype=torch.float32)
-    margin = torch.empty_like(spikes) if keep else None
+    spikes = _empty_steps(c, T)
+    margin = _empty_steps(c, T) if keep else None
     exact32 = dtype == torch.float32
+    zero = torch.zeros((), dtype=torch.float32, device=x.device)
+    one = torch.ones((), dtype=dtype, device=x.device)
     for t in range(T):
         c = _rstz(c, k.m_c).add_(xq[0 if const_in else t])
         v = _rstz(v, k.m_v).add_(c if exact32 else _as_f32(c, dtype))
         r = _rstz(r, k.m_r)
         if th is not None:
             th = _rstz(th.sub_(k.th0), k.m_th).add_(k.th0)
-        tr = r + (th if th is not None else k.th0)
         if exact32:   # every value exact in float32: SLAYER's float test is the integer one
-            hit = v >= tr
-            if k.graded:
-                torch.mul(v, hit, out=spikes[t]).mul_(inv)
+            d = torch.sub(v, r).sub_(th if th is not None else k.th0)     # v - (th + r)
+            hit = torch.heaviside(d, one)                                 # 1.0 where v >= th + r
+            if k.graded:   # (v / 4096) / out_div in one rounding: 4096 is a power of two
+                torch.mul(v, hit, out=spikes[t]).div_(k.s_scale * out_div)
             else:
                 spikes[t] = hit
             if keep:
-                torch.sub(v, tr, out=margin[t]).mul_(inv)
+                torch.mul(d, inv, out=margin[t])
         else:
+            tr = r + (th if th is not None else k.th0)
             vf = v.to(torch.float32)
             hit = vf.to(dtype) >= tr
             # SLAYER's spike function compares its float32 outputs: v/4096 >= th/4096 + r/4096
             vn = vf * inv
             thr = (th.to(torch.float32) * inv if th is not None else k.th0_f32) + r.to(torch.float32) * inv
             s = vn >= thr
-            spikes[t] = s * vn if k.graded else s
+            spikes[t] = torch.where(s, vn, zero).div_(out_div) if k.graded else s
             if keep:
                 torch.sub(vn, thr, out=margin[t])
-        r = r.add_(hit * (2 * (th if th is not None else k.th0)))
         if th is not None:
-            th = th.add_(hit * k.th_step)
+            r = r.add_(hit * (2 * th))
+            th = th.add_(hit, alpha=k.th_step)
+        else:
+            r = r.add_(hit, alpha=2 * k.th0)
     return spikes, margin
 
 
 class _FusedALIFFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: torch.Tensor, k: _Constants) -> torch.Tensor:  # noqa: D401
+    def forward(ctx, x: torch.Tensor, k: _Constants, out_div: float) -> torch.Tensor:  # noqa: D401
         keep = bool(ctx.needs_input_grad[0])
-        spikes, margin = _forward_loop(x, k, keep=keep)
+        spikes, margin = _forward_loop(x, k, keep=keep, out_div=out_div)
         if keep:
             ctx.save_for_backward(margin)
         ctx.k = k
+        ctx.out_div = out_div
         return spikes
 
     @staticmethod
@@ -174,7 +190,7 @@ class _FusedALIFFunction(torch.autograd.Function):
         margin, = ctx.saved_tensors
         k: _Constants = ctx.k
         if k.graded:   # SLAYER spike.py _spike_backward, graded branch
-            g = k.scale * torch.exp(torch.clamp(margin, max=0) / k.tau) * grad
+            g = k.scale * torch.exp(torch.clamp(margin, max=0) / k.tau) * (grad / ctx.out_div)
         else:
             g = k.scale / 2 / k.tau * torch.exp(-torch.abs(margin) / k.tau) * grad
         g_v, g_c = k.g_v.to(g.device), k.g_c.to(g.device)
@@ -184,7 +200,7 @@ class _FusedALIFFunction(torch.autograd.Function):
             gv = g[t] if gv is None else g_v * gv + g[t]
             gc = gv if gc is None else g_c * gc + gv
             out[t] = gc
-        return out, None
+        return out, None, None
 
 
 class FusedALIF(slayer_alif.Neuron):
@@ -201,7 +217,10 @@ class FusedALIF(slayer_alif.Neuron):
         if self.norm is not None or self.drop is not None:
             raise ValueError("FusedALIF has no norm or dropout")
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - SLAYER's name
-        """Spikes of ``(N, ..., T)`` input (time last, as SLAYER), same shape."""
+    def forward(self, input: torch.Tensor, payload_div: float = 1.0) -> torch.Tensor:  # noqa: A002
+        """Spikes of ``(N, ..., T)`` input (time last, as SLAYER), same shape.
+
+        ``payload_div``: graded payloads come divided by it, the same numbers (and gradients)
+        as dividing SLAYER's output, one pass cheaper."""
         xt = input.movedim(-1, 0)
-        return _FusedALIFFunction.apply(xt, _Constants(self)).movedim(0, -1)
+        return _FusedALIFFunction.apply(xt, _Constants(self), float(payload_div)).movedim(0, -1)

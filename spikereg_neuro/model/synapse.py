@@ -31,6 +31,32 @@ def from_frames(f: torch.Tensor, t: int) -> torch.Tensor:
     return f.reshape(t, f.shape[0] // t, *f.shape[1:]).permute(1, 2, 3, 4, 5, 0)
 
 
+def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (binary stays binary).
+
+    Channels-last frames are repeated in one copy (an expand of the voxel grid), which keeps
+    them channels-last; other layouts go through ``F.interpolate``."""
+    f = to_frames(s)
+    if f.is_contiguous(memory_format=_CL):
+        b, c, d, h, w = f.shape
+        g = f.permute(0, 2, 3, 4, 1)[:, :, None, :, None, :, None, :]
+        g = g.expand(b, d, 2, h, 2, w, 2, c).reshape(b, 2 * d, 2 * h, 2 * w, c)
+        up = g.permute(0, 4, 1, 2, 3)
+    else:
+        up = F.interpolate(f, scale_factor=2, mode="nearest")
+    return from_frames(up, s.shape[-1])
+
+
+def sum_steps(s: torch.Tensor) -> torch.Tensor:
+    """``(N, C, D, H, W, T)`` -> the sum over time ``(N, C, D, H, W, 1)``, added frame by frame."""
+    t, n = s.shape[-1], s.shape[0]
+    f = to_frames(s)
+    acc = f[:n].clone()
+    for k in range(1, t):
+        acc = acc + f[k * n:(k + 1) * n]
+    return from_frames(acc, 1)
+
+
 def _triple(v: _Triple) -> tuple[int, int, int]:
     if isinstance(v, int):
         return (v, v, v)
@@ -107,8 +133,13 @@ class Conv3dSynapse(torch.nn.Conv3d):
             out.append((n + 2 * p - d * (k - 1) - 1) // s + 1)
         return tuple(out)  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D401
+    def forward(self, x: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:  # noqa: D401
         """``(N, C, D, H, W, T) -> (N, C_out, D', H', W', T)``.
+
+        ``x`` may be a list of tensors whose channels are the input's channels in order (the
+        concatenation the synapse reads, e.g. an upsampled source and a skip): each part is
+        convolved with its slice of the weight and the results are added, the same sums as
+        convolving the concatenation (up to float rounding), without making it.
 
         The frames are convolved in time-major order, channels-last (2-3x faster on a CPU for
         these narrow layers), and the result is a view of that time-major tensor, which the
@@ -116,15 +147,34 @@ class Conv3dSynapse(torch.nn.Conv3d):
         like the graded image input) is convolved once and expanded: the same numbers as
         convolving every frame.
         """
-        if x.dim() != 6:
-            raise ValueError(f"Conv3dSynapse expects (N, C, D, H, W, T), got {tuple(x.shape)}")
-        t = x.shape[-1]
-        if t > 1 and x.stride(-1) == 0:
-            y = self.conv_frames(x[..., 0])
-            return y.unsqueeze(-1).expand(*y.shape, t)
-        return from_frames(self.conv_frames(to_frames(x)), t)
+        parts = [x] if isinstance(x, torch.Tensor) else list(x)
+        if any(p.dim() != 6 for p in parts) or len({(p.shape[0], *p.shape[2:]) for p in parts}) != 1:
+            raise ValueError("Conv3dSynapse expects (N, C, D, H, W, T) inputs of one shape, got "
+                             f"{[tuple(p.shape) for p in parts]}")
+        if sum(p.shape[1] for p in parts) != self.in_channels:
+            raise ValueError(f"Conv3dSynapse expects {self.in_channels} input channels, got "
+                             f"{sum(p.shape[1] for p in parts)}")
+        w = self.effective_weight()
+        t = parts[0].shape[-1]
+        y, c0 = None, 0
+        for p in parts:
+            wp = w[:, c0:c0 + p.shape[1]]
+            c0 += p.shape[1]
+            if t > 1 and p.stride(-1) == 0:    # constant over time: once, expanded
+                yp = self.conv_frames(p[..., 0], wp).unsqueeze(-1).expand(-1, -1, -1, -1, -1, t)
+            else:
+                yp = from_frames(self.conv_frames(to_frames(p), wp), t)
+            y = yp if y is None else y + yp
+        return y
 
-    def conv_frames(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution of ``(B, C, D, H, W)`` frames (channels-last in and out)."""
-        return F.conv3d(x.contiguous(memory_format=_CL), self.effective_weight().contiguous(memory_format=_CL),
-                        None, self.stride, self.padding, self.dilation, self.groups)
+    def conv_frames(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The convolution of ``(B, C, D, H, W)`` frames (channels-last in and out).
+
+        On a CPU this calls oneDNN directly: ``F.conv3d`` falls back to a 5-10x slower native
+        kernel for a single narrow frame (batch 1, ``B * C * D * H <= 20480``), which is what
+        the whole-volume first layer and read-out are."""
+        w = (self.effective_weight() if weight is None else weight).contiguous(memory_format=_CL)
+        x = x.contiguous(memory_format=_CL)
+        if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+            return torch.mkldnn_convolution(x, w, None, self.padding, self.stride, self.dilation, self.groups)
+        return F.conv3d(x, w, None, self.stride, self.padding, self.dilation, self.groups)

@@ -4,23 +4,11 @@ from __future__ import annotations
 from typing import Dict, List
 
 import torch
-import torch.nn.functional as F
 
 from .blocks import ReadoutBlock, SpikingConvBlock
 from .config import ModelConfig
 from .encoding import encode_graded
-from .synapse import from_frames, to_frames
-
-
-def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
-    """Nearest-neighbour x2 upsampling of ``(N, C, D, H, W, T)`` spikes (binary stays binary)."""
-    f = F.interpolate(to_frames(s), scale_factor=2, mode="nearest")
-    return from_frames(f, s.shape[-1])
-
-
-def cat_spikes(*xs: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``(N, C_i, D, H, W, T)`` spike tensors along channels (time-major frames)."""
-    return from_frames(torch.cat([to_frames(x) for x in xs], dim=1), xs[0].shape[-1])
+from .synapse import upsample_spikes  # noqa: F401  (public here: tests and the profiler use it)
 
 
 class SpikeRegUNet(torch.nn.Module):
@@ -87,9 +75,11 @@ class SpikeRegUNet(torch.nn.Module):
     def _record(self, name: str, spikes: torch.Tensor) -> None:
         # events: 1 where a neuron spiked, whatever the payload (graded spikes carry >= 1), with
         # the gradient of payload / payload so the rate penalty still reaches the weights
-        events = spikes / spikes.detach().clamp(min=1.0)
-        self.rates[name] = events.mean()
-        self.activity[name] = (spikes.detach() != 0).sum(dim=(0, 1, 2, 3, 4)).to(spikes.dtype)   # events
+        if torch.is_grad_enabled():   # the rate penalty is for training only
+            events = spikes / spikes.detach().clamp(min=1.0)
+            self.rates[name] = events.mean()
+        sd = spikes.detach()   # events per step (each step is a contiguous block of memory)
+        self.activity[name] = torch.stack([torch.count_nonzero(sd[..., t]) for t in range(sd.shape[-1])]).to(sd.dtype)
         self.num_neurons[name] = int(spikes[0, ..., 0].numel())
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:
@@ -107,11 +97,10 @@ class SpikeRegUNet(torch.nn.Module):
         x = x[..., -td:]
         prev = x
         for block, skip in zip(self.dec, reversed(skips[:-1])):
-            prev, x = x, block(cat_spikes(upsample_spikes(x), skip[..., -td:]))
+            prev, x = x, block(skip[..., -td:], up=x)     # reads up2(x) ++ skip
             self._record(block.name, x)
-        if cfg.readout_levels == 2:   # dec0 and the coarser dec1 (its spikes upsampled x2)
-            x = cat_spikes(x, upsample_spikes(prev))
-        return self.readout(x)
+        # the read-out reads dec0 ++ up2(dec1) (readout_levels 2) or dec0
+        return self.readout(x, prev if cfg.readout_levels == 2 else None)
 
     def export(self) -> List[dict]:
         """Per-block descriptions in execution order, with the graph's connectivity."""

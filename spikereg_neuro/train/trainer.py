@@ -317,7 +317,8 @@ class SpikeRegTrainer:
 
     @torch.no_grad()
     def validate(self, val_loader: Iterable[Dict[str, torch.Tensor]]) -> Dict[str, float]:
-        """Mean Dice (and field magnitude) on whole validation volumes, tiled like inference.
+        """Mean Dice (and field magnitude) on whole validation volumes, registered like inference
+        (the config's ``inference`` settings: whole volumes up to ``max_voxels``).
 
         Shows a progress bar over the pairs (when ``progress``); leaves every RNG as it was.
         """
@@ -342,7 +343,9 @@ class SpikeRegTrainer:
                 m = batch["moving"].to(self.device)
                 u = register_tensors(self.net, self.net.cfg.scales, f, m, [ic.patch_size] * 3,
                                      [ic.stride] * 3, ic.batch_size,
-                                     integration_steps=self.net.cfg.integration_steps)
+                                     integration_steps=self.net.cfg.integration_steps,
+                                     max_voxels=ic.max_voxels,
+                                     multiple=self.net.cfg.size_multiple // max(self.net.cfg.scales))
                 wl = warp_labels(batch["moving_labels"].to(self.device), u)
                 dices.append(dice_mean(batch["fixed_labels"][0, 0].numpy(), wl[0, 0].cpu().numpy()))
                 mags.append(float(u.norm(dim=1).mean()))
