@@ -244,3 +244,19 @@ def test_ncc_sigma_smooths_both_images_like_scipy_and_cuts_the_blur_reward():
     assert gain_raw > 0 and gain_smooth < 0.5 * gain_raw
     with pytest.raises(ValueError, match="sigma"):
         LocalNCC(9, sigma=-1.0)
+
+
+def test_dice_of_warped_labels_warps_only_present_classes_with_the_same_value():
+    from spikereg_neuro.registration.losses import DiceLoss, one_hot
+    from spikereg_neuro.registration.transform import warp
+
+    g = torch.Generator().manual_seed(0)
+    fixed = torch.randint(0, 6, (2, 1, 8, 8, 8), generator=g)
+    moving = torch.randint(0, 4, (2, 1, 8, 8, 8), generator=g)       # classes 4, 5 absent
+    u = (torch.randn(2, 3, 8, 8, 8, generator=g) * 0.7).requires_grad_()
+    d = DiceLoss()
+    ref = d(one_hot(fixed, 6), warp(one_hot(moving, 6), u))
+    (g_ref,) = torch.autograd.grad(ref, u)
+    val = d.warped_labels(fixed, moving, u, 6)
+    (g_val,) = torch.autograd.grad(val, u)
+    assert torch.equal(val, ref) and torch.allclose(g_val, g_ref, atol=1e-7)

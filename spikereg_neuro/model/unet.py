@@ -11,6 +11,21 @@ from .encoding import encode_graded
 from .synapse import upsample_spikes  # noqa: F401  (public here: tests and the profiler use it)
 
 
+class _EventRate(torch.autograd.Function):
+    """``mean(s / max(s, 1))`` (the fraction of (neuron, step) entries with a spike, whatever
+    the payload) from the event count, with that expression's gradient ``1 / (n max(s, 1))``."""
+
+    @staticmethod
+    def forward(ctx, spikes: torch.Tensor, rate: torch.Tensor) -> torch.Tensor:  # noqa: D401
+        ctx.save_for_backward(spikes)
+        return rate.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (spikes,) = ctx.saved_tensors
+        return grad / spikes.numel() / spikes.clamp(min=1.0), None
+
+
 class SpikeRegUNet(torch.nn.Module):
     """4-level spiking U-Net: (fixed, moving) -> displacement field in voxels.
 
@@ -75,11 +90,11 @@ class SpikeRegUNet(torch.nn.Module):
     def _record(self, name: str, spikes: torch.Tensor) -> None:
         # events: 1 where a neuron spiked, whatever the payload (graded spikes carry >= 1), with
         # the gradient of payload / payload so the rate penalty still reaches the weights
-        if torch.is_grad_enabled():   # the rate penalty is for training only
-            events = spikes / spikes.detach().clamp(min=1.0)
-            self.rates[name] = events.mean()
         sd = spikes.detach()   # events per step (each step is a contiguous block of memory)
-        self.activity[name] = torch.stack([torch.count_nonzero(sd[..., t]) for t in range(sd.shape[-1])]).to(sd.dtype)
+        counts = torch.stack([torch.count_nonzero(sd[..., t]) for t in range(sd.shape[-1])]).to(sd.dtype)
+        self.activity[name] = counts
+        if torch.is_grad_enabled():   # the rate penalty is for training only
+            self.rates[name] = _EventRate.apply(spikes, counts.sum() / spikes.numel())
         self.num_neurons[name] = int(spikes[0, ..., 0].numel())
 
     def forward(self, fixed: torch.Tensor, moving: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..config import Config
 from ..inference import register_tensors
 from ..model.policy import residual_registration
 from ..model.unet import SpikeRegUNet
-from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
+from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
 from ..registration.metrics import dice_mean
 from ..registration.transform import warp, warp_labels
 from . import distributed as ddp
@@ -283,8 +283,7 @@ class SpikeRegTrainer:
             sim = sim + wk * self.ncc(fixed, warped, mask)
             smooth = smooth + wk * self.smooth(u)
             if use_dice:
-                ml = one_hot(batch["moving_labels"], nl)
-                dice = dice + wk * self.dice_loss(one_hot(batch["fixed_labels"], nl), warp(ml, u))
+                dice = dice + wk * self.dice_loss.warped_labels(batch["fixed_labels"], batch["moving_labels"], u, nl)
             if self.tc.w_field > 0:
                 field_err = field_err + wk * field_mse(u, batch["true_field"])
         with torch.no_grad():  # the unregistered similarity, for the log: progress = ncc < ncc_identity
