@@ -13,7 +13,9 @@ Cases
     * ``pair``: the whole 64x72x64 pair through ``register_tensors`` (residual scales (2, 1),
       32^3 tiles at stride 16: 38 patches, batches of 4) - today's host pipeline;
     * ``volume``: the network work of whole-volume inference: one call on the pair at scale 2
-      (32x40x32, zero-padded to the size multiple) and one at scale 1 (64x80x64), no tiling.
+      (32x40x32, zero-padded to the size multiple) and one at scale 1 (64x72x64), no tiling;
+    * ``whole``: the pair through ``register_tensors(..., max_voxels=...)``: each residual
+      iteration runs the emulator once on the whole (padded 64x80x64 / 32x40x32) volume.
 
 The network is ``SPIKEREG_BENCH_NET`` (a net.h5 from ``spikereg-neuro calibrate``) when set, else
 ``out/calibration/net.h5`` if present, else the shipped model quantized with the default weight
@@ -35,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 PATCH = (32, 32, 32)
+#: whole-volume inference's per-call budget in the ``whole`` case (4.5 M voxels, the default)
+WHOLE_MAX_VOXELS = 4_500_000
 REFERENCE = os.environ.get("SPIKEREG_BENCH_EMULATOR_REFERENCE") == "1"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +105,10 @@ def run_case(q, case: str, engine: str, f: torch.Tensor, m: torch.Tensor) -> tor
     if case == "pair":
         return register_tensors(pred, q.scales, f, m, q.patch_size, q.stride, 4,
                                 integration_steps=q.integration_steps)
+    if case == "whole":
+        return register_tensors(pred, q.scales, f, m, q.patch_size, q.stride, 1,
+                                integration_steps=q.integration_steps, max_voxels=WHOLE_MAX_VOXELS,
+                                multiple=q.size_multiple)
     if case == "volume":
         k = q.size_multiple
         out = None
@@ -109,7 +117,7 @@ def run_case(q, case: str, engine: str, f: torch.Tensor, m: torch.Tensor) -> tor
             ms = F.avg_pool3d(m, s) if s > 1 else m
             out = pred(_pad_to_multiple(fs, k), _pad_to_multiple(ms, k))
         return out
-    raise ValueError(f"case must be patch, pair or volume, got {case!r}")
+    raise ValueError(f"case must be patch, pair, whole or volume, got {case!r}")
 
 
 # ============================================================================ pytest-benchmark
@@ -148,6 +156,11 @@ def test_emulator_pair_tiled(benchmark, bench):
     assert u.shape == (1, 3, *bench[2].shape[2:])
 
 
+def test_emulator_pair_whole_volume(benchmark, bench):
+    u = _bench(benchmark, bench, "whole", "fast", 2)
+    assert u.shape == (1, 3, *bench[2].shape[2:])
+
+
 def test_emulator_volume_whole(benchmark, bench):
     u = _bench(benchmark, bench, "volume", "fast", 2)
     assert u.shape[2:] == _pad_to_multiple(bench[2], bench[0].size_multiple).shape[2:]
@@ -171,7 +184,7 @@ def test_emulator_pair_tiled_reference(benchmark, bench):
 # ============================================================================ script
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Time one emulator case once (whole-process timing).")
-    ap.add_argument("--case", choices=("patch", "pair", "volume"), default="pair")
+    ap.add_argument("--case", choices=("patch", "pair", "whole", "volume"), default="pair")
     ap.add_argument("--engine", choices=("fast", "reference"), default="fast")
     ap.add_argument("--net", default="", help="net.h5 (default: see the module docstring)")
     ap.add_argument("--threads", type=int, default=1)
