@@ -361,3 +361,28 @@ def test_fused_alif_picks_an_exact_state_type():
     with pytest.raises(ValueError, match="FusedALIF"):
         FusedALIF(threshold=1.0, threshold_step=0.0, current_decay=0.5, voltage_decay=0.5,
                   threshold_decay=0.5, refractory_decay=0.5, persistent_state=True)
+
+
+def test_upsampled_parts_are_convolved_polyphase_like_the_upsampled_tensor():
+    """conv3d(up2(x)) == the synapse on Upsampled(x) (fold_up2: stride-2 transposed conv with
+    folded taps), values and gradients, alone and next to a skip part."""
+    import torch.nn.functional as F
+
+    from spikereg_neuro.model.synapse import Upsampled, fold_up2
+
+    g = torch.Generator().manual_seed(0)
+    syn = Conv3dSynapse(5, 4, 3)
+    coarse = (torch.rand(2, 3, 3, 4, 5, 2, generator=g) > 0.5).float().requires_grad_()
+    skip = (torch.rand(2, 2, 6, 8, 10, 2, generator=g) > 0.5).float()
+    y = syn([Upsampled(coarse), skip])
+    ref = syn([upsample_spikes(coarse), skip])
+    assert torch.allclose(y, ref, atol=1e-6)
+    (gy,) = torch.autograd.grad(y.sum(), coarse)
+    (gr,) = torch.autograd.grad(ref.sum(), coarse)
+    assert torch.allclose(gy, gr, atol=1e-5)
+    w = torch.randn(4, 3, 3, 3, 3, generator=g)
+    x = torch.rand(1, 3, 4, 4, 4, generator=g)
+    assert torch.allclose(F.conv_transpose3d(x, fold_up2(w), stride=2, padding=1),
+                          F.conv3d(F.interpolate(x, scale_factor=2), w, padding=1), atol=1e-5)
+    with pytest.raises(ValueError, match="half size"):
+        syn([Upsampled(skip), skip])

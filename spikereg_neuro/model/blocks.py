@@ -9,7 +9,7 @@ import torch
 
 from .fused_alif import FusedALIF
 from .neuron import NeuronConfig, device_params, make_neuron, reset_neuron
-from .synapse import Conv3dSynapse, sum_steps, upsample_spikes
+from .synapse import Conv3dSynapse, Upsampled, sum_steps
 
 
 def _init_weight(synapse: Conv3dSynapse, gain: float) -> None:
@@ -41,7 +41,7 @@ class SpikingConvBlock(torch.nn.Module):
         """Spikes ``(N, C, D, H, W, T)`` -> spikes. ``up``: a half-resolution source read
         through x2 nearest upsampling, concatenated before ``x`` (a U-Net decoder level)."""
         reset_neuron(self.neuron)
-        a = self.synapse(x if up is None else [upsample_spikes(up), x])
+        a = self.synapse(x if up is None else [Upsampled(up), x])
         if not self.neuron_cfg.graded_spike:
             return self.neuron(a)
         # payload in thresholds (>= 1 where a neuron spikes)
@@ -113,9 +113,9 @@ class ReadoutBlock(torch.nn.Module):
         the sum)."""
         t = x.shape[-1]
         if self.per_step:
-            v = self.synapse(x if coarse is None else [x, upsample_spikes(coarse)]).sum(dim=-1)
+            v = self.synapse(x if coarse is None else [x, Upsampled(coarse)]).sum(dim=-1)
         else:
-            parts = [sum_steps(x)] + ([] if coarse is None else [upsample_spikes(sum_steps(coarse))])
+            parts = [sum_steps(x)] + ([] if coarse is None else [Upsampled(sum_steps(coarse))])
             v = self.synapse(parts)[..., 0]
         return v * (self.scale / t)
 

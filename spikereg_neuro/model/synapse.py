@@ -10,7 +10,7 @@ Tensors are SLAYER's layout with time last: ``(N, C, D, H, W, T)``.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,26 @@ def upsample_spikes(s: torch.Tensor) -> torch.Tensor:
     else:
         up = F.interpolate(f, scale_factor=2, mode="nearest")
     return from_frames(up, s.shape[-1])
+
+
+class Upsampled(NamedTuple):
+    """A synapse input part that the synapse reads x2 nearest-upsampled (a U-Net decoder's
+    coarser source): ``Conv3dSynapse`` convolves it without making the upsampled tensor."""
+
+    spikes: torch.Tensor
+
+
+#: 1D folding of a 3-tap kernel over x2 nearest upsampling into the 4 taps of a stride-2
+#: transposed convolution (padding 1): rows are transposed taps, columns the kernel's taps
+_UP2_FOLD = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
+
+
+def fold_up2(weight: torch.Tensor) -> torch.Tensor:
+    """``conv3d(up2(x), weight, padding=1) == conv_transpose3d(x, fold_up2(weight), stride=2,
+    padding=1)``: each output phase sums the taps that read the same coarse voxel (8 taps per
+    output instead of 27). ``weight`` ``(O, I, 3, 3, 3)`` -> ``(I, O, 4, 4, 4)``."""
+    m = torch.tensor(_UP2_FOLD, dtype=weight.dtype, device=weight.device)
+    return torch.einsum("ap,bq,cr,oipqr->ioabc", m, m, m, weight)
 
 
 def sum_steps(s: torch.Tensor) -> torch.Tensor:
@@ -136,10 +156,12 @@ class Conv3dSynapse(torch.nn.Conv3d):
     def forward(self, x: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:  # noqa: D401
         """``(N, C, D, H, W, T) -> (N, C_out, D', H', W', T)``.
 
-        ``x`` may be a list of tensors whose channels are the input's channels in order (the
+        ``x`` may be a list of parts whose channels are the input's channels in order (the
         concatenation the synapse reads, e.g. an upsampled source and a skip): each part is
         convolved with its slice of the weight and the results are added, the same sums as
-        convolving the concatenation (up to float rounding), without making it.
+        convolving the concatenation (up to float rounding), without making it. An
+        :class:`Upsampled` part is read x2 nearest-upsampled, by a polyphase convolution at its
+        own resolution.
 
         The frames are convolved in time-major order, channels-last (2-3x faster on a CPU for
         these narrow layers), and the result is a view of that time-major tensor, which the
@@ -148,24 +170,41 @@ class Conv3dSynapse(torch.nn.Conv3d):
         convolving every frame.
         """
         parts = [x] if isinstance(x, torch.Tensor) else list(x)
-        if any(p.dim() != 6 for p in parts) or len({(p.shape[0], *p.shape[2:]) for p in parts}) != 1:
-            raise ValueError("Conv3dSynapse expects (N, C, D, H, W, T) inputs of one shape, got "
-                             f"{[tuple(p.shape) for p in parts]}")
-        if sum(p.shape[1] for p in parts) != self.in_channels:
+        sizes = {(p.spikes.shape[0], *(2 * n for n in p.spikes.shape[2:5]), p.spikes.shape[5])
+                 if isinstance(p, Upsampled) else (p.shape[0], *p.shape[2:]) for p in parts}
+        tensors = [p.spikes if isinstance(p, Upsampled) else p for p in parts]
+        if any(p.dim() != 6 for p in tensors) or len(sizes) != 1:
+            raise ValueError("Conv3dSynapse expects (N, C, D, H, W, T) inputs of one shape (Upsampled "
+                             f"parts at half size), got {[tuple(p.shape) for p in tensors]}")
+        if sum(p.shape[1] for p in tensors) != self.in_channels:
             raise ValueError(f"Conv3dSynapse expects {self.in_channels} input channels, got "
-                             f"{sum(p.shape[1] for p in parts)}")
+                             f"{sum(p.shape[1] for p in tensors)}")
         w = self.effective_weight()
-        t = parts[0].shape[-1]
+        t = tensors[0].shape[-1]
         y, c0 = None, 0
         for p in parts:
-            wp = w[:, c0:c0 + p.shape[1]]
-            c0 += p.shape[1]
-            if t > 1 and p.stride(-1) == 0:    # constant over time: once, expanded
+            src = p.spikes if isinstance(p, Upsampled) else p
+            wp = w[:, c0:c0 + src.shape[1]]
+            c0 += src.shape[1]
+            if isinstance(p, Upsampled):
+                yp = from_frames(self.conv_up2_frames(to_frames(src), wp), t)
+            elif t > 1 and p.stride(-1) == 0:    # constant over time: once, expanded
                 yp = self.conv_frames(p[..., 0], wp).unsqueeze(-1).expand(-1, -1, -1, -1, -1, t)
             else:
                 yp = from_frames(self.conv_frames(to_frames(p), wp), t)
             y = yp if y is None else y + yp
         return y
+
+    def conv_up2_frames(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The convolution of x2 nearest-upsampled frames, polyphase (:func:`fold_up2`) when the
+        geometry is the decoder's (3^3, stride 1, padding 1), else by upsampling first."""
+        plain = (tuple(self.kernel_size) == (3, 3, 3) and tuple(self.stride) == (1, 1, 1)
+                 and tuple(self.padding) == (1, 1, 1) and tuple(self.dilation) == (1, 1, 1)
+                 and self.groups == 1)
+        if not plain:
+            return self.conv_frames(F.interpolate(x, scale_factor=2, mode="nearest"), weight)
+        return F.conv_transpose3d(x.contiguous(memory_format=_CL),
+                                  fold_up2(weight).contiguous(memory_format=_CL), None, 2, 1)
 
     def conv_frames(self, x: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The convolution of ``(B, C, D, H, W)`` frames (channels-last in and out).
