@@ -140,6 +140,7 @@ def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool, out_div: float = 1
     exact32 = dtype == torch.float32
     zero = torch.zeros((), dtype=torch.float32, device=x.device)
     one = torch.ones((), dtype=dtype, device=x.device)
+    d, hit = (torch.empty_like(c), torch.empty_like(c)) if exact32 else (None, None)
     for t in range(T):
         c = _rstz(c, k.m_c).add_(xq[0 if const_in else t])
         v = _rstz(v, k.m_v).add_(c if exact32 else _as_f32(c, dtype))
@@ -147,8 +148,8 @@ def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool, out_div: float = 1
         if th is not None:
             th = _rstz(th.sub_(k.th0), k.m_th).add_(k.th0)
         if exact32:   # every value exact in float32: SLAYER's float test is the integer one
-            d = torch.sub(v, r).sub_(th if th is not None else k.th0)     # v - (th + r)
-            hit = torch.heaviside(d, one)                                 # 1.0 where v >= th + r
+            torch.sub(v, r, out=d).sub_(th if th is not None else k.th0)   # v - (th + r)
+            torch.heaviside(d, one, out=hit)                               # 1.0 where v >= th + r
             if k.graded:   # (v / 4096) / out_div in one rounding: 4096 is a power of two
                 torch.mul(v, hit, out=spikes[t]).div_(k.s_scale * out_div)
             else:
