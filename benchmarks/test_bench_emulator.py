@@ -121,14 +121,6 @@ def run_case(q, case: str, engine: str, f: torch.Tensor, m: torch.Tensor) -> tor
 
 
 # ============================================================================ pytest-benchmark
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SPIKEREG_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def bench():
     q, src = load_bench_qnet()

@@ -2,18 +2,20 @@
 
 Run::
 
-    pytest benchmarks/ --benchmark-only                     # patch cases + VoxelMorph volume
-    SPIKEREG_BENCH_VOLUME=1 pytest benchmarks/ --benchmark-only   # + SpikeReg whole volume (15-35 s)
+    pytest benchmarks/ --benchmark-only                     # patch and whole-volume cases
+    SPIKEREG_BENCH_VOLUME=1 pytest benchmarks/ --benchmark-only   # + SpikeReg by 32^3 tiles (slow)
 
 Each network uses its shipped checkpoint when it exists and untrained weights of the default
-architecture otherwise (the time does not depend on the weights). torch runs on one CPU
-thread (``SPIKEREG_BENCH_THREADS`` to change it), like ``benchmark accuracy``'s default.
+architecture otherwise (the time does not depend on the weights much). torch runs on one CPU
+thread (benchmarks/conftest.py), like ``benchmark accuracy``'s default.
 
 Cases
     * ``patch``: one network call on a 32^3 (fixed, moving) patch pair, batch 1;
     * ``volume``: the whole default 64x72x64 volume as a method registers it: VoxelMorph in one
-      pass (padded to 64x80x64), SpikeReg with its residual scales (2, 1) and 32^3 tiles of
-      stride 16 (38 network calls) -- opt-in, it takes 15-35 s per call on one core.
+      pass (padded to 64x80x64), SpikeReg with its residual scales (2, 1), one network call per
+      scale on the volume padded to 64x80x64 (``inference.max_voxels``);
+    * ``volume_tiled`` (opt-in): SpikeReg by 32^3 tiles of stride 16 (38 network calls), the
+      way calibration, Lava and the Loihi cost model run it.
 """
 from __future__ import annotations
 
@@ -24,14 +26,6 @@ import torch
 
 PATCH = (32, 32, 32)
 VOLUME = (64, 72, 64)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SPIKEREG_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(old)
 
 
 def _pair(shape):
@@ -92,10 +86,22 @@ def test_spikereg_patch(benchmark, spikereg_net):
     assert u.shape == (1, 3, *PATCH)
 
 
+def test_spikereg_volume(benchmark, spikereg_net):
+    from spikereg_neuro.config import DEFAULT_MAX_VOXELS
+    from spikereg_neuro.inference import register_tensors
+
+    f, m = _pair(VOLUME)
+    u = _run(benchmark, lambda: register_tensors(spikereg_net, spikereg_net.cfg.scales, f, m,
+                                                 [32] * 3, [16] * 3, 4,
+                                                 integration_steps=spikereg_net.cfg.integration_steps,
+                                                 max_voxels=DEFAULT_MAX_VOXELS, multiple=8))
+    assert u.shape == (1, 3, *VOLUME)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("SPIKEREG_BENCH_VOLUME") != "1",
-                    reason="15-35 s per call on one core; set SPIKEREG_BENCH_VOLUME=1")
-def test_spikereg_volume(benchmark, spikereg_net):
+                    reason="several seconds per call on one core; set SPIKEREG_BENCH_VOLUME=1")
+def test_spikereg_volume_tiled(benchmark, spikereg_net):
     from spikereg_neuro.inference import register_tensors
 
     f, m = _pair(VOLUME)

@@ -7,23 +7,14 @@ Run::
 A step is what ``spikereg-neuro train`` does per batch: ``batch_size`` 32^3 patch pairs (random
 volumes with 19 random labels, so the Dice term runs), both residual iterations forward and
 backward through the surrogate gradients, the losses, the optimizer. torch runs on one CPU
-thread (``SPIKEREG_BENCH_THREADS`` to change it). Steps/s is ``1 / mean``.
+thread (benchmarks/conftest.py). Steps/s is ``1 / mean``.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 
 import pytest
 import torch
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("SPIKEREG_BENCH_THREADS", "1")))
-    yield
-    torch.set_num_threads(old)
 
 
 def training_step_fixture():

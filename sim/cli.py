@@ -164,6 +164,11 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
     from .compare import compare_results, format_comparison
     from .run import run_backend
 
+    from spikereg_neuro.io.paths import check_outputs
+
+    if out:
+        check_outputs(inputs={"--net": net, "--data": data}, outputs={"--out": out})
+
     def err(msg: str) -> None:
         if progress:
             print(msg, file=sys.stderr, flush=True)
@@ -274,6 +279,11 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
         raise ValueError(f"unknown backend {backend!r} (lava or emulator)")
     if batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
+    from spikereg_neuro.io.paths import check_outputs
+
+    outs = {k: v for k, v in (("--out", out), ("--field", field_path)) if v}
+    if outs:
+        check_outputs(inputs={"--net": net, "--data": data}, outputs=outs)
     q = load_qnet(net)
     tile = [int(x) for x in (tile or q.patch_size)]
     stride = [int(x) for x in (stride or q.stride)]

@@ -366,3 +366,12 @@ def test_singular_affine_and_demo_arguments(files, tmp_path, capsys):
     assert "--pairs must be >= 0" in _one_error_line(capsys.readouterr().err, "demo")
     assert main(["demo", "--model", str(files["ckpt"]), "--out", str(files["ckpt"])]) == 1
     assert "is a file, not a directory" in _one_error_line(capsys.readouterr().err, "demo")
+
+
+def test_simulate_refuses_to_overwrite_its_net(tmp_path, capsys):
+    net = tmp_path / "net.h5"
+    net.write_bytes(b"precious")
+    for extra in ([], ["--full"]):
+        assert main(["simulate", "--net", str(net), "--out", str(net), "--backend", "emulator", *extra]) == 1
+        assert "same file as the input --net" in capsys.readouterr().err
+    assert net.read_bytes() == b"precious"
