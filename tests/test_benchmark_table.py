@@ -136,3 +136,74 @@ def test_cli_benchmark_default_is_the_table_and_accuracy_still_parses():
     assert b.func is run_accuracy and b.out == "y" and b.pairs == 2
     with pytest.raises(ValueError, match="--out"):
         run_table(p.parse_args(["benchmark"]))
+
+
+def test_inference_label_says_whole_volume_or_tiles():
+    from spikereg_neuro.commands.benchmark_table import WHOLE_VOLUME, inference_label
+
+    assert inference_label((64, 72, 64), (2, 1), (32, 32, 32), (16, 16, 16), 0) == "tiles 32^3 stride 16"
+    assert inference_label((64, 72, 64), (2, 1), (32, 32, 32), (16, 16, 16), 4_500_000, 4) == WHOLE_VOLUME
+    assert inference_label((64, 72, 64), (2, 1), (32, 32, 32), (16, 16, 16), 100_000, 4).startswith("fewest tiles")
+
+
+def test_cpu_latency_ratios_equal_the_rows_latencies():
+    from spikereg_neuro.commands.benchmark_table import RATIO_ROWS, cpu_latency_ratios, ratio_line
+
+    plat = "CPU (1 thread(s))"
+    rows = [make_row("VoxelMorph", plat, energy_note="x", latency_ms=500.0, latency_source="measured"),
+            make_row("SpikeReg (float SLAYER)", plat, energy_note="x", latency_ms=900.0, latency_source="measured"),
+            make_row("SpikeReg (quantized emulator)", plat, energy_note="x", latency_ms=1200.0,
+                     latency_source="measured"),
+            make_row("VoxelMorph", "GPU", energy_note="x", latency_ms=1.0, latency_source="estimated")]
+    for r in rows[:3]:
+        r["inference"] = "whole volume"
+    r = cpu_latency_ratios(rows, plat)
+    assert set(RATIO_ROWS) <= set(r)
+    assert r["spikereg_float"] == pytest.approx(rows[1]["latency_ms"] / rows[0]["latency_ms"])
+    assert r["quantized_emulator"] == pytest.approx(rows[2]["latency_ms"] / rows[0]["latency_ms"])
+    assert r["inference"] == {"voxelmorph": "whole volume", "spikereg_float": "whole volume",
+                              "quantized_emulator": "whole volume"}
+    assert "1.80x" in ratio_line(r) and "2.40x" in ratio_line(r)
+    doc = build_document(rows, CONST, ["p"], cpu_latency_ratio_vs_voxelmorph=r)
+    json.dumps(doc, allow_nan=False)
+    assert "SpikeReg float 1.80x" in markdown(doc)
+    # a missing row gives a null ratio, never a number
+    assert cpu_latency_ratios(rows[1:], plat)["spikereg_float"] is None
+
+
+def test_emulator_registrations_tiled_counts_and_whole_volume(monkeypatch):
+    """Both quantized passes on a tiny net and volume: the tiled one feeds the counts (one
+    counter per 16^3 patch shape), the whole-volume one runs one call per residual iteration
+    and equals the plain emulator on the whole volume."""
+    import torch.nn.functional as F
+
+    import calibration.emulator as E
+    from calibration.quantize import quantize_network
+    from spikereg_neuro.commands.benchmark_table import (CountingEmulator, WHOLE_VOLUME, emulator_registrations,
+                                                         inference_label)
+    from spikereg_neuro.model.config import ModelConfig
+    from spikereg_neuro.model.unet import SpikeRegUNet
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+    q = quantize_network(SpikeRegUNet(cfg).eval(), source_checkpoint="tiny", patch_size=(16, 16, 16),
+                         stride=(16, 16, 16))
+    g = torch.Generator().manual_seed(1)
+    f = F.avg_pool3d(torch.rand(1, 1, 32, 32, 32, generator=g), 3, 1, 1)[0, 0].numpy()
+    m = np.roll(f, 1, axis=0)
+    calls = []
+    real = E.emulator_predictor
+
+    def spy(qq):
+        p = real(qq)
+        return lambda a, b: (calls.append(tuple(a.shape[2:])), p(a, b))[1]
+
+    monkeypatch.setattr(E, "emulator_predictor", spy)
+    emu = CountingEmulator(q)
+    mult = q.size_multiple                 # the network's own multiple (8), as run_table uses
+    r = emulator_registrations(q, emu, f, m, max_voxels=10**6, multiple=mult)
+    assert r["tiled_field"].shape == r["whole_field"].shape == (3, 32, 32, 32)
+    assert r["whole_seconds"] > 0 and r["tiled_seconds"] > 0 and r["count_seconds"] >= 0
+    assert set(emu.counters) == {(16, 16, 16)} and emu.counts.samples == 1 + 8   # scale 2: 1 tile, scale 1: 8
+    assert calls == [(16, 16, 16), (32, 32, 32)]                                # one whole call per scale
+    assert inference_label(f.shape, q.scales, q.patch_size, q.stride, 10**6, mult) == WHOLE_VOLUME

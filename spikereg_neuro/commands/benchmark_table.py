@@ -5,16 +5,23 @@ Every row is computed here, on this machine, from the same held-out pairs (docs/
 * identity (reference) and ANTs SyN: CPU wall time, measured;
 * VoxelMorph: CPU wall time measured; GPU energy/latency measured with NVML when a CUDA GPU is
   present, otherwise ESTIMATED from its counted MACs and a cited energy per MAC / peak throughput;
-* SpikeReg CPU: the float SLAYER model, measured;
-* SpikeReg quantized (bit-accurate integer emulator) on CPU: measured; its exact spike counts feed
+* SpikeReg CPU: the float SLAYER model as a user runs it (SpikeRegInference: whole volume up to
+  ``inference.max_voxels``), measured;
+* SpikeReg quantized (bit-accurate integer emulator) on CPU: one whole-volume registration per
+  pair (``register_tensors(..., max_voxels, multiple)``, like the float model), measured; a
+  separate tiled pass (32^3 patches at stride 16) records the exact spike counts that feed
 * SpikeReg on Loihi 2: ESTIMATED by the profiler's model (counts x Loihi 1 per-op energies,
-  Loihi 2 static power, step time from the per-core load of loihi/'s mapping); Dice from the
-  quantized network's fields;
+  Loihi 2 static power, step time from the per-core load of loihi/'s mapping of ONE patch);
+  Dice from the quantized network's fields of that tiled pass;
 * SpikeReg GPU simulation (SLAYER on a GPU): measured with NVML when a GPU is present,
   otherwise ESTIMATED from the dense MACs SLAYER computes (every layer's conv on every step);
 * SpikeReg Lava CPU simulation: measured on ONE patch; the full-volume figure is extrapolated
   (estimated) unless a measured full Lava registration is given (``--lava-run RUN_JSON``) or
   asked for (``--lava-full``; with ``--quick`` on a tile-sized crop, which the row says).
+
+Each row's ``inference`` says how it covered the volume ("whole volume" / "tiles 32^3 stride 16");
+``cpu_latency_ratio_vs_voxelmorph`` gives float SpikeReg's and the emulator's CPU latency over
+VoxelMorph's (same threads, same pairs, same run).
 """
 from __future__ import annotations
 
@@ -172,6 +179,93 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {s[0] if s else ''}"
 
 
+def _size(v) -> str:
+    v = [int(x) for x in (v if isinstance(v, (list, tuple)) else [v] * 3)]
+    return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
+
+
+#: the ``inference`` of a row whose method registers the volume in one call
+WHOLE_VOLUME = "whole volume"
+
+
+def inference_label(shape, scales, patch, stride, max_voxels: int, multiple: int = 8) -> str:
+    """How :func:`~spikereg_neuro.inference.register_tensors` covers a volume of ``shape``:
+    ``"whole volume"`` (one network call per residual iteration), ``"tiles 32^3 stride 16"``
+    (``max_voxels = 0``) or the fewest tiles within ``max_voxels`` (a volume too large)."""
+    from ..inference import count_calls
+
+    if not max_voxels:
+        p = _size(patch)
+        return f"tiles {p}^3 stride {_size(stride)}" if "x" not in p else f"tiles {p} stride {_size(stride)}"
+    if count_calls(shape, scales, patch, stride, int(max_voxels), int(multiple)) == len(scales):
+        return WHOLE_VOLUME
+    return f"fewest tiles within max_voxels={int(max_voxels)}"
+
+
+def emulator_registrations(q, emu: "CountingEmulator", fixed: np.ndarray, moving: np.ndarray,
+                           max_voxels: int, multiple: int, batch_size: int = 4) -> Dict[str, Any]:
+    """Both quantized registrations of one pair.
+
+    * tiled (``q.patch_size`` tiles at ``q.stride``) through the counting emulator ``emu``: the
+      spike counts of the Loihi 2 row; ``tiled_seconds`` excludes the counting (``count_seconds``);
+    * whole volume (up to ``max_voxels`` per call, as :class:`SpikeRegInference` registers) through
+      the plain emulator, timed end to end (normalisation to field) like the float model.
+    """
+    import torch
+
+    from calibration.emulator import emulator_predictor
+    from ..inference import normalize_intensity, register_tensors
+
+    cnt_before = emu.count_s
+    t0 = time.perf_counter()
+    f = torch.from_numpy(normalize_intensity(fixed))[None, None]
+    m = torch.from_numpy(normalize_intensity(moving))[None, None]
+    u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, batch_size,
+                         integration_steps=q.integration_steps)
+    tiled = u[0].numpy().astype(np.float32)
+    wall = time.perf_counter() - t0
+    count_s = emu.count_s - cnt_before
+    t0 = time.perf_counter()
+    f = torch.from_numpy(normalize_intensity(fixed))[None, None]
+    m = torch.from_numpy(normalize_intensity(moving))[None, None]
+    u = register_tensors(emulator_predictor(q), q.scales, f, m, q.patch_size, q.stride, batch_size,
+                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple))
+    whole = u[0].numpy().astype(np.float32)
+    return {"tiled_field": tiled, "tiled_seconds": wall - count_s, "count_seconds": count_s,
+            "whole_field": whole, "whole_seconds": time.perf_counter() - t0}
+
+
+def ratio_line(r: Dict[str, Any]) -> str:
+    """One line for the printout: the CPU latency ratios against VoxelMorph."""
+    f = (lambda v: "n/a" if v is None else f"{v:.2f}x")
+    inf = r.get("inference") or {}
+    return (f"CPU latency vs VoxelMorph ({r.get('platform')}): SpikeReg float {f(r.get('spikereg_float'))} "
+            f"({inf.get('spikereg_float')}), quantized emulator {f(r.get('quantized_emulator'))} "
+            f"({inf.get('quantized_emulator')})")
+
+
+#: the rows of the CPU latency ratios (method names of the table)
+RATIO_ROWS = {"spikereg_float": "SpikeReg (float SLAYER)", "quantized_emulator": "SpikeReg (quantized emulator)"}
+
+
+def cpu_latency_ratios(rows: List[Dict[str, Any]], platform: str) -> Dict[str, Any]:
+    """``benchmark.json["cpu_latency_ratio_vs_voxelmorph"]``: the CPU latency of float SpikeReg and
+    of the emulator divided by VoxelMorph's, from the rows of ``platform`` (same threads, same
+    pairs); a ratio is null where either row has no latency."""
+    by = {r["method"]: r for r in rows if r.get("platform") == platform}
+    vm = (by.get("VoxelMorph") or {}).get("latency_ms")
+    out: Dict[str, Any] = {}
+    for key, method in RATIO_ROWS.items():
+        v = (by.get(method) or {}).get("latency_ms")
+        out[key] = float(v) / float(vm) if v is not None and vm else None
+    out["inference"] = {k: (by.get(m) or {}).get("inference") for k, m in
+                        (("voxelmorph", "VoxelMorph"), *((k, m) for k, m in RATIO_ROWS.items()))}
+    out["platform"] = platform
+    out["basis"] = ("mean wall time per registration of the row / VoxelMorph's CPU row: same thread count, same "
+                    "pairs, same run")
+    return out
+
+
 # ============================================================================ the command
 def run_table(args: argparse.Namespace) -> int:
     """Run every row, write benchmark.json / benchmark.md / report/*.png, print the table."""
@@ -186,7 +280,7 @@ def run_table(args: argparse.Namespace) -> int:
 
     from ..checkpoint import DEFAULT_MODEL
     from ..config import load_config
-    from ..inference import SpikeRegInference, normalize_intensity, register_tensors
+    from ..inference import SpikeRegInference, normalize_intensity
     from ..io.atomic import atomic_write_text
     from ..profiler import (GPU_CONSTANTS, count_conv_macs, energy_per_layer, estimate_gpu,
                             estimate_gpu_latency, estimate_loihi2, load_constants, measure_gpu,
@@ -232,9 +326,22 @@ def run_table(args: argparse.Namespace) -> int:
         elif hasattr(regs[k], "load"):
             regs[k].load()
     emu = CountingEmulator(q)
-    records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized"]}
+    # the emulator is timed the way a user runs it (whole volume up to the model's max_voxels, as
+    # SpikeRegInference does); the counted pass for the Loihi row tiles 32^3 patches (the mapping is
+    # of one patch, and counts of different shapes cannot be added)
+    if "spikereg" in regs:
+        finf = regs["spikereg"].load()
+        emu_max_voxels = int(finf.max_voxels)
+    else:
+        from ..config import DEFAULT_MAX_VOXELS
+        finf, emu_max_voxels = None, int(DEFAULT_MAX_VOXELS)
+    # QuantizedNet.size_multiple is the network's own (2 ** stride-2 layers); the model config's
+    # size_multiple also holds the coarsest scale, hence SpikeRegInference's division
+    emu_multiple = int(q.size_multiple)
+    emu_tiled_label = inference_label(pairs[0]["fixed"].shape, q.scales, q.patch_size, q.stride, 0)
+    records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized", "quantized_whole"]}
     keep: Dict[str, np.ndarray] = {}
-    bar = tqdm(total=len(pairs) * (len(regs) + 1), desc="benchmark", unit="reg", disable=not progress,
+    bar = tqdm(total=len(pairs) * (len(regs) + 2), desc="benchmark", unit="reg", disable=not progress,
                dynamic_ncols=True)
     for k, pair in enumerate(pairs):
         for name, reg in regs.items():
@@ -247,19 +354,17 @@ def run_table(args: argparse.Namespace) -> int:
                 keep[name] = field
             bar.update(1)
         bar.set_postfix(method="quantized (emulator)", pair=pair["name"])
-        emu_before, cnt_before = emu.emulate_s, emu.count_s
-        t0 = time.perf_counter()
-        f = torch.from_numpy(normalize_intensity(pair["fixed"]))[None, None]
-        m = torch.from_numpy(normalize_intensity(pair["moving"]))[None, None]
-        u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, 4,
-                             integration_steps=q.integration_steps)
-        field = u[0].numpy().astype(np.float32)
-        wall = time.perf_counter() - t0
-        count_s = emu.count_s - cnt_before
-        records["quantized"].append({"pair": pair["name"], "seconds": wall - count_s, "count_seconds": count_s,
-                                     **evaluate_pair(pair, field)})
+        r = emulator_registrations(q, emu, pair["fixed"], pair["moving"], emu_max_voxels, emu_multiple)
+        records["quantized"].append({"pair": pair["name"], "seconds": r["tiled_seconds"],
+                                     "count_seconds": r["count_seconds"], "inference": emu_tiled_label,
+                                     **evaluate_pair(pair, r["tiled_field"])})
+        bar.update(1)
+        records["quantized_whole"].append({"pair": pair["name"], "seconds": r["whole_seconds"],
+                                           "inference": inference_label(pair["fixed"].shape, q.scales, q.patch_size,
+                                                                        q.stride, emu_max_voxels, emu_multiple),
+                                           **evaluate_pair(pair, r["whole_field"])})
         if k == 0:
-            keep["quantized"] = field
+            keep["quantized"] = r["whole_field"]
         bar.update(1)
     bar.close()
     counts = emu.counts
@@ -274,6 +379,14 @@ def run_table(args: argparse.Namespace) -> int:
 
     def cpu_ms(name: str) -> Optional[float]:
         return 1e3 * float(np.mean([r["seconds"] for r in records[name]]))
+
+    def labels(rs: List[Dict[str, Any]]) -> str:
+        return "; ".join(dict.fromkeys(r["inference"] for r in rs))
+
+    float_label = (labels([{"inference": inference_label(p["fixed"].shape, finf.net.cfg.scales, finf.patch, finf.stride,
+                                                         finf.max_voxels, finf.multiple)} for p in pairs])
+                   if finf is not None else None)
+    whole_label = labels(records["quantized_whole"])
 
     # ---------------------------------------------------------------- VoxelMorph
     if "voxelmorph" in regs:
@@ -311,6 +424,7 @@ def run_table(args: argparse.Namespace) -> int:
                              "readable on this machine", latency_ms=cpu_ms("voxelmorph"), latency_source="measured",
                              **acc, note="wall time of the whole-volume registration call (model loaded).",
                              details={"seconds_per_pair": [r["seconds"] for r in records["voxelmorph"]]}))
+        rows[-1]["inference"] = WHOLE_VOLUME
     else:
         rows.append(refusal_row("VoxelMorph", "GPU", skipped.get("voxelmorph", "not available")))
         rows.append(refusal_row("VoxelMorph", "CPU", skipped.get("voxelmorph", "not available")))
@@ -331,13 +445,14 @@ def run_table(args: argparse.Namespace) -> int:
               f"per-op energies (Davies 2018 Table 2) + Loihi 2 static power x {est['n_chips']} chips x time; "
               f"latency from the per-core load of loihi/'s mapping ({mapping['totals']['cores']} cores, "
               f"{mapping['totals']['chips']} chips), patches one after another. Dice/HD95/folding from the "
-              "quantized network's own fields."),
+              f"quantized network's own fields of the same tiled registrations ({emu_tiled_label})."),
         details={"energy_breakdown_mj_per_registration": {k: v / n_pairs for k, v in est["energy_breakdown_mj"].items()},
                  "step_time_us_mean": est["step_time_us"], "latency_basis": est["latency_basis"],
                  "n_chips": est["n_chips"], "chips_basis": est["chips_basis"], "synop_variant": est["synop_variant"],
                  "counts_per_registration": {k: (v / n_pairs if isinstance(v, float) else v)
                                              for k, v in est["counts"].items()},
                  "neurobench": counts.neurobench(), "model_notes": est["notes"], "net": qinfo}))
+    rows[-1]["inference"] = emu_tiled_label
 
     # ---------------------------------------------------------------- SpikeReg GPU simulation
     acc_f = _acc(records["spikereg"]) if "spikereg" in records else {}
@@ -354,6 +469,7 @@ def run_table(args: argparse.Namespace) -> int:
                              note="NVML energy of whole registrations of the first pair minus idle power; "
                                   "Dice/HD95/folding from the CPU runs of the same float model.",
                              details={"gpu": g}))
+        rows[-1]["inference"] = float_label
     else:
         e = estimate_gpu(slayer_macs, basis=gpu_basis)
         lat = estimate_gpu_latency(slayer_macs)
@@ -368,23 +484,39 @@ def run_table(args: argparse.Namespace) -> int:
                   f"pJ/MAC ({gpu_basis}); latency = MACs / H100 SXM peak FP32 throughput (lower bound; neuron "
                   "dynamics not counted). No GPU on this machine. Dice/HD95/folding from the CPU runs of the same model."),
             details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs)["energy_mj"]}))
+        rows[-1]["inference"] = f"{emu_tiled_label} (MACs counted per patch)"
 
     # ---------------------------------------------------------------- SpikeReg CPU (float) and emulator
     if "spikereg" in regs:
         rows.append(make_row("SpikeReg (float SLAYER)", f"CPU ({threads} thread(s))",
                              energy_note="no CPU energy counter (RAPL) readable on this machine",
                              latency_ms=cpu_ms("spikereg"), latency_source="measured", **acc_f,
-                             note=f"wall time of SpikeRegInference.register (tiling, {patches_per_reg:.0f} patches of "
-                                  f"{q.patch_size[0]}^3, coarse-to-fine).",
-                             details={"seconds_per_pair": [r["seconds"] for r in records["spikereg"]]}))
+                             note=(f"wall time of SpikeRegInference.register, as a user runs it ({float_label}: "
+                                   f"max_voxels={finf.max_voxels}, coarse-to-fine over scales "
+                                   f"{list(finf.net.cfg.scales)}); Dice/HD95/folding from these fields."),
+                             details={"seconds_per_pair": [r["seconds"] for r in records["spikereg"]],
+                                      "max_voxels": finf.max_voxels}))
+        rows[-1]["inference"] = float_label
     else:
         rows.append(refusal_row("SpikeReg (float SLAYER)", "CPU", skipped.get("spikereg", "not available")))
+    acc_w = _acc(records["quantized_whole"])
     rows.append(make_row("SpikeReg (quantized emulator)", f"CPU ({threads} thread(s))",
                          energy_note="no CPU energy counter (RAPL) readable on this machine",
-                         latency_ms=cpu_ms("quantized"), latency_source="measured", **acc_q,
-                         note="bit-accurate integer emulator of net.h5 (calibration/emulator.py) through the same "
-                              "tiling; wall time without the profiler's counting. Its spikes are the Loihi row's counts.",
-                         details={"count_seconds_per_pair": [r["count_seconds"] for r in records["quantized"]]}))
+                         latency_ms=cpu_ms("quantized_whole"), latency_source="measured", **acc_w,
+                         note=(f"bit-accurate integer emulator of net.h5 (calibration/emulator.py) as a user runs it: "
+                               f"latency and Dice/HD95/folding of one registration per pair, {whole_label} "
+                               f"(register_tensors, max_voxels={emu_max_voxels}, like the float row). The Loihi row's "
+                               f"spike counts come from a separate counted pass ({emu_tiled_label}): "
+                               f"{cpu_ms('quantized'):.0f} ms per pair without the counting, Dice "
+                               f"{'n/a' if acc_q['dice'] is None else format(acc_q['dice'], '.4f')} (tiled) vs "
+                               f"{'n/a' if acc_w['dice'] is None else format(acc_w['dice'], '.4f')} (whole)."),
+                         details={"seconds_per_pair": [r["seconds"] for r in records["quantized_whole"]],
+                                  "max_voxels": emu_max_voxels, "multiple": emu_multiple,
+                                  "tiled": {"inference": emu_tiled_label, "latency_ms": cpu_ms("quantized"),
+                                            "seconds_per_pair": [r["seconds"] for r in records["quantized"]],
+                                            "count_seconds_per_pair": [r["count_seconds"] for r in records["quantized"]],
+                                            **acc_q}}))
+    rows[-1]["inference"] = whole_label
 
     # ---------------------------------------------------------------- Lava CPU simulation
     lava_rows = _lava_rows(args, q, meta, mapping, patches_per_reg, log)
@@ -398,6 +530,7 @@ def run_table(args: argparse.Namespace) -> int:
                              note="antspyx registration (type SyN" + (f", iterations {args.ants_iterations}" if
                                                                       args.ants_iterations else ", ANTsPy defaults") + ").",
                              details={"seconds_per_pair": [r["seconds"] for r in records["ants_syn"]]}))
+        rows[-1]["inference"] = WHOLE_VOLUME
     else:
         rows.append(refusal_row("ANTs SyN", "CPU", "skipped (--no-ants)" if args.no_ants
                                 else skipped.get("ants_syn", "not available")))
@@ -410,6 +543,11 @@ def run_table(args: argparse.Namespace) -> int:
                       "throughput from cited datasheet/paper figures); both are best cases (lower bounds).")
     notes.append("No CPU energy is reported: this machine exposes no energy counter (RAPL); nothing is estimated "
                  "in its place.")
+    notes.append(f"Tiling: the CPU latency rows register as a user does (SpikeReg float: {float_label}; emulator: "
+                 f"{whole_label}; VoxelMorph and ANTs: whole volume). The Loihi 2 row and the SLAYER GPU estimate count "
+                 f"operations per patch ({emu_tiled_label}; the mapping is of one patch, and counts of different "
+                 "shapes cannot be added); the Lava rows run one patch or those tiles. Each row's `inference` in "
+                 "benchmark.json says which.")
     notes.append(f"Loihi 2 figures depend on: the spike counts of the quantized network (net.h5: "
                  f"{qinfo['made_by']}), the Loihi 1 per-op constants (Loihi 2's are unpublished), the measured "
                  f"Loihi 2 static power per chip, and the mapping's chip count ({mapping['totals']['chips']}) and "
@@ -450,12 +588,14 @@ def run_table(args: argparse.Namespace) -> int:
         pair_subjects={p["name"]: p["subjects"] for p in pairs},
         per_pair={k: v for k, v in records.items()},
         spike_rates={r["layer"]: r["rate"] for r in counts.per_layer() if r["spiking"]},
+        cpu_latency_ratio_vs_voxelmorph=cpu_latency_ratios(rows, f"CPU ({threads} thread(s))"),
         energy_per_layer_mj=per_layer, figures=figures, notes=notes,
         seconds=time.perf_counter() - t_start)
     doc = _clean(doc)
     atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "benchmark.md", markdown(doc))
     print(printable(doc))
+    print(ratio_line(doc["cpu_latency_ratio_vs_voxelmorph"]))
     print(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'} and {len(figures)} figures in {report} "
           f"({time.perf_counter() - t_start:.0f} s)")
     return 0
@@ -583,4 +723,5 @@ def _lava_full_row(args, q, meta, log) -> Optional[Dict[str, Any]]:
         | {"source": how, "graph_builds": (doc.get("lava") or {}).get("graph_builds")})
 
 
-__all__ = ["run_table", "obtain_qnet", "fast_calibration", "CountingEmulator"]
+__all__ = ["run_table", "obtain_qnet", "fast_calibration", "CountingEmulator", "emulator_registrations",
+           "inference_label", "cpu_latency_ratios", "ratio_line", "WHOLE_VOLUME"]

@@ -165,6 +165,14 @@ def markdown(doc: Mapping[str, Any]) -> str:
     lines.append("")
     lines += table_lines(doc["rows"])
     lines.append("")
+    r = doc.get("cpu_latency_ratio_vs_voxelmorph")
+    if r:
+        f = (lambda v: "n/a" if v is None else f"{v:.2f}x")
+        inf = r.get("inference") or {}
+        lines.append(f"CPU latency / VoxelMorph's ({r.get('platform')}, same pairs): SpikeReg float "
+                     f"{f(r.get('spikereg_float'))} ({inf.get('spikereg_float')}), quantized emulator "
+                     f"{f(r.get('quantized_emulator'))} ({inf.get('quantized_emulator')}).")
+        lines.append("")
     lines.append("Energy and latency are per registration of one pair (mean over the pairs) unless the platform "
                  "says otherwise. *meas.* = measured on this machine; *est.* = estimated by a model from counted "
                  "operations and the named constants below (not a measurement); *n/a* = not available here "
