@@ -268,7 +268,20 @@ class DiceLoss(nn.Module):
         from .transform import warp
 
         t = one_hot(fixed_labels, num_classes)
+        _check_pair(t, t)
+        start = 0 if self.include_background else 1
+        if num_classes <= start:
+            raise ValueError(f"need at least {start + 1} channels (one-hot labels), got {num_classes}")
         present = torch.unique(moving_labels.long())
-        m = one_hot(moving_labels, num_classes).index_select(1, present)
-        p = t.new_zeros(t.shape).index_copy(1, present, warp(m, field))
-        return self(t, p)
+        present = present[present >= start]
+        dims = (2, 3, 4)
+        t_sum = t[:, start:].sum(dims)                 # (N, L): every class
+        inter = torch.zeros_like(t_sum)
+        p_sum = torch.zeros_like(t_sum)
+        if present.numel():
+            p = warp(one_hot(moving_labels, num_classes).index_select(1, present), field)
+            tp = t.index_select(1, present)
+            inter = inter.index_copy(1, present - start, (p * tp).sum(dims))
+            p_sum = p_sum.index_copy(1, present - start, p.sum(dims))
+        dice = (2.0 * inter + self.smooth) / (p_sum + t_sum + self.smooth)
+        return 1.0 - dice.mean()
