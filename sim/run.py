@@ -504,17 +504,20 @@ def simulate_patch(net: Union[str, os.PathLike, QuantizedNet], fixed, moving, *,
 _ACTIVE: Dict[str, Any] = {}
 
 
-def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker on timeout
-    """Kill this worker's Lava actors, unlink lava's shared memory, exit."""
+def kill_runtimes_and_exit(runtimes) -> None:  # pragma: no cover - runs in a worker on timeout
+    """Kill every Lava actor of ``runtimes`` (None entries skipped), unlink lava's shared
+    memory, and exit the process (128 + SIGTERM): a worker's SIGTERM handler."""
+    import multiprocessing as mp
     try:
-        mi = getattr(_ACTIVE.get("runtime"), "_messaging_infrastructure", None)
-        if mi is not None:
+        for rt in runtimes:
+            mi = getattr(rt, "_messaging_infrastructure", None)
+            if mi is None:
+                continue
             for a in list(mi.actors):
                 try:
                     a.kill()
                 except Exception:
                     pass
-            import multiprocessing as mp
             for a in list(mi.actors):
                 mp.Process.join(a, 1.0)     # lava's SystemProcess.join() takes no timeout
             if mi.smm is not None:
@@ -525,6 +528,11 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker
         sys.stdout.flush()
     finally:
         os._exit(128 + signal.SIGTERM)
+
+
+def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker on timeout
+    """Kill this worker's Lava actors, unlink lava's shared memory, exit."""
+    kill_runtimes_and_exit([_ACTIVE.get("runtime")])
 
 
 def _worker(job_dir: str) -> int:

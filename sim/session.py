@@ -41,7 +41,7 @@ import torch
 
 from calibration.netfile import QuantizedNet
 
-from .run import SimError, SimTimeout, _kill_group
+from .run import SimError, SimTimeout, _kill_group, kill_runtimes_and_exit
 
 _ROOT = Path(__file__).resolve().parent.parent
 _DONE = "@@sim-done "
@@ -324,27 +324,7 @@ _RUNTIMES: List[Any] = []
 
 def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker on timeout
     """Kill every Lava actor of every graph of this worker, unlink lava's shared memory, exit."""
-    import multiprocessing as mp
-    try:
-        for rt in _RUNTIMES:
-            mi = getattr(rt, "_messaging_infrastructure", None)
-            if mi is None:
-                continue
-            for a in list(mi.actors):
-                try:
-                    a.kill()
-                except Exception:
-                    pass
-            for a in list(mi.actors):
-                mp.Process.join(a, 1.0)
-            if mi.smm is not None:
-                mi.smm.shutdown()
-    except BaseException:
-        import traceback
-        traceback.print_exc(file=sys.stdout)
-        sys.stdout.flush()
-    finally:
-        os._exit(128 + signal.SIGTERM)
+    kill_runtimes_and_exit(_RUNTIMES)
 
 
 class _Worker:

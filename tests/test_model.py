@@ -386,3 +386,11 @@ def test_upsampled_parts_are_convolved_polyphase_like_the_upsampled_tensor():
                           F.conv3d(F.interpolate(x, scale_factor=2), w, padding=1), atol=1e-5)
     with pytest.raises(ValueError, match="half size"):
         syn([Upsampled(skip), skip])
+
+
+@pytest.mark.parametrize("bad", [dict(enc_channels=(0, 16, 32, 32)), dict(dec_channels=(-1, 16, 8)),
+                                 dict(enc_channels=("a", 16, 32, 32)), dict(dec_window=1.5),
+                                 dict(readout_scale="x"), dict(scales=[2.0, 1]), dict(input_bits=True)])
+def test_model_config_refuses_wrong_types_and_channel_counts(bad):
+    with pytest.raises(ValueError, match="model\\.|channel counts"):
+        ModelConfig(**bad)

@@ -36,6 +36,21 @@ class ModelConfig:
     scales: Tuple[int, ...] = (2, 1)
 
     def __post_init__(self) -> None:
+        for name in ("in_channels", "dec_window", "input_bits", "readout_levels", "integration_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"model.{name} must be an integer, got {v!r} ({type(v).__name__})")
+        for name in ("readout_scale", "readout_init", "weight_gain"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise ValueError(f"model.{name} must be a number, got {v!r} ({type(v).__name__})")
+        for name in ("enc_channels", "dec_channels", "enc_windows", "scales"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"model.{name} must be a list of integers, got {v!r}")
+        if any(c < 1 for c in (*self.enc_channels, *self.dec_channels)) or self.in_channels < 1:
+            raise ValueError(f"channel counts must be >= 1, got in {self.in_channels}, enc {self.enc_channels}, "
+                             f"dec {self.dec_channels}")
         self.enc_channels = tuple(int(c) for c in self.enc_channels)
         self.dec_channels = tuple(int(c) for c in self.dec_channels)
         self.enc_windows = tuple(int(t) for t in self.enc_windows)
