@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import tempfile
 
-import pytest
 import torch
 
 

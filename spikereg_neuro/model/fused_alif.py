@@ -19,8 +19,10 @@ the surrogate ``Spike`` derivative at ``(v, th + r)``, then the two leaky-integr
 recurrences ``g[t] = (1 - d/4096) g[t+1] + g_out[t]`` (voltage, then current); no gradient
 through the threshold and refractory states, and none to the (fixed) decays.
 
-The integer states are held in float64, exact while every product stays below 2**53 (checked
-from the input's magnitude; otherwise the loop runs in int64). Outputs and gradients are
+The integer states are held in the cheapest exact type (:func:`_regime`, from bounds on the
+input's magnitude): float32 while every state and product fits 24 bits (then SLAYER's float32
+hand-overs round nothing and its float spike test is the integer one), float64 while they fit
+53 bits (with SLAYER's float32 roundings applied), else int64. Outputs and gradients are
 bit-identical to SLAYER's (``tests/test_model.py``). An input that is constant over time (a
 stride-0 time axis, as the graded image input of the first layer) is quantized once.
 """
