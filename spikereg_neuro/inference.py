@@ -1,6 +1,7 @@
 """Inference: register a (fixed, moving) pair of any size with a trained SpikeReg network."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
@@ -62,7 +63,8 @@ def register_tensors(
     volumes are zero-padded to a multiple of ``multiple x`` the coarsest scale (``multiple``:
     the network's size multiple, 8 for 3 stride-2 levels) and each iteration runs the network
     once on the whole volume when it has at most ``max_voxels`` voxels, else on the tiles of
-    :func:`~spikereg_neuro.tiling.plan_tiles`. The field is cropped back. With
+    :func:`~spikereg_neuro.tiling.plan_tiles`, as many per call as ``max_voxels`` holds (so a
+    call never has more voxels than that). The field is cropped back. With
     ``integration_steps > 0`` the prediction of an iteration is a velocity field, integrated over
     the whole volume (the model's ``integration_steps``). ``progress(n)`` is called after each
     network call on ``n`` patches (a whole volume counts as one). Returns ``(1, 3, D, H, W)``.
@@ -82,9 +84,10 @@ def register_tensors(
                 if progress is not None:
                     progress(1)
                 return out
-        else:
-            p, s = patch, stride
-        return tiled_predict(predict_patch, a, b, p, s, batch_size, progress=progress)
+            # as many tiles per call as the budget holds (one for tiles planned to fill it)
+            return tiled_predict(predict_patch, a, b, p, s, max(1, max_voxels // math.prod(p)),
+                                 progress=progress)
+        return tiled_predict(predict_patch, a, b, patch, stride, batch_size, progress=progress)
 
     u, _ = residual_registration(predict, ft, mt, scales, integration_steps=integration_steps)
     return u[..., :size[0], :size[1], :size[2]]
