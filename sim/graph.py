@@ -107,6 +107,19 @@ class SimGraph:
                 "processes": self.num_processes, "num_steps": self.num_steps, "connections": conns}
 
 
+
+def _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stats, lowered, t0, log,
+                  what: str, steps: str) -> "SimGraph":
+    """The :class:`SimGraph` of built layers, its build time, and one log line of its size."""
+    g = SimGraph(q=q, patch=patch, num_steps=num_steps, plans=plans, source=source, neurons=neurons,
+                 connections=conns, monitors=mons, connection_stats=stats, lowered=lowered,
+                 build_seconds=time.perf_counter() - t0)
+    if log:
+        c = g.cost()
+        log(f"{what}: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
+            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} {steps}; built in {g.build_seconds:.1f} s")
+    return g
+
 def plan_layers(q: QuantizedNet, patch: Sequence[int]) -> Tuple[Dict[str, LayerPlan], int]:
     """Lava time windows of every layer (from ``lava_schedule``) and the number of lava steps."""
     shapes = q.shapes(patch)
@@ -198,14 +211,8 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
     neurons, conns, mons, stats, lowered = _add_layers(
         q, patch, plans, source.s_out, neuron, lowered=lowered, keep_lowered=keep_lowered,
         monitor=(lambda plan: True) if monitors else (lambda plan: False), log=log, t0=t0)
-    g = SimGraph(q=q, patch=patch, num_steps=num_steps, plans=plans, source=source, neurons=neurons,
-                 connections=conns, monitors=mons, connection_stats=stats, lowered=lowered,
-                 build_seconds=time.perf_counter() - t0)
-    if log:
-        c = g.cost()
-        log(f"lava graph: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
-            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} steps; built in {g.build_seconds:.1f} s")
-    return g
+    return _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stats, lowered, t0,
+                         log, "lava graph", "steps")
 
 
 def _input_steps(q: QuantizedNet) -> int:
@@ -325,14 +332,8 @@ def build_reusable_graph(q: QuantizedNet, patch: Sequence[int], *,
     neurons, conns, mons, stats, lowered = _add_layers(
         q, patch, plans, source.out_port, neuron, lowered=lowered, keep_lowered=False,
         monitor=lambda plan: plan.integrator or spike_monitors, log=log, t0=t0)
-    g = SimGraph(q=q, patch=patch, num_steps=num_steps, plans=plans, source=source, neurons=neurons,
-                 connections=conns, monitors=mons, connection_stats=stats, lowered=lowered,
-                 build_seconds=time.perf_counter() - t0)
-    if log:
-        c = g.cost()
-        log(f"reusable lava graph: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
-            f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} steps per patch; built in {g.build_seconds:.1f} s")
-    return g
+    return _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stats, lowered, t0,
+                         log, "reusable lava graph", "steps per patch")
 
 
 __all__ = ["LayerPlan", "SimGraph", "plan_layers", "build_graph", "build_reusable_graph"]

@@ -70,42 +70,53 @@ def register_tensors(
     network call on ``n`` patches (a whole volume counts as one). Returns ``(1, 3, D, H, W)``.
     """
     size = fixed.shape[2:]
-    k = max(scales) * (multiple if max_voxels else 1)
+    padded = _padded_shape(size, scales, max_voxels, multiple)
     pads = []
-    for n in reversed(size):
-        pads += [0, -(-n // k) * k - n]
+    for n, p in reversed(list(zip(size, padded))):
+        pads += [0, p - n]
     ft, mt = F.pad(fixed, pads), F.pad(moving, pads)
 
     def predict(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if max_voxels:
-            p, s = plan_tiles(a.shape[2:], max_voxels, multiple)
-            if list(p) == list(a.shape[2:]):
-                out = predict_patch(a, b)
-                if progress is not None:
-                    progress(1)
-                return out
-            # as many tiles per call as the budget holds (one for tiles planned to fill it)
-            return tiled_predict(predict_patch, a, b, p, s, max(1, max_voxels // math.prod(p)),
-                                 progress=progress)
-        return tiled_predict(predict_patch, a, b, patch, stride, batch_size, progress=progress)
+        p, s, per_call = _call_plan(a.shape[2:], patch, stride, batch_size, max_voxels, multiple)
+        if p is None:
+            out = predict_patch(a, b)
+            if progress is not None:
+                progress(1)
+            return out
+        return tiled_predict(predict_patch, a, b, p, s, per_call, progress=progress)
 
     u, _ = residual_registration(predict, ft, mt, scales, integration_steps=integration_steps)
     return u[..., :size[0], :size[1], :size[2]]
 
 
+def _padded_shape(shape: Sequence[int], scales: Sequence[int], max_voxels: int, multiple: int) -> list:
+    """The full-resolution size :func:`register_tensors` pads to: a multiple of the coarsest
+    scale (fixed tiles) or of ``multiple x`` it (whole volumes, every scale a multiple of 8)."""
+    k = max(scales) * (multiple if max_voxels else 1)
+    return [-(-int(n) // k) * k for n in shape]
+
+
+def _call_plan(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int], batch_size: int,
+               max_voxels: int, multiple: int):
+    """How one iteration's volume of ``shape`` runs: ``(None, None, 1)`` for one whole-volume
+    call, else ``(patch, stride, tiles per call)`` (planned tiles: as many per call as
+    ``max_voxels`` holds, so a call never has more voxels than that)."""
+    if not max_voxels:
+        return list(patch), list(stride), batch_size
+    p, s = plan_tiles(shape, max_voxels, multiple)
+    if list(p) == [int(n) for n in shape]:
+        return None, None, 1
+    return p, s, max(1, max_voxels // math.prod(p))
+
+
 def count_calls(shape: Sequence[int], scales: Sequence[int], patch: Sequence[int],
                 stride: Sequence[int], max_voxels: int = 0, multiple: int = 8) -> int:
     """Network calls (patches; a whole volume counts as one) of :func:`register_tensors`."""
-    k = max(scales) * (multiple if max_voxels else 1)
-    padded = [-(-int(n) // k) * k for n in shape]
     total = 0
     for sc in scales:
-        sz = [n // sc for n in padded]
-        if max_voxels:
-            p, s = plan_tiles(sz, max_voxels, multiple)
-            total += 1 if list(p) == sz else count_tiles(sz, p, s)
-        else:
-            total += count_tiles(sz, patch, stride)
+        sz = [n // sc for n in _padded_shape(shape, scales, max_voxels, multiple)]
+        p, s, _ = _call_plan(sz, patch, stride, 1, max_voxels, multiple)
+        total += 1 if p is None else count_tiles(sz, p, s)
     return total
 
 
