@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from spikereg_neuro.geometry import axis_groups, folded_kernel_taps
 from spikereg_neuro.profiler.counting import GRADED_SOURCE, NetworkCounter
 
 from . import limits as LIM
@@ -43,23 +44,7 @@ Shape3 = Tuple[int, int, int]
 
 
 # ============================================================================ 1D connectivity
-def axis_groups(out_len: int, src_len: int, k: int, s: int, pad: int, up: int
-                ) -> List[Tuple[Tuple[int, Tuple[int, ...]], ...]]:
-    """Per output index ``y``: the source indices it reads and the kernel taps reaching each.
-
-    ``y`` reads the (upsampled) input index ``u = y * s - pad + tap`` when ``0 <= u < up * src_len``,
-    i.e. source ``u // up`` (as in the profiler's counting module). Returns, per ``y``, a tuple of
-    ``(source index, taps)`` sorted by source index.
-    """
-    out = []
-    for y in range(int(out_len)):
-        groups: Dict[int, List[int]] = {}
-        for t in range(int(k)):
-            u = y * s - pad + t
-            if 0 <= u < src_len * up:
-                groups.setdefault(u // up, []).append(t)
-        out.append(tuple((p, tuple(g)) for p, g in sorted(groups.items())))
-    return out
+# axis_groups (which output reads which source through which taps) is spikereg_neuro.geometry's
 
 
 def _signatures(groups) -> Tuple[np.ndarray, List[Tuple[Tuple[int, ...], ...]]]:

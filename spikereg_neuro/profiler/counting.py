@@ -9,7 +9,7 @@ into three 1D problems: an output index ``y`` reads the (upsampled) input index
 ``u = y * stride - padding + k`` through kernel tap ``k`` when ``0 <= u < up * n_src``, i.e. the
 source neuron ``u // up`` (``up = 2`` for a nearest-neighbour x2 upsampled source, 1 otherwise).
 Validity is a product over the three axes, so every count below is a sum of products of 1D
-counts: no sampling, no approximation.
+counts: no sampling, no approximation. The rule is written once, in :mod:`spikereg_neuro.geometry`.
 
 Four fan-out *variants* are counted for each source neuron (and hence four synaptic-op counts):
 
@@ -54,6 +54,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..geometry import conv_output_shape, fanin as _fanin_1d, tapsets as _tapsets_1d
+
 VARIANTS = ("dense", "nonzero", "merged", "merged_nonzero")
 GRADED_SOURCE = "input"
 #: state variables per neuron kind (SLAYER ALIF / lava ATRLIF: i, v, theta, r; CUBA: i, v;
@@ -76,50 +78,9 @@ def parse_source(name: str) -> Tuple[str, int]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1D connectivity
-def _tapsets_1d(out_len: int, src_len: int, k: int, s: int, pad: int, up: int
-                ) -> Dict[Tuple[int, ...], np.ndarray]:
-    """For each set of kernel taps, how many outputs reach source index ``p`` through exactly it.
-
-    Returns ``{taps: counts}`` with ``counts[p]`` = number of output indices ``y`` for which the
-    taps of ``y`` that land on source ``p`` are exactly ``taps`` (several taps only when the
-    source is upsampled).
-    """
-    res: Dict[Tuple[int, ...], np.ndarray] = {}
-    for y in range(out_len):
-        groups: Dict[int, List[int]] = defaultdict(list)
-        for kk in range(k):
-            u = y * s - pad + kk
-            if 0 <= u < src_len * up:
-                groups[u // up].append(kk)
-        for p, taps in groups.items():
-            res.setdefault(tuple(taps), np.zeros(src_len, dtype=np.int64))[p] += 1
-    return res
-
-
-def _fanin_1d(out_len: int, src_len: int, k: int, s: int, pad: int, up: int
-              ) -> Tuple[np.ndarray, np.ndarray]:
-    """Per output index: number of valid taps, number of distinct source indices read."""
-    taps = np.zeros(out_len, dtype=np.int64)
-    uniq = np.zeros(out_len, dtype=np.int64)
-    for y in range(out_len):
-        seen = set()
-        for kk in range(k):
-            u = y * s - pad + kk
-            if 0 <= u < src_len * up:
-                taps[y] += 1
-                seen.add(u // up)
-        uniq[y] = len(seen)
-    return taps, uniq
-
-
+# 1D connectivity: the one geometry rule (spikereg_neuro/geometry.py)
 def _outer3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return a[:, None, None] * b[None, :, None] * c[None, None, :]
-
-
-def conv_output_shape(in_shape: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
-                      padding: Sequence[int]) -> Shape3:
-    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(in_shape, kernel, stride, padding))  # type: ignore
 
 
 # ---------------------------------------------------------------------------------------------

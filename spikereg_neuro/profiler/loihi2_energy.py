@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .constants import Constant
-from .counting import VARIANTS, ProfileCounts, _fanin_1d
+from ..geometry import fanin as _fanin_1d
+from .counting import VARIANTS, ProfileCounts
 
 DEFAULT_CONSTANTS_YAML = Path(__file__).with_name("constants_loihi2.yaml")
 
