@@ -188,6 +188,30 @@ def test_mean_fanout_path_equals_exact_for_uniform_activity():
         counter.count_activity({**activity, "enc1": np.ones(5)}, samples=1)
 
 
+def test_input_once_counts_enc0_input_only_on_step_0():
+    """With the input sent once (QuantizedNet / ModelConfig ``input_once``) enc0's graded input
+    events and MACs exist only on step 0; without the flag (getattr default False) every step."""
+    net = SpikeRegUNet(ModelConfig(**TINY))
+    counter = NetworkCounter(net.export(), (16, 16, 16))
+    spikes = {n: torch.zeros(1, l.out_channels, *l.output_shape, l.window)
+              for n, l in counter.layers.items() if l.spiking}
+    x = torch.ones(1, 2, 16, 16, 16)
+    every = counter.count_spikes(spikes, x)
+    once = counter.count_spikes(spikes, x, input_once=True)
+    e0, o0 = every.layers["enc0"], once.layers["enc0"]
+    assert o0.ops["dense"][0] == e0.ops["dense"][0] > 0 and not o0.ops["dense"][1:].any()
+    assert o0.messages[0] == 2 * 16 ** 3 and not o0.messages[1:].any()
+    assert once.totals()["graded_macs"] * e0.window == every.totals()["graded_macs"]
+    impulse = types.SimpleNamespace(value=x, steps=e0.window)        # the model's Impulse part
+    assert counter.count_spikes(spikes, impulse).totals() == once.totals()
+    act = {n: np.zeros(l.window) for n, l in counter.layers.items() if l.spiking}
+    a = counter.count_activity(act, 1, input_once=True).layers["enc0"]
+    assert a.ops["dense"][0] == o0.ops["dense"][0] and not a.ops["dense"][1:].any()
+    from spikereg_neuro.profiler.counting import input_sent_once
+    assert not input_sent_once(types.SimpleNamespace()) and input_sent_once(types.SimpleNamespace(input_once=True))
+    assert input_sent_once(types.SimpleNamespace(cfg=types.SimpleNamespace(input_once=True)))
+
+
 def test_whole_registration_counts(tmp_path):
     from spikereg_neuro.checkpoint import save_checkpoint
     from spikereg_neuro.inference import SpikeRegInference

@@ -140,6 +140,7 @@ class CountingEmulator:
     def __call__(self, fixed, moving):
         from calibration.emulator import emulate, payload_of
         from spikereg_neuro.profiler import NetworkCounter
+        from spikereg_neuro.profiler.counting import input_sent_once
 
         t0 = time.perf_counter()
         payload = payload_of(self.q, fixed.cpu(), moving.cpu())
@@ -148,7 +149,7 @@ class CountingEmulator:
         shape = tuple(int(x) for x in payload.shape[2:])
         if shape not in self.counters:
             self.counters[shape] = NetworkCounter(self.layers, shape)
-        c = self.counters[shape].count_spikes(res.spikes, payload)
+        c = self.counters[shape].count_spikes(res.spikes, payload, input_once=input_sent_once(self.q))
         self.counts = c if self.counts is None else self.counts + c
         self.emulate_s += t1 - t0
         self.count_s += time.perf_counter() - t1

@@ -517,14 +517,19 @@ class NetworkCounter:
         return out
 
     def count_spikes(self, spikes: Mapping[str, torch.Tensor],
-                     graded_input: Optional[torch.Tensor] = None) -> ProfileCounts:
+                     graded_input: Optional[Any] = None, input_once: bool = False) -> ProfileCounts:
         """Exact counts from the full spike tensors.
 
         ``spikes[name]`` is the ``(N, C, D, H, W, T_name)`` output of every spiking layer (its
         whole window); ``graded_input`` the first layer's input, ``(N, C, D, H, W, T)`` as the
-        layer receives it or ``(N, C, D, H, W)`` (then the same payload on every step). Synaptic
-        ops are the sum, over every source event, of that source neuron's exact fan-out.
+        layer receives it, or ``(N, C, D, H, W)``: the same payload on every step, or on the
+        first step only with ``input_once`` (the input sent once per patch), or an object with
+        ``value`` ``(N, C, D, H, W)`` and ``steps`` (the model's ``Impulse``: the first step
+        only). Synaptic ops are the sum, over every source event, of that source neuron's exact
+        fan-out; input events exist only on the steps the input is sent.
         """
+        if hasattr(graded_input, "value") and hasattr(graded_input, "steps"):
+            graded_input, input_once = graded_input.value, True
         needed = [l.name for l in self.layers.values() if l.spiking]
         missing = [n for n in needed if n not in spikes]
         if missing:
@@ -549,7 +554,9 @@ class NetworkCounter:
                     if graded_input is None:
                         raise ValueError(f"layer {l.name} reads the graded input: pass graded_input")
                     x = graded_input.detach().cpu()
-                    if x.dim() == 5:
+                    if x.dim() == 5 and input_once:      # sent at the window's first step only
+                        x = torch.cat([x.unsqueeze(-1), torch.zeros((*x.shape, l.window - 1), dtype=x.dtype)], -1)
+                    elif x.dim() == 5:
                         x = x.unsqueeze(-1).expand(*x.shape, l.window)
                     want = (N, c.channel_stop - c.channel_start, *c.source_shape)
                     if tuple(x.shape[:5]) != want or x.shape[-1] < l.window:
@@ -565,7 +572,8 @@ class NetworkCounter:
         return ProfileCounts(T, N, True, counts, notes)
 
     def count_activity(self, activity: Mapping[str, Any], samples: int,
-                       input_nonzero_fraction: Optional[float] = None) -> ProfileCounts:
+                       input_nonzero_fraction: Optional[float] = None,
+                       input_once: bool = False) -> ProfileCounts:
         """Counts from per-step spike totals (``net.activity``), using each source's MEAN fan-out.
 
         ``activity[name]`` is the ``(T_name,)`` spike count per step of each spiking layer summed
@@ -573,6 +581,7 @@ class NetworkCounter:
         ``spikes x mean fan-out`` -- exact only if spikes were spread uniformly over the source's
         neurons (``exact=False``). ``input_nonzero_fraction`` is the fraction of non-zero graded
         input payloads; if None every input voxel is assumed non-zero (dense; said in ``notes``).
+        ``input_once``: the input is sent on the first step of the window only.
         """
         counts = self._empty_counts(int(samples))
         T = self.timeline_steps
@@ -599,6 +608,8 @@ class NetworkCounter:
             for c in l.connections:
                 if c.graded:
                     events = np.full(l.window, frac * c.source_neurons * samples)
+                    if input_once:
+                        events[1:] = 0.0
                 else:
                     events = act[c.source][-l.window:]
                 lc.messages[l.offset:] += events
@@ -619,7 +630,8 @@ def record_spikes(net, fixed: torch.Tensor, moving: torch.Tensor) -> Dict[str, A
     the first layer's input (N, C, D, H, W, T), "output": the field}``."""
     spikes: Dict[str, torch.Tensor] = {}
     graded: Dict[str, torch.Tensor] = {}
-    handles = [net.enc[0].register_forward_pre_hook(lambda m, a: graded.__setitem__("x", a[0].detach()))]
+    handles = [net.enc[0].register_forward_pre_hook(lambda m, a: graded.__setitem__(
+        "x", a[0].detach() if isinstance(a[0], torch.Tensor) else a[0]))]
     for b in _spiking_blocks(net):
         handles.append(b.register_forward_hook(
             lambda m, a, out, name=b.name: spikes.__setitem__(name, out.detach())))
@@ -631,11 +643,24 @@ def record_spikes(net, fixed: torch.Tensor, moving: torch.Tensor) -> Dict[str, A
     return {"spikes": spikes, "graded_input": graded["x"], "output": out}
 
 
+def input_sent_once(net_or_qnet: Any) -> bool:
+    """Whether the graded input is sent once per patch: ``QuantizedNet.input_once`` or
+    ``ModelConfig.input_once`` (False for networks made before the flag existed)."""
+    if hasattr(net_or_qnet, "input_once"):
+        return bool(getattr(net_or_qnet, "input_once", False))
+    return bool(getattr(getattr(net_or_qnet, "cfg", None), "input_once", False))
+
+
+def _input_shape(x: Any) -> Shape3:
+    v = x.value if hasattr(x, "value") and hasattr(x, "steps") else x
+    return tuple(int(n) for n in v.shape[2:5])  # type: ignore[return-value]
+
+
 def count_patch(net, fixed: torch.Tensor, moving: torch.Tensor) -> ProfileCounts:
     """Exact counts of one forward pass of ``net`` on a batch of patches."""
     rec = record_spikes(net, fixed, moving)
     counter = NetworkCounter(net.export(), tuple(fixed.shape[2:]))
-    return counter.count_spikes(rec["spikes"], rec["graded_input"])
+    return counter.count_spikes(rec["spikes"], rec["graded_input"], input_once=input_sent_once(net))
 
 
 class ExactCountRecorder:
@@ -661,12 +686,14 @@ class ExactCountRecorder:
         return self._counters[shape]
 
     def _on_input(self, module, args) -> None:
-        self._graded = args[0].detach()
+        x = args[0]
+        self._graded = x.detach() if isinstance(x, torch.Tensor) else x
         self._spikes = {}
 
     def _on_readout(self, module, args, out) -> None:
-        shape = tuple(self._graded.shape[2:5])
-        c = self._counter(shape).count_spikes(self._spikes, self._graded)
+        shape = _input_shape(self._graded)
+        c = self._counter(shape).count_spikes(self._spikes, self._graded,
+                                              input_once=input_sent_once(self.net))
         self.counts = c if self.counts is None else self.counts + c
         self.calls += 1
 
@@ -715,7 +742,8 @@ def counts_from_inference(reg, input_nonzero_fraction: Optional[float] = None,
     if rem:
         raise ValueError(f"num_neurons[{first.name!r}]={total} is not a multiple of the "
                          f"{first.neurons} neurons of one {reg.patch} patch")
-    counts = counter.count_activity(reg.activity, samples, input_nonzero_fraction)
+    counts = counter.count_activity(reg.activity, samples, input_nonzero_fraction,
+                                    input_once=input_sent_once(reg.net))
     if volume_shape is not None:
         per_scale = patches_per_scale(volume_shape, reg.patch, reg.stride, reg.net.cfg.scales)
         if sum(per_scale) != samples:
