@@ -26,7 +26,8 @@ Layer by layer, no synaptic delay. Each layer ``L`` has local steps ``tau = 0 ..
 (``T_L`` = its ``time_window``). Its synaptic input at ``tau`` is, per incoming connection,
 ``shift(sum_w w * s_src[tau + off], weight_exp)`` where ``off = source_step_offset = T_src - T_L``
 (the layer sees its sources' LAST ``T_L`` steps; upsampling is applied to the spikes first), and
-the input of the graded-input layer is the same payload at every step. The connections'
+the input of the graded-input layer is the same payload at every step - or, for a net with
+``input_once``, the payload at step 0 and nothing after (the layer's current holds it). The connections'
 outputs are summed (one ATRLIF ``a_in``), each connection shifted separately (each is its own
 lava connection process). The read-out's field is ``output_scale * v`` after its last step.
 
@@ -204,18 +205,23 @@ def _exact_conv(x: torch.Tensor, w: torch.Tensor, stride, padding, max_in: int) 
 
 
 def connection_output(layer: QuantizedLayer, edge: LayerInput, src: torch.Tensor, steps: int,
-                      graded: bool = False, max_payload: int = 1) -> torch.Tensor:
+                      graded: bool = False, max_payload: int = 1, once: bool = False) -> torch.Tensor:
     """One connection's per-step output ``shift(W_e * s, weight_exp)``, ``(N, O, D', H', W', steps)``.
 
     ``src`` is the source's spikes ``(N, C, D, H, W, T_src)`` (bool, or int64 payloads of a
-    graded-spike layer), or for the graded input the payload ``(N, C, D, H, W)`` (the same at
-    every step).
+    graded-spike layer), or for the graded input the payload ``(N, C, D, H, W)``: sent at every
+    step, or with ``once`` at step 0 only (the connection's output is 0 at later steps).
     """
     a, b = edge.channels
     w = torch.from_numpy(np.asarray(layer.weight[:, a:b], dtype=np.int64))
     if graded:
         y = _exact_conv(src, w, layer.stride, layer.padding, max_payload)
         y = R.shift_activation(y, layer.weight_exp)
+        if once:
+            out = torch.zeros((*y.shape, steps), dtype=y.dtype)
+            if steps:
+                out[..., 0] = y
+            return out
         return y.unsqueeze(-1).expand(*y.shape, steps)
     s = src[..., edge.source_step_offset: edge.source_step_offset + steps]
     if s.shape[-1] != steps:
@@ -231,24 +237,29 @@ def connection_output(layer: QuantizedLayer, edge: LayerInput, src: torch.Tensor
     return y.reshape(n, t, *y.shape[1:]).permute(0, 2, 3, 4, 5, 1)
 
 
-def layer_input(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_bits: int) -> torch.Tensor:
-    """The summed ``a_in`` of a layer over its window, int64 ``(N, O, D', H', W', T_L)``."""
+def layer_input(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_bits: int,
+                input_once: bool = False) -> torch.Tensor:
+    """The summed ``a_in`` of a layer over its window, int64 ``(N, O, D', H', W', T_L)``
+    (``input_once``: the graded input reaches the layer at step 0 only)."""
     total = None
     for e in layer.inputs:
         y = connection_output(layer, e, sources[e.source], layer.time_window,
-                              graded=(e.source == "input"), max_payload=2 ** input_bits - 1)
+                              graded=(e.source == "input"), max_payload=2 ** input_bits - 1,
+                              once=input_once and e.source == "input")
         total = y if total is None else total + y
     return total
 
 
 def run_layer(layer: QuantizedLayer, sources: Mapping[str, torch.Tensor], input_bits: int = 8,
-              overflow: str = "lava", stats: Optional[LayerStats] = None) -> torch.Tensor:
+              overflow: str = "lava", stats: Optional[LayerStats] = None,
+              input_once: bool = False) -> torch.Tensor:
     """Emulate one layer. Spiking layers return spikes ``(N, O, D', H', W', T)`` (bool; graded
     layers: int64 payloads ``v >> payload_shift`` where they spike, 0 elsewhere); the integrator
-    returns its voltage after the last step ``(N, O, D', H', W')`` (int64)."""
+    returns its voltage after the last step ``(N, O, D', H', W')`` (int64). ``input_once``: the
+    graded input arrives at step 0 only (the net's ``input_once``)."""
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"overflow must be one of {OVERFLOW_MODES}")
-    a_in = layer_input(layer, sources, input_bits)
+    a_in = layer_input(layer, sources, input_bits, input_once)
     p = NeuronParams.from_atrlif(layer.atrlif)
     st = NeuronState.initial(a_in.shape[:-1], p)
     if stats is not None and a_in.numel():
@@ -313,7 +324,7 @@ def emulate_reference(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: 
         st = None
         if stats is not None:
             st = stats.setdefault(layer.name, LayerStats())
-        y = run_layer(layer, outs, q.input_bits, overflow, st)
+        y = run_layer(layer, outs, q.input_bits, overflow, st, input_once=q.input_once)
         if layer.neuron == "integrator":
             v = y
         else:
@@ -508,16 +519,18 @@ def _geometric(m: int, steps: int) -> Fraction:
 
 @dataclass
 class _LayerInput:
-    """A layer's ``a_in``: per step ``(T, N, O, D, H, W)``, or one frame used at every step."""
+    """A layer's ``a_in``: per step ``(T, N, O, D, H, W)``, or one frame used at every step
+    (``constant``), or one frame at step 0 and zero after (``constant`` and ``once``)."""
 
     a: torch.Tensor
     constant: bool
     steps: int
     amax: int                        # exact max |a_in|
+    once: bool = False
 
 
 def _fast_layer_input(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str, torch.Tensor],
-                      maxes: Mapping[str, int]) -> _LayerInput:
+                      maxes: Mapping[str, int], input_once: bool = False) -> _LayerInput:
     T = int(layer.time_window)
     per_step: List[torch.Tensor] = []
     const: List[torch.Tensor] = []
@@ -537,11 +550,19 @@ def _fast_layer_input(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[s
         y = _conv(s.reshape(T * n, *s.shape[2:]), ed, layer, maxes[e.source])
         per_step.append(_shift_float(y, layer.weight_exp).reshape(T, n, *y.shape[1:]))
     dt = torch.float32 if total_bound < _F32_EXACT else torch.float64
+    if input_once and per_step and const:
+        total = per_step[0].to(dt)
+        for y in per_step[1:]:
+            total.add_(y)
+        for y in const:               # the input frame reaches step 0 only
+            total[0].add_(y)
+        return _LayerInput(total, constant=False, steps=T, amax=_absmax(total))
     parts = per_step + const          # per-step first: constants broadcast over the steps
     total = parts[0].to(dt)
     for y in parts[1:]:
         total.add_(y)                 # exact: every partial sum is below total_bound
-    return _LayerInput(total, constant=not per_step, steps=T, amax=_absmax(total))
+    return _LayerInput(total, constant=not per_step, steps=T, amax=_absmax(total),
+                       once=input_once and not per_step)
 
 
 def _state_bound(p: NeuronParams, amax: int, steps: int) -> int:
@@ -585,14 +606,15 @@ class _NeuronPlan:
     payload_shift: int               # -1: binary spikes
 
 
-def _neuron_plan(layer: QuantizedLayer, amax: int, steps: int, overflow: str) -> _NeuronPlan:
+def _neuron_plan(layer: QuantizedLayer, amax: int, steps: int, overflow: str, once: bool = False) -> _NeuronPlan:
     p = NeuronParams.from_atrlif(layer.atrlif)
     bound = _state_bound(p, amax, steps)
     if bound >= _STATE_EXACT:
         raise _NotExact(f"{layer.name}: states may exceed float64's exact range")
     lava = overflow == "lava"
-    # a priori: |i_t| <= 64 * max|a| * sum_k c_i^k; |v_t| <= (|i| + |bias|) * sum_k c_v^k
-    i_peak = (1 << R.ACT_SHIFT) * amax * _geometric(p.i_mult, steps)
+    # a priori: |i_t| <= 64 * max|a| * sum_k c_i^k (input at one step only: |i_t| <= 64 * max|a|,
+    # a decay never grows |i|); |v_t| <= (|i| + |bias|) * sum_k c_v^k
+    i_peak = (1 << R.ACT_SHIFT) * amax * (1 if once else _geometric(p.i_mult, steps))
     can_wrap = lava and i_peak >= R.STATE_MAX
     v_peak = ((R.STATE_MAX if can_wrap else i_peak) + abs(p.bias)) * _geometric(p.v_mult, steps)
     return _NeuronPlan(p, steps, lava, can_wrap, lava and v_peak > R.VOLTAGE_MAX, bound < 2 ** 31,
@@ -620,10 +642,12 @@ def _trunc_(x: torch.Tensor, i32: Optional[torch.Tensor]) -> torch.Tensor:
 
 
 def _neuron_block(pl: _NeuronPlan, a: torch.Tensor, constant: bool, out: Optional[torch.Tensor], buf: _Block,
-                  stats: Optional[LayerStats], per_step: Optional[np.ndarray]) -> Tuple[torch.Tensor, bool]:
-    """The ATRLIF steps of one block (``a``: ``(T or 1, n)`` inputs; ``out``: ``(T, n)`` float32
-    spikes / payloads or None). Returns the final voltage (a view of ``buf``) and whether any
-    neuron spiked (counted only for stats and the integrator)."""
+                  stats: Optional[LayerStats], per_step: Optional[np.ndarray],
+                  once: bool = False) -> Tuple[torch.Tensor, bool]:
+    """The ATRLIF steps of one block (``a``: ``(T or 1, n)`` inputs; a constant ``(1, n)`` input
+    with ``once`` is used at step 0 only, zero after; ``out``: ``(T, n)`` float32 spikes /
+    payloads or None). Returns the final voltage (a view of ``buf``) and whether any neuron
+    spiked (counted only for stats and the integrator)."""
     p = pl.p
     n = a.shape[1]
     T = pl.steps
@@ -642,14 +666,15 @@ def _neuron_block(pl: _NeuronPlan, a: torch.Tensor, constant: bool, out: Optiona
     cr, cth = p.r_mult / R.DECAY_UNITY, p.th_mult / R.DECAY_UNITY
     spiked_any = False
     for t in range(T):
-        a_t = a64[0] if constant else a64[t]
+        a_t = None if (once and t > 0) else (a64[0] if constant else a64[t])   # None: no input
         # current: i = wrap(decay(i) + 64 a)
         if p.i_mult == 0:
-            i.copy_(a_t)
+            i.copy_(a_t) if a_t is not None else i.zero_()
         else:
             if p.i_mult != R.DECAY_UNITY:
                 _trunc_(i.mul_(ci), i32)
-            i.add_(a_t)
+            if a_t is not None:
+                i.add_(a_t)
         if stats is not None or pl.can_wrap:
             lo, hi = (float(x) for x in torch.aminmax(i))
             if stats is not None:
@@ -722,7 +747,7 @@ def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
     neurons. Spiking layers: time-major float32 spikes (0/1) or payloads ``(T, N, O, D, H, W)``;
     the integrator: its int64 voltage after the last step ``(N, O, D, H, W)``."""
     T = li.steps
-    pl = _neuron_plan(layer, li.amax, T, overflow)
+    pl = _neuron_plan(layer, li.amax, T, overflow, li.once)
     # work in the input's physical layout (NCDHW or channels-last): flat views, no copies
     a6 = li.a.unsqueeze(0) if li.constant else li.a
     perm = _physical_order(a6)
@@ -740,7 +765,7 @@ def _fast_neurons(layer: QuantizedLayer, li: _LayerInput, overflow: str,
     for j0 in range(0, n, _CHUNK):
         j1 = min(n, j0 + _CHUNK)
         v, sp = _neuron_block(pl, a[:, j0:j1], li.constant, None if out is None else out[:, j0:j1], buf,
-                              stats, per_step)
+                              stats, per_step, once=li.once)
         spiked_any = spiked_any or sp
         if v_last is not None:
             v_last[j0:j1] = v
@@ -766,7 +791,7 @@ def _physical_order(x: torch.Tensor) -> List[int]:
 
 
 def _summed_readout(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str, torch.Tensor],
-                    maxes: Mapping[str, int]) -> Optional[torch.Tensor]:
+                    maxes: Mapping[str, int], input_once: bool = False) -> Optional[torch.Tensor]:
     """``v_T = 64 * sum_t a_in[t]`` of a non-leaky integrator from ONE convolution of the
     time-summed input, or None where that is not provably equal to the step-by-step run."""
     p = NeuronParams.from_atrlif(layer.atrlif)
@@ -783,7 +808,7 @@ def _summed_readout(layer: QuantizedLayer, edges: List[_Edge], outs: Mapping[str
         e = ed.edge
         src = outs[e.source]
         if e.source == "input":
-            s, summed, m, scale = src, src, maxes[e.source], float(T)
+            s, summed, m, scale = src, src, maxes[e.source], 1.0 if input_once else float(T)
         else:
             s = src[e.source_step_offset: e.source_step_offset + T]
             if s.shape[0] != T:
@@ -844,10 +869,10 @@ def _emulate_fast(q: QuantizedNet, payload: torch.Tensor, record_spikes: bool,
         if stats is not None:
             st = local.setdefault(layer.name, LayerStats())
         if layer.neuron == "integrator" and st is None:
-            v = _summed_readout(layer, edges, outs, maxes)
+            v = _summed_readout(layer, edges, outs, maxes, q.input_once)
             if v is not None:
                 continue
-        li = _fast_layer_input(layer, edges, outs, maxes)
+        li = _fast_layer_input(layer, edges, outs, maxes, q.input_once)
         if st is not None:
             st.merge_max(a_in_max=li.amax)
         y = _fast_neurons(layer, li, overflow, st)
@@ -936,7 +961,7 @@ def lava_schedule(q: QuantizedNet, connection_delay: int = 1) -> Dict[str, dict]
     """Global step schedule that reproduces the emulator in a Lava graph with delayed connections.
 
     Global step 0 is when the input source emits its step 0 (it emits the payload for
-    ``enc_windows[0]`` steps). Every connection adds ``connection_delay`` steps. For each layer:
+    ``q.input_steps`` steps: the input layer's window, or step 0 only with ``input_once``). Every connection adds ``connection_delay`` steps. For each layer:
     ``start`` (global step of its local step 0), ``end`` (of its last step), and per input:
     ``first_source_step`` (= ``source_step_offset``), ``arrival`` (global step at which that
     source step reaches the layer without extra delay) and ``extra_delay`` (steps to add to that

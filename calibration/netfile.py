@@ -10,7 +10,7 @@ Layout (format ``spikereg-neuro/quantized-net``, version 1)::
 
     /                   attrs: format, format_version, layer_order, enc_windows, dec_window,
                                input_bits, in_channels, scales, integration_steps,
-                               readout_scale, patch_size, stride, source_checkpoint,
+                               input_once, readout_scale, patch_size, stride, source_checkpoint,
                                source_sha256, calibration (JSON), model_config (JSON),
                                rules (JSON), created, lava_nc_version, lava_dl_version
     /layers/<name>/weight   int16 (out, in, kd, kh, kw): Lava ``weights`` values
@@ -26,6 +26,10 @@ Graded spikes (``payload_shift >= 0``; files without the attribute are binary): 
 sends, where it spikes, the payload ``v >> payload_shift`` (its 24-bit voltage, right-shifted)
 instead of a binary event, and its consumers read it through ``num_message_bits > 0``
 connections (lava ``weights.dot(payload)``), like the graded input.
+
+Input schedule (``input_once``; files without the attribute read as False): False sends the
+graded input payload at every step of the input layer's window; True sends it at step 0 only
+(the input frame is zero at steps 1 .. T-1; the input layer's current holds it).
 """
 from __future__ import annotations
 
@@ -181,9 +185,14 @@ class QuantizedNet:
     #: host-side scaling-and-squaring steps applied to the read-out per iteration (0: the
     #: read-out is the displacement; files written before this attribute existed read as 0)
     integration_steps: int = 0
+    #: input schedule: False sends the graded input payload at every step of the input layer's
+    #: window, True at its step 0 only (zero frames after; files without the attribute: False)
+    input_once: bool = False
 
     def __post_init__(self) -> None:
         self.integration_steps = int(self.integration_steps)
+        if isinstance(self.input_once, np.bool_):
+            self.input_once = bool(self.input_once)
         self.enc_windows = tuple(int(t) for t in self.enc_windows)
         self.scales = tuple(int(s) for s in self.scales)
         self.patch_size = tuple(int(p) for p in self.patch_size)
@@ -239,6 +248,20 @@ class QuantizedNet:
         return self.layers[-1]
 
     @property
+    def input_window(self) -> int:
+        """Time window of the layers that read the graded input (the input layer's ``T``)."""
+        ws = [int(l.time_window) for l in self.layers if any(e.source == "input" for e in l.inputs)]
+        if not ws:
+            raise NetFileError("no layer reads the graded input")
+        return max(ws)
+
+    @property
+    def input_steps(self) -> int:
+        """Number of steps (from step 0) at which the host sends the input payload: 1 with
+        ``input_once``, else the input layer's whole window."""
+        return 1 if self.input_once else self.input_window
+
+    @property
     def size_multiple(self) -> int:
         """Patch sizes must be divisible by this (2 ** number of stride-2 layers)."""
         m = 1
@@ -257,6 +280,8 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
         raise NetFileError(f"duplicate layer names in {names}")
     if not 1 <= int(q.input_bits) <= R.MAX_PAYLOAD_BITS:
         raise NetFileError(f"input_bits {q.input_bits} outside [1, {R.MAX_PAYLOAD_BITS}]")
+    if not isinstance(q.input_once, (bool, np.bool_)):
+        raise NetFileError(f"input_once must be a bool, got {q.input_once!r} ({type(q.input_once).__name__})")
     if any(t < 1 for t in q.enc_windows) or q.dec_window < 1:
         raise NetFileError(f"time windows must be >= 1 (enc {q.enc_windows}, dec {q.dec_window})")
     out_ch: Dict[str, int] = {"input": int(q.in_channels)}
@@ -355,6 +380,8 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
                                f"a spiking layer, an integer in [0, {R.MAX_PAYLOAD_BITS - 1}]")
         out_ch[l.name] = l.out_channels
         window[l.name] = int(l.time_window)
+    if not any(e.source == "input" for l in q.layers for e in l.inputs):
+        raise NetFileError("no layer reads the graded input")
     if q.readout.neuron != "integrator":
         raise NetFileError(f"the last layer ({q.readout.name!r}) must be the integrator read-out")
     if len(q.patch_size) != 3 or len(q.stride) != 3:
@@ -412,6 +439,7 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
         f.attrs["in_channels"] = int(q.in_channels)
         f.attrs["scales"] = np.asarray(q.scales, dtype=np.int64)
         f.attrs["integration_steps"] = int(q.integration_steps)
+        f.attrs["input_once"] = bool(q.input_once)
         f.attrs["readout_scale"] = float(q.readout_scale)
         f.attrs["patch_size"] = np.asarray(q.patch_size, dtype=np.int64)
         f.attrs["stride"] = np.asarray(q.stride, dtype=np.int64)
@@ -465,6 +493,18 @@ def _attr(a: h5py.AttributeManager, key: str, where: str):
     if isinstance(v, bytes):
         v = v.decode()
     return v
+
+
+def _bool_attr(a: h5py.AttributeManager, key: str, default: bool, where: str) -> bool:
+    """A boolean attribute (``default`` when absent); anything but a bool is a NetFileError."""
+    if key not in a:
+        return default
+    v = a[key]
+    if isinstance(v, np.ndarray) and v.shape == ():
+        v = v[()]
+    if not isinstance(v, (bool, np.bool_)):
+        raise NetFileError(f"{where}: attribute {key!r} must be a bool, got {v!r} ({type(v).__name__})")
+    return bool(v)
 
 
 def _str_list(v) -> List[str]:
@@ -536,6 +576,7 @@ def load_qnet(path: PathLike) -> QuantizedNet:
             patch_size=tuple(int(x) for x in _attr(f.attrs, "patch_size", where)),
             stride=tuple(int(x) for x in _attr(f.attrs, "stride", where)),
             integration_steps=int(f.attrs.get("integration_steps", 0)),
+            input_once=_bool_attr(f.attrs, "input_once", False, where),
         )
         stored_shapes = {name: tuple(int(x) for x in g[name].attrs["output_shape"])
                          for name in order if "output_shape" in g[name].attrs}
@@ -567,7 +608,7 @@ def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
     return (a.enc_windows == b.enc_windows and a.dec_window == b.dec_window
             and a.input_bits == b.input_bits and a.in_channels == b.in_channels
             and a.scales == b.scales and a.readout_scale == b.readout_scale
-            and a.integration_steps == b.integration_steps
+            and a.integration_steps == b.integration_steps and bool(a.input_once) == bool(b.input_once)
             and a.source_sha256 == b.source_sha256 and a.calibration == b.calibration
             and a.patch_size == b.patch_size and a.stride == b.stride)
 

@@ -30,6 +30,10 @@ their integer mantissas are taken as they are. What remains is, per layer, the w
 Decays map exactly: ``delta_i = (iDecay - 1) / 4096`` (ATRLIF adds ``ds_offset = 1`` to the
 current decay), ``delta_v = vDecay / 4096``, ``delta_theta = thDecay / 4096``,
 ``delta_r = refDecay / 4096``; ``theta_step = vThStep`` (threshold adaptation, 0 by default).
+
+Input schedule: ``ModelConfig.input_once`` (absent in older configs: False) is recorded as
+``QuantizedNet.input_once``; the input layer's slow current decay that goes with it (SLAYER
+``iDecay = 1``, ATRLIF ``delta_i = 0``) comes through the exported neuron like any decay.
 """
 from __future__ import annotations
 
@@ -253,7 +257,8 @@ def quantize_network(
                      readout_scale=cfg.readout_scale, source_checkpoint=str(source_checkpoint),
                      source_sha256=str(source_sha256), calibration=dict(calibration or {}),
                      model_config=cfg.to_dict(), patch_size=tuple(patch_size), stride=tuple(stride),
-                     integration_steps=cfg.integration_steps)
+                     integration_steps=cfg.integration_steps,
+                     input_once=bool(getattr(cfg, "input_once", False)))
     return validate_qnet(q)
 
 

@@ -3,8 +3,8 @@
 Processes (all lava-nc, fixed-point models selected by ``Loihi2SimCfg(select_tag="fixed_pt")``):
 
 * **input injection**: ``lava.proc.io.source.RingBuffer`` (``PySendModelFixed``) emitting the
-  integer graded payload (fixed, moving; ``round(x * 255)``) for the first layer's ``T`` steps,
-  then zeros. Its ``Sparse`` connection has ``num_message_bits = input_bits``: lava's
+  integer graded payload (fixed, moving; ``round(x * 255)``) for the first layer's ``T`` steps
+  (``q.input_steps``: step 0 only for a net with ``input_once``), then zeros. Its ``Sparse`` connection has ``num_message_bits = input_bits``: lava's
   bit-accurate Sparse then computes ``weights.dot(payload)`` (graded spikes) instead of summing
   the columns of binary spikes, which is exactly the emulator's ``conv(w, payload)``. The first
   layer's input is therefore injected as graded spikes, not precomputed on the host.
@@ -194,8 +194,8 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
         raise ValueError(f"patch {patch} must be divisible by {m}")
     plans, num_steps = plan_layers(q, patch)
 
-    # ---- input injection: the payload for the graded layer's T steps, then zeros
-    t_in = _input_steps(q)
+    # ---- input injection: the payload for the graded layer's T steps (1 with input_once), then zeros
+    t_in = q.input_steps
     data = np.zeros((int(pl.size), num_steps), dtype=np.int32)
     data[:, :t_in] = pl.reshape(-1, 1).astype(np.int32)
     source = RingBuffer(data=data)
@@ -213,11 +213,6 @@ def build_graph(q: QuantizedNet, payload: np.ndarray, *, lowered: Optional[Dict[
         monitor=(lambda plan: True) if monitors else (lambda plan: False), log=log, t0=t0)
     return _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stats, lowered, t0,
                          log, "lava graph", "steps")
-
-
-def _input_steps(q: QuantizedNet) -> int:
-    """Steps for which the input source sends the payload (the graded layer's window)."""
-    return max(l.time_window for l in q.layers if any(e.source == "input" for e in l.inputs))
 
 
 def _add_layers(q: QuantizedNet, patch: Tuple[int, int, int], plans: Dict[str, LayerPlan], input_port,
@@ -301,7 +296,7 @@ def build_reusable_graph(q: QuantizedNet, patch: Sequence[int], *,
 
     One patch per period of ``num_steps`` lava steps: the input is a
     :class:`sim.processes.PatchInjector` (the host sends one payload frame per patch while the
-    graph runs) and every layer is a periodic :class:`sim.processes.WindowedATRLIF` (state set to
+    graph runs; it is emitted for the first ``q.input_steps`` steps of the period) and every layer is a periodic :class:`sim.processes.WindowedATRLIF` (state set to
     the initial state at its window's first step, silent outside the window), so period ``k``
     computes exactly what a fresh single-patch graph computes for patch ``k``. Connections are
     the same Sparse/DelaySparse processes as :func:`build_graph`'s (``lowered`` from
@@ -322,7 +317,7 @@ def build_reusable_graph(q: QuantizedNet, patch: Sequence[int], *,
     for p in plans.values():
         p.windowed = True
     n_in = q.in_channels * int(np.prod(patch))
-    source = PatchInjector(shape=(n_in,), period=num_steps, steps=_input_steps(q), buffer_size=injector_buffer)
+    source = PatchInjector(shape=(n_in,), period=num_steps, steps=q.input_steps, buffer_size=injector_buffer)
 
     def neuron(layer: QuantizedLayer, plan: LayerPlan, kw: Dict[str, Any]):
         return WindowedATRLIF(shape=(plan.neurons,), t_start=plan.t_start, t_end=plan.t_end,

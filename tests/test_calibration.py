@@ -345,6 +345,33 @@ def test_netfile_round_trip_and_contract(qnet, tmp_path):
     assert load_qnet(pv).integration_steps == 0
 
 
+def test_netfile_records_the_input_schedule(qnet, tmp_path):
+    """input_once travels with net.h5; files written before it existed read as False (the input
+    at every step of enc0's window); anything but a bool is refused with one clear line."""
+    assert qnet.input_once is False and qnet.input_steps == qnet.input_window == 4
+    with h5py.File(save_qnet(tmp_path / "every.h5", qnet), "r") as f:
+        assert f.attrs["input_once"] is np.False_ or not bool(f.attrs["input_once"])
+    q1 = copy.deepcopy(qnet)
+    q1.input_once = True
+    p1 = save_qnet(tmp_path / "once.h5", q1)
+    with h5py.File(p1, "r") as f:
+        assert bool(f.attrs["input_once"]) and f.attrs["input_once"].dtype == np.bool_
+    back = load_qnet(p1)
+    assert back.input_once is True and back.input_steps == 1 and qnet_equal(back, q1)
+    assert not qnet_equal(back, qnet)
+    old = _copy_and_edit(p1, tmp_path / "old.h5", lambda f: f.attrs.__delitem__("input_once"))
+    assert load_qnet(old).input_once is False
+    for bad_value in (np.int64(1), "yes", np.float64(0.0)):
+        def bad(f, v=bad_value):
+            f.attrs["input_once"] = v
+        with pytest.raises(NetFileError, match="attribute 'input_once' must be a bool"):
+            load_qnet(_copy_and_edit(p1, tmp_path / "bad.h5", bad))
+    q2 = copy.deepcopy(qnet)
+    q2.input_once = 1
+    with pytest.raises(NetFileError, match="input_once must be a bool, got 1"):
+        validate_qnet(q2)
+
+
 def _copy_and_edit(src, dst, fn):
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:

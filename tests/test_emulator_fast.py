@@ -335,3 +335,112 @@ def test_blocks_and_layouts_do_not_change_a_bit(chunk, channels_last, graded_q, 
     monkeypatch.setattr(E, "_CHANNELS_LAST", channels_last)
     q = stressed(graded_q, seed=5, exp_shift=1, theta_scale=0.5, theta_step=2)
     assert_bit_exact(q, _payload(q, n=2, seed=6, smooth=False), monkeypatch)
+
+
+# ============================================================================ input injected once
+def once(q: QuantizedNet, delta_i: Optional[float] = 0.0) -> QuantizedNet:
+    """``q`` with ``input_once`` (the payload at step 0 only) and, unless None, the input layer's
+    current decay set to ``delta_i`` (0: SLAYER iDecay 1, the current holds the input)."""
+    q = copy.deepcopy(q)
+    q.input_once = True
+    if delta_i is not None:
+        q["enc0"].atrlif = {**q["enc0"].atrlif, "delta_i": delta_i}
+    return q
+
+
+def test_input_once_reaches_the_input_layer_at_step_0_only(graded_q):
+    q = once(graded_q)
+    l0 = q["enc0"]
+    assert q.input_steps == 1 and graded_q.input_steps == l0.time_window == 4
+    assert l0.multipliers["i_decay_mult"] == 4095            # leaks 1/4096 per step
+    pl = _payload(q, seed=3)
+    every = E.layer_input(graded_q["enc0"], {"input": pl}, q.input_bits)
+    a = E.layer_input(l0, {"input": pl}, q.input_bits, input_once=True)
+    assert a.shape == every.shape and int(a[..., 0].abs().max()) > 0
+    assert torch.equal(a[..., 0], every[..., 0]) and not bool(a[..., 1:].any())
+    # the current holds the input: i_t = trunc(i_{t-1} * 4095 / 4096) after step 0
+    tr = E.atrlif_run(E.NeuronParams.from_atrlif(l0.atrlif), a.flatten(0, -2)[:500])
+    i = tr["i"]
+    assert torch.equal(i[:, 0], 64 * a.flatten(0, -2)[:500, 0])
+    for t in range(1, i.shape[1]):
+        assert torch.equal(i[:, t], torch.sign(i[:, t - 1]) * ((i[:, t - 1].abs() * 4095) >> 12))
+    # enc0 still spikes after step 0 (it would prove little otherwise), and differently from
+    # the every-step schedule
+    r = E.emulate_reference(q, pl, record_spikes=True)
+    r_every = E.emulate_reference(graded_q, pl, record_spikes=True)
+    s0 = r.spikes["enc0"] != 0
+    assert bool(s0[..., 1:].any()) and not torch.equal(s0, r_every.spikes["enc0"] != 0)
+
+
+@pytest.mark.parametrize("which", ["binary", "graded"])
+@pytest.mark.parametrize("overflow", ["lava", "none"])
+def test_input_once_fast_equals_reference(which, overflow, binary_q, graded_q, monkeypatch):
+    q = once(binary_q if which == "binary" else graded_q)
+    for seed in (0, 1):
+        st = assert_bit_exact(q, _payload(q, n=2, seed=seed), monkeypatch, overflow=overflow)
+        assert st["enc0"].spikes > 0 and all(st[k].spikes > 0 for k in ("enc1", "dec0"))
+    assert_bit_exact(q, _payload(q, seed=2, smooth=False), monkeypatch, overflow=overflow)
+    # the schedule matters to the fast engine too: input_once with the old (fast) current decay
+    q2 = once(graded_q if which == "graded" else binary_q, delta_i=None)
+    assert_bit_exact(q2, _payload(q2, seed=4), monkeypatch, overflow=overflow)
+
+
+@pytest.mark.parametrize("case", [
+    dict(exp_shift=3, theta_scale=4.0),                       # large currents: 24-bit wraps at step 0
+    dict(exp_shift=2, theta_scale=64.0),                      # voltages clip
+    dict(exp_shift=-3, theta_scale=0.01, theta_step=9),
+    dict(exp_shift=1, theta_scale=0.3, bias=-5, theta_step=3),
+])
+def test_input_once_fast_equals_reference_on_stressed_nets(case, graded_q, monkeypatch):
+    q = once(stressed(graded_q, seed=21, **case))
+    q["enc0"].atrlif = {**q["enc0"].atrlif, "delta_i": 0.0}
+    for overflow in ("lava", "none"):
+        st = assert_bit_exact(q, _payload(q, seed=11, smooth=False), monkeypatch, overflow=overflow)
+        assert st is not None or overflow == "none"
+    if case["exp_shift"] == 3:
+        st: dict = {}
+        E.emulate(q, _payload(q, seed=11, smooth=False), stats=st)
+        assert st["enc0"].current_wraps > 0
+
+
+def _input_only_net(input_once: bool, mixed: bool) -> QuantizedNet:
+    """A hand-built net whose read-out integrates the graded input directly (and, with
+    ``mixed``, the spikes of a spiking layer too): the read-out paths that see the input."""
+    from calibration.netfile import LayerInput, QuantizedLayer, validate_qnet
+    rng = np.random.default_rng(5)
+    T = 3
+    atr = R.atrlif_deltas_from_slayer(1, 128, 0, 0)
+    atr.update(theta_0=2040, theta_step=0, bias_mant=0, bias_exp=0)
+    a = QuantizedLayer(name="a", neuron="atrlif", weight=(rng.integers(-60, 60, (4, 2, 3, 3, 3)) * 2).astype(np.int16),
+                       weight_exp=-3, kernel_size=(3, 3, 3), stride=(1, 1, 1), padding=(1, 1, 1),
+                       inputs=[LayerInput("input", channels=(0, 2))], time_window=T, atrlif=atr,
+                       num_message_bits=8)
+    integ = {"delta_i": 4095 / 4096, "delta_v": 0.0, "delta_theta": 0.0, "delta_r": 0.0,
+             "theta_0": R.NON_SPIKING_THETA_0, "theta_step": 0, "bias_mant": 0, "bias_exp": 0}
+    ins = [LayerInput("input", channels=(0, 2))] + ([LayerInput("a", channels=(2, 6))] if mixed else [])
+    ro = QuantizedLayer(name="readout", neuron="integrator",
+                        weight=(rng.integers(-3, 4, (3, 6 if mixed else 2, 3, 3, 3)) * 2).astype(np.int16),
+                        weight_exp=-1, kernel_size=(3, 3, 3), stride=(1, 1, 1), padding=(1, 1, 1), inputs=ins,
+                        time_window=T, atrlif=integ, num_message_bits=8, output_scale=1e-4)
+    return validate_qnet(QuantizedNet(layers=[a, ro], enc_windows=(T,), dec_window=T, input_bits=8, in_channels=2,
+                                      scales=(1,), readout_scale=1.0, patch_size=(8, 8, 8), stride=(8, 8, 8),
+                                      input_once=input_once))
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+def test_input_once_readout_of_the_input_is_exact(mixed, monkeypatch):
+    """The read-out's summed shortcut and its mixed (input + spikes) input frame follow the
+    schedule: once, the time-summed input is the payload's frame once, not T times."""
+    used = []
+    orig = E._summed_readout
+    monkeypatch.setattr(E, "_summed_readout", lambda *a: used.append(orig(*a)) or used[-1])
+    vs = {}
+    for flag in (False, True):
+        q = _input_only_net(flag, mixed)
+        pl = _payload(q, (8, 8, 8), seed=1)
+        used.clear()
+        assert_bit_exact(q, pl, monkeypatch)
+        assert used and used[-1] is not None          # the summed path ran (and was exact)
+        vs[flag] = E.emulate_reference(q, pl).readout_v
+    if not mixed:   # integrating the input once gives exactly 1/T of integrating it every step
+        assert torch.equal(vs[False], 3 * vs[True]) and int(vs[True].abs().max()) > 0

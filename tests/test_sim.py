@@ -704,3 +704,32 @@ def test_benchmark_lava_full_row_reads_a_measured_run(tmp_path):
     p.write_text(json.dumps({**doc, "backend": "emulator"}))
     seen = []
     assert _lava_full_row(args, None, {}, seen.append) is None and "keeping the estimate" in seen[0]
+
+
+def test_input_once_lava_equals_emulator_in_both_graphs(qnet):
+    """input_once (the payload sent at step 0 only; enc0's current holds it, delta_i = 0): the
+    single-patch graph's RingBuffer and the session's PatchInjector send one frame per patch, and
+    Lava equals the emulator spike for spike (which differs from the every-step schedule)."""
+    from sim.graph import build_graph
+    from sim.session import LavaSession
+    q = dataclasses.replace(qnet, layers=list(qnet.layers), input_once=True)
+    q.layers[0] = dataclasses.replace(q.layers[0], atrlif={**q.layers[0].atrlif, "delta_i": 0.0})
+    assert q.input_steps == 1 and qnet.input_steps == 4
+    pl = smooth_payload(16, seed=2)
+    for net, steps in ((q, 1), (qnet, 4)):
+        data = np.asarray(build_graph(net, pl, monitors=False).source.data.init)
+        assert np.array_equal(data[:, :steps], np.repeat(pl.numpy().reshape(-1, 1), steps, 1))
+        assert not data[:, steps:].any()
+    ref = emulate(q, pl, record_spikes=True)
+    every = emulate(qnet, pl, record_spikes=True)
+    assert not torch.equal(ref.spikes["enc0"], every.spikes["enc0"])
+    assert bool(ref.spikes["enc0"][..., 1:].any())               # enc0 fires after step 0 too
+    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    for name, row in c["layers"].items():
+        assert row["mismatches"] == 0 and row["spikes_a"] > 0, (name, row)
+    assert c["readout"]["mismatches"] == 0 and c["equal"] and int(ref.readout_v.abs().max()) > 0
+    # the reusable graph (one PatchInjector frame per patch, periodic layers), two patches
+    pls = torch.cat([pl, smooth_payload(16, seed=5)])
+    with LavaSession(q, timeout=300) as s:
+        v = s.run_payloads(pls)
+    assert np.array_equal(v, emulate(q, pls).readout_v.numpy())
