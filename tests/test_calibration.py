@@ -475,3 +475,75 @@ def test_calibrate_command_end_to_end(tmp_path, capsys):
 
 
 TINY_NAMES = ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0", "readout"]
+
+
+# ============================================================================ input sent once
+@pytest.mark.skipif("input_once" not in {f.name for f in __import__("dataclasses").fields(ModelConfig)},
+                    reason="the float model has no input_once yet")
+def test_input_once_model_quantized_emulated_and_verified():
+    """model.input_once: net.h5 records it, enc0's current decay (SLAYER iDecay 1) maps to ATRLIF
+    delta_i 0 with no special code, the emulator's enc0 gets its input at step 0 only, and the
+    float model agrees with the emulator like the every-step model does (binary layers bit-exact
+    when teacher-forced, the field bit-identical given dec0's spikes); calibration's verify runs."""
+    import dataclasses
+    from calibration.calibrate import FloatRecorder, verify
+    from calibration.emulator import layer_input
+    torch.manual_seed(0)
+    net = SpikeRegUNet(dataclasses.replace(TINY, input_once=True)).eval()
+    torch.manual_seed(0)
+    net_every = SpikeRegUNet(TINY).eval()
+    q = quantize_network(net, source_checkpoint="tiny-once", patch_size=(16, 16, 16), stride=(8, 8, 8))
+    qe = quantize_network(net_every, patch_size=(16, 16, 16), stride=(8, 8, 8))
+    d0 = {d["name"]: d for d in net.export()}["enc0"]["neuron"]
+    assert d0["iDecay"] == 1 and q.input_once and not qe.input_once and q.input_steps == 1
+    assert q["enc0"].atrlif["delta_i"] == 0.0 and q["enc0"].multipliers["i_decay_mult"] == 4095
+    assert qe["enc0"].multipliers["i_decay_mult"] != 4095
+    for a, b in zip(q.layers[1:], qe.layers[1:]):          # only enc0's neuron differs
+        assert a.atrlif == b.atrlif and np.array_equal(a.weight, b.weight), a.name
+    f, m = smooth_patches()
+    pl = payload_of(q, f, m)
+    a_in = layer_input(q["enc0"], {"input": pl}, q.input_bits, input_once=True)
+    assert bool(a_in[..., 0].any()) and not bool(a_in[..., 1:].any())
+    with torch.no_grad(), FloatRecorder(net) as rec:
+        u = net(f, m)
+    # the float model's enc0 sees its input at step 0 only too
+    assert bool(rec.pre["enc0"][..., 0].any()) and not bool(rec.pre["enc0"][..., 1:].any())
+    forced = {k: v > 0 for k, v in rec.out.items() if k != "readout"}
+    tf = emulate(q, pl, record_spikes=True, forced=forced)
+    for name in ("enc1", "enc2", "enc3", "dec2", "dec1", "dec0"):
+        a = spike_agreement(rec.out[name] > 0, tf.spikes[name])
+        assert a["mismatches"] == 0, (name, a)
+    s0 = rec.out["enc0"] > 0
+    assert bool(s0[..., 1:].any())                         # enc0 keeps firing after step 0
+    assert spike_agreement(s0, tf.spikes["enc0"])["agreement"] > 0.999
+    assert torch.equal(tf.field, u)
+    v = verify(net, q, [(f, m)])
+    assert v["enc1"]["spike_agreement_teacher_forced"] == 1.0
+    assert v["enc0"]["spike_agreement_teacher_forced"] > 0.999 and v["enc0"]["current_wraps"] == 0
+    assert abs(v["enc0"]["rate_float"] - v["enc0"]["rate_quantized"]) < 1e-3
+    assert v["_field"]["mean_abs_diff_vox"] < 0.05 * float(u.abs().mean()) + 1e-6
+
+
+@pytest.mark.skipif("input_once" not in {f.name for f in __import__("dataclasses").fields(ModelConfig)},
+                    reason="the float model has no input_once yet")
+def test_calibrate_command_on_an_input_once_model(tmp_path, capsys):
+    """The calibrate command on an input_once checkpoint: net.h5 says input_once, enc0 holds its
+    current (delta_i 0), and the report's verification and Dice are computed on that schedule."""
+    import dataclasses
+    torch.manual_seed(1)
+    net = SpikeRegUNet(dataclasses.replace(TINY, input_once=True))
+    dc = DataConfig(voxel_size_mm=8.0, shape=(16, 24, 16), n_train=2, n_val=2, n_test=2, seed=3)
+    ckpt = save_checkpoint(tmp_path / "once.pt", net, {"data_config": dc.to_dict(),
+                                                       "inference": {"patch_size": 16, "stride": 8, "batch_size": 2}})
+    out = tmp_path / "net.h5"
+    assert main(["calibrate", "--model", str(ckpt), "--out", str(out), "--cache", str(tmp_path / "cache"),
+                 "--calib-pairs", "1", "--max-calib-patches", "2", "--eval-pairs", "1"]) == 0
+    capsys.readouterr()
+    q = load_qnet(out)
+    assert q.input_once and q.input_steps == 1 and q.model_config["input_once"] is True
+    assert q["enc0"].atrlif["delta_i"] == 0.0
+    rep = json.loads((tmp_path / "calibration_report.json").read_text())
+    ver = rep["layers"]["enc1"]["verification"]
+    assert ver["mismatches_teacher_forced"] == 0 and ver["entries"] > 0
+    assert rep["layers"]["enc0"]["verification"]["current_wraps"] == 0
+    assert abs(rep["dice_drop"]) < 0.05
