@@ -30,8 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="output directory")
     m.add_argument("--patch", type=int, nargs=3, metavar=("D", "H", "W"),
                    help="patch shape (default: the network's inference patch, 32^3)")
-    m.add_argument("--encoding", choices=("sparse", "dense", "shared"), default="sparse",
-                   help="synapse storage model (default sparse; see loihi/limits.py)")
+    m.add_argument("--encoding", choices=("shared", "sparse", "dense"), default="shared",
+                   help="synapse storage model: shared (Loihi 2 convolutional kernels, default), sparse "
+                        "(explicit non-zero synapses with Loihi 1 axon limits: the conservative bound), "
+                        "dense; see loihi/limits.py")
     m.add_argument("--no-axon-limits", action="store_true",
                    help="do not enforce the ASSUMED (Loihi 1) fan-in/fan-out axon limits")
     m.add_argument("--reserve", type=int, default=0,

@@ -18,11 +18,19 @@ What is and is not published
   4096 and 4096 (nengo-loihi's validator); we ASSUME the same for Loihi 2 by default (a
   conservative choice; Lava's PilotNet mapping on Loihi 2 suggests more fan-in per core is
   possible) and the mapper can run without them (``fan_in_axons_per_core=None``).
-* Synapse storage: Loihi 2's synapse encodings are not published. We model them on Loihi 1's
-  published memory layout as nengo-loihi models it (``nengo_loihi/block.py``
-  ``SynapseConfig.bits_per_axon``): per synapse an 8-bit weight plus a target index in the sparse
-  format, per input axon a small header. Three encodings are offered (see
+* Synapse storage: Loihi 2's synapse encodings are not published. The default (``shared``) is
+  Loihi 2's convolutional (shared-weight) connectivity as Lava uses it for PilotNet's conv layers
+  (Lava PR #341 "Conv manager": "support convolution feature of Loihi 2"; the PilotNet notebook's
+  per-core table: conv cores with 2048-3168 neurons, 1-2 input axons and 81-2880 synapse entries,
+  i.e. kernels, not per-connection lists): a core stores each incoming connection's kernel once
+  (its output-channel slice; polyphase-folded for a x2 upsampled source, so folded synapse counts
+  stay) and receives one axon per source core. The explicit-synapse encodings (``sparse``: one
+  entry per non-zero synapse, what ``lava.proc.sparse.Sparse`` stores; ``dense``) follow Loihi 1's
+  memory layout as nengo-loihi models it (``nengo_loihi/block.py`` ``SynapseConfig.bits_per_axon``)
+  and keep Loihi 1's per-core axon limits: the conservative bound (see
   :func:`synaptic_memory_bits`).
+* Which numbers are Loihi 1's: :data:`LOIHI1_LIMITS` (fan-in / fan-out axons per core, the
+  per-axon header); every other limit is a Loihi 2 figure or derived from one.
 
 Weights: Lava's bit-accurate ``Sparse``/``Dense`` use 8-bit weight mantissas
 (``num_weight_bits=8``); in mixed-sign mode the value is an even integer in [-256, 254], i.e. an
@@ -52,6 +60,11 @@ NENGO_LOIHI_VALIDATE = ("nengo-loihi (Loihi 1) nengo_loihi/validate.py: N_MAX_CO
 NENGO_LOIHI_SYNAPSE = ("nengo-loihi (Loihi 1) nengo_loihi/block.py SynapseConfig.bits_per_axon: per "
                        "synapse weight bits (+ index bits in the sparse format), per block of up to 64 "
                        "synapses of one axon a 4-bit + 6-bit header, rounded up to 64-bit words")
+LAVA_CONV = ("lava-nc/lava pull request #341 'Conv manager' (2022-09-15): 'adds minor changes needed to "
+             "support convolution feature of Loihi 2'; lava-dl PilotNet LIF benchmark notebook "
+             "(tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb, read at commit 12f0402197), Lava's "
+             "printed 'Per core distribution' on Loihi 2: conv cores of 2048, 2048, 2688, 2160, 3072 and 3168 "
+             "neurons with 1-2 input axons (AxonIn) and 2880, 2160, 1620, 864, 81 and 0 synapse entries each")
 LAVA_WEIGHTS = ("lava-nc 0.10.0 lava/proc/sparse/models.py and lava/proc/dense/models.py bit-accurate "
                 "models: num_weight_bits = 8; lava/utils/weightutils.py: mixed-sign weights are even "
                 "integers in [-256, 254] (see calibration/loihi_rules.py)")
@@ -67,6 +80,9 @@ SYNAPSES_PER_CHIP = 120_000_000
 NEURONS_PER_CORE = 8192
 #: 192 KB per core read as 192 KiB (derived from the published "192KB")
 CORE_MEMORY_BYTES = 192 * 1024
+#: neurons per shared-kernel (convolutional) core: the most Lava placed on one Loihi 2 conv core
+#: for PilotNet (a compiler's choice that ran on the chip, not a hardware maximum)
+SHARED_NEURONS_PER_CORE = 3168
 #: Loihi 1 axon limits, assumed for Loihi 2
 FAN_IN_AXONS_PER_CORE = 4096
 FAN_OUT_AXONS_PER_CORE = 4096
@@ -79,7 +95,11 @@ STATE_BITS = 24
 #: state variables per neuron kind (ATRLIF / SLAYER ALIF: i, v, theta, r; integrator: i, v)
 STATE_VARS = {"atrlif": 4, "alif": 4, "cuba": 2, "integrator": 2}
 
-ENCODINGS = ("sparse", "dense", "shared")
+#: synapse encodings: ``shared`` (Loihi 2 convolutional connectivity, the default), ``sparse``
+#: (explicit non-zero synapses: the conservative bound), ``dense``
+ENCODINGS = ("shared", "sparse", "dense")
+#: limits that are Loihi 1 figures (assumed for Loihi 2 because Loihi 2's are not published)
+LOIHI1_LIMITS = ("fan_in_axons_per_core", "fan_out_axons_per_core", "axon_header_bits")
 
 LIMIT_CONSTANTS: Dict[str, Constant] = {
     "cores_per_chip": Constant(
@@ -100,6 +120,11 @@ LIMIT_CONSTANTS: Dict[str, Constant] = {
         "DERIVED: 2**20 / 128 = 8192, reading the brief's 'up to 1 million neurons per chip' as 2**20 "
         "over its 128 cores. Intel publishes no per-core neuron maximum for Loihi 2; the real number "
         "depends on each neuron model's state size.", "derived"),
+    "shared_neurons_per_core": Constant(
+        SHARED_NEURONS_PER_CORE, "neurons",
+        f"ASSUMED cap per shared-kernel (convolutional) core: the largest neuron count Lava placed on one "
+        f"Loihi 2 conv core for PilotNet ({LAVA_CONV}). Below the derived 8192; a compiler's choice, not a "
+        "published hardware maximum. The mapper may use fewer to balance synaptic ops per core.", "assumed"),
     "memory_bytes_per_core": Constant(
         CORE_MEMORY_BYTES, "bytes",
         f"{TOMS_HARDWARE}. '192KB' is read as 192 x 1024 bytes (derived). This SRAM is shared by "
@@ -112,17 +137,21 @@ LIMIT_CONSTANTS: Dict[str, Constant] = {
         "published; set it to reserve memory for them.", "assumed"),
     "fan_in_axons_per_core": Constant(
         FAN_IN_AXONS_PER_CORE, "axons",
-        f"ASSUMED from Loihi 1: {NENGO_LOIHI_VALIDATE}. Loihi 2's input-axon limit is not published.",
+        f"LOIHI 1 figure, ASSUMED for Loihi 2: {NENGO_LOIHI_VALIDATE}. Loihi 2's input-axon limit is not "
+        "published. Enforced on the explicit-synapse encodings (one axon per source neuron); a shared-kernel "
+        f"core receives one axon per source core (1-2 for PilotNet: {LAVA_CONV}), reported, far below it.",
         "assumed"),
     "fan_out_axons_per_core": Constant(
         FAN_OUT_AXONS_PER_CORE, "axons",
-        f"ASSUMED from Loihi 1: {NENGO_LOIHI_VALIDATE}. Loihi 2's output-axon limit is not published.",
-        "assumed"),
+        f"LOIHI 1 figure, ASSUMED for Loihi 2: {NENGO_LOIHI_VALIDATE}. Loihi 2's output-axon limit is not "
+        "published. Enforced on the explicit-synapse encodings (per neuron, one axon per destination core); "
+        "for shared-kernel cores the destination cores per core are reported.", "assumed"),
     "weight_bits": Constant(WEIGHT_BITS, "bits", f"{LAVA_WEIGHTS}.", "published"),
     "axon_header_bits": Constant(
         AXON_HEADER_BITS, "bits",
-        f"ASSUMED from Loihi 1's synapse memory layout as modelled by {NENGO_LOIHI_SYNAPSE}; one "
-        "header per (input axon, core), 64-bit word rounding not modelled.", "assumed"),
+        f"LOIHI 1 layout, ASSUMED: Loihi 1's synapse memory layout as modelled by {NENGO_LOIHI_SYNAPSE}; one "
+        "header per (input axon, core), 64-bit word rounding not modelled (explicit-synapse encodings).",
+        "assumed"),
     "state_bits": Constant(
         STATE_BITS, "bits",
         "ASSUMED storage per neuron state variable: lava-nc's bit-accurate ATRLIF/LIF models keep "
@@ -153,10 +182,13 @@ def synaptic_memory_bits(encoding: str, *, synapses, axons, neurons, kernel_weig
     ``dense``
         per input axon a weight for EVERY neuron of the core (zeros too) plus its header:
         ``axons x (neurons x weight_bits + header_bits)``.
-    ``shared``
-        convolutional weight sharing: the kernel slice of the core's output channels is stored
-        once, ``kernel_weights x weight_bits`` (ASSUMED to exist on Loihi 2 for 3D kernels; Lava's
-        PilotNet mapping implies shared 2D conv weights, see docs/deployment.md).
+    ``shared`` (default)
+        Loihi 2 convolutional (shared-weight) connectivity: each incoming connection's kernel
+        slice for the core's output channels is stored once, zeros included,
+        ``kernel_weights x weight_bits`` (``kernel_weights``: input channels x the core's output
+        channels x folded taps, 27 for a 3^3 kernel, 64 polyphase-folded taps for a x2 upsampled
+        source). Lava does this for 2D convs on Loihi 2 (PilotNet); for 3D kernels it is ASSUMED
+        to work alike (see docs/deployment.md).
     """
     import numpy as np
 
@@ -179,6 +211,7 @@ class CoreLimits:
     """
 
     neurons_per_core: int = NEURONS_PER_CORE
+    shared_neurons_per_core: int = SHARED_NEURONS_PER_CORE
     memory_bytes_per_core: int = CORE_MEMORY_BYTES
     memory_reserved_bytes: int = 0
     fan_in_axons_per_core: Optional[int] = FAN_IN_AXONS_PER_CORE
@@ -186,7 +219,7 @@ class CoreLimits:
     cores_per_chip: int = LAVA_CORES_PER_CHIP
     neurons_per_chip: int = NEURONS_PER_CHIP
     synapses_per_chip: int = SYNAPSES_PER_CHIP
-    encoding: str = "sparse"
+    encoding: str = "shared"
 
     def __post_init__(self) -> None:
         if self.encoding not in ENCODINGS:
@@ -199,6 +232,21 @@ class CoreLimits:
             raise ValueError("neurons_per_core and cores_per_chip must be >= 1")
         if self.memory_budget_bytes <= 0:
             raise ValueError("memory_reserved_bytes leaves no memory per core")
+
+    @property
+    def neuron_cap(self) -> int:
+        """Neurons per core the mapper may place: ``shared_neurons_per_core`` (at most
+        ``neurons_per_core``) for shared-kernel cores, ``neurons_per_core`` otherwise."""
+        if self.encoding == "shared":
+            return min(int(self.neurons_per_core), int(self.shared_neurons_per_core))
+        return int(self.neurons_per_core)
+
+    @property
+    def explicit_axons(self) -> bool:
+        """True when every source neuron needs its own input axon (the explicit-synapse
+        encodings), so the fan-in / fan-out limits bind; a shared-kernel core gets one axon per
+        source core instead."""
+        return self.encoding != "shared"
 
     @property
     def memory_budget_bytes(self) -> int:
@@ -217,15 +265,20 @@ class CoreLimits:
             c = LIMIT_CONSTANTS[f.name].to_dict()
             c["value"] = getattr(self, f.name)
             c["enforced"] = getattr(self, f.name) is not None
+            if f.name in ("fan_in_axons_per_core", "fan_out_axons_per_core") and not self.explicit_axons:
+                c["enforced"] = False
+            if f.name == "shared_neurons_per_core" and self.encoding != "shared":
+                c["enforced"] = False
             if getattr(self, f.name) != LIMIT_CONSTANTS[f.name].value:
                 c["kind"] = "override" if getattr(self, f.name) is not None else "disabled"
+            c["loihi1"] = f.name in LOIHI1_LIMITS
             out[f.name] = c
         for k in ("cores_per_chip_published", "weight_bits", "axon_header_bits", "state_bits"):
-            out[k] = {**LIMIT_CONSTANTS[k].to_dict(), "enforced": False}
+            out[k] = {**LIMIT_CONSTANTS[k].to_dict(), "enforced": False, "loihi1": k in LOIHI1_LIMITS}
         return out
 
 
-__all__ = ["CoreLimits", "LIMIT_CONSTANTS", "ENCODINGS", "index_bits", "state_bytes_per_neuron",
+__all__ = ["CoreLimits", "LIMIT_CONSTANTS", "ENCODINGS", "LOIHI1_LIMITS", "SHARED_NEURONS_PER_CORE", "index_bits", "state_bytes_per_neuron",
            "synaptic_memory_bits", "NEURONS_PER_CORE", "CORE_MEMORY_BYTES", "LAVA_CORES_PER_CHIP",
            "CORES_PER_CHIP_PUBLISHED", "NEURONS_PER_CHIP", "SYNAPSES_PER_CHIP", "FAN_IN_AXONS_PER_CORE",
            "FAN_OUT_AXONS_PER_CORE", "WEIGHT_BITS", "AXON_HEADER_BITS", "STATE_BITS", "STATE_VARS"]

@@ -24,12 +24,22 @@ import numpy as np
 from spikereg_neuro.io.atomic import atomic_write_text
 
 from .limits import ENCODINGS, CoreLimits
-from .partition import Partition, attach_activity, partition_network
+from .partition import Partition, attach_activity, balance_neuron_caps, partition_network
 from .resources import NetworkResources, layers_from_qnet
 
 FORMAT = "spikereg-neuro/loihi-mapping"
 FORMAT_VERSION = 1
 CONTRACT_KEYS = ("cores", "chips", "layers")
+#: what each encoding stores per core
+ENCODING_LOWERING = {
+    "shared": ("Loihi 2 convolutional (shared-kernel) connectivity: each connection's kernel stored once per "
+               "core for its output channels (x2 upsampled sources as 8 polyphase-folded 2^3 kernels, 64 "
+               "entries per channel pair), one input axon per source core"),
+    "sparse": ("sim.lowering: one lava Sparse matrix per connection (x2 upsampling folded in), split into "
+               "range chunks only where a folded weight leaves [-256, 254]; one axon per source neuron "
+               "(the conservative bound)"),
+    "dense": "every (input axon, neuron) weight of a core stored, zeros included; one axon per source neuron",
+}
 PATCH_NOTE = ("The network is mapped once for one patch shape; the patches of a volume (and the "
               "residual iterations) run one after another on the same cores, so the core and chip "
               "counts do not grow with the volume.")
@@ -89,17 +99,25 @@ def _stats(values: Sequence[float], limit: Optional[float]) -> Dict[str, float]:
 def build_mapping(layers: Sequence[Mapping[str, Any]], patch_shape: Sequence[int] = (32, 32, 32),
                   limits: Optional[CoreLimits] = None, counts=None,
                   source: Optional[Mapping[str, Any]] = None,
-                  resources: Optional[NetworkResources] = None) -> Dict[str, Any]:
-    """Map ``layers`` (one patch of ``patch_shape``) onto Loihi 2 cores and chips.
+                  resources: Optional[NetworkResources] = None, balance: bool = True,
+                  constants=None) -> Dict[str, Any]:
+    """Map ``layers`` (one patch, or a whole volume, of ``patch_shape``) onto Loihi 2 cores and chips.
 
     ``counts`` (a :class:`~spikereg_neuro.profiler.ProfileCounts` of the same network and patch
     shape) fills each core's ``synops_per_step`` and ``spikes_out_per_step``
     (:func:`loihi.partition.attach_activity`); without it they are 0 and ``activity.given`` is
-    False.
+    False. With counts, shared-kernel cores (the default encoding) are balanced on synaptic ops
+    (:func:`loihi.partition.balance_neuron_caps`, Loihi 2 model ``constants``) unless ``balance``
+    is False.
     """
     L = limits or CoreLimits()
     res = resources or NetworkResources(layers, patch_shape)
     part = partition_network(res, L)
+    if counts is not None and balance and L.encoding == "shared":
+        caps, report = balance_neuron_caps(res, L, counts, constants, base=part)
+        if caps:
+            part = partition_network(res, L, neuron_caps=caps)
+        part.balance = report
     if counts is not None:
         attach_activity(part, res, counts)
     return mapping_dict(part, res, counts=counts, source=source)
@@ -110,6 +128,8 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
     L = part.limits
     cores = part.cores
     counter = res.counter
+    axon_in = L.fan_in_axons_per_core if L.explicit_axons else None
+    axon_out = L.fan_out_axons_per_core if L.explicit_axons else None
     counter_synapses = sum(l.synapses("merged_nonzero") for l in counter.layers.values())
     extra = sum(c.extra_synapses for l in res.layers.values() for c in l.connections)
     layer_rows = []
@@ -122,11 +142,12 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
             "chips": sorted({c.chip for c in pc}),
             "slicing": {"channel_group": plan.channel_group, "block": list(plan.block_shape),
                         "grid": list(plan.grid)},
-            "per_core": {"neurons": _stats([c.neurons for c in pc], L.neurons_per_core),
+            "per_core": {"neurons": _stats([c.neurons for c in pc], L.neuron_cap),
                          "synapses": _stats([c.synapses for c in pc], None),
+                         "connections": _stats([c.connections for c in pc], None),
                          "memory_bytes": _stats([c.memory_bytes for c in pc], L.memory_budget_bytes),
-                         "fan_in_axons": _stats([c.fan_in_axons for c in pc], L.fan_in_axons_per_core),
-                         "fan_out_axons": _stats([c.fan_out_axons for c in pc], L.fan_out_axons_per_core)},
+                         "fan_in_axons": _stats([c.fan_in_axons for c in pc], axon_in),
+                         "fan_out_axons": _stats([c.fan_out_axons for c in pc], axon_out)},
             "synaptic_memory_bytes": sum(c.synaptic_memory_bytes for c in pc),
             "binding_limit": plan.binding_limit(L),
         })
@@ -134,6 +155,7 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
     totals = {
         "cores": len(cores), "chips": len(part.chips),
         "neurons": sum(c.neurons for c in cores), "synapses": sum(c.synapses for c in cores),
+        "connections": sum(c.connections for c in cores),
         "synaptic_memory_bytes": sum(c.synaptic_memory_bytes for c in cores),
         "state_bytes": sum(int(c.state_bytes) for c in cores),
         "memory_bytes": sum(c.memory_bytes for c in cores),
@@ -144,14 +166,16 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
              "synapses_network_counter_merged_nonzero": int(counter_synapses),
              "extra_range_chunk_synapses": int(extra),
              "neurons_equal": totals["neurons"] == sum(l.neurons for l in counter.layers.values()),
-             "synapses_equal": totals["synapses"] == counter_synapses + extra}
+             "connections_equal": totals["connections"] == counter_synapses + extra,
+             "synapses_equal": (totals["connections"] == counter_synapses + extra
+                                if L.encoding == "shared" else totals["synapses"] == counter_synapses + extra)}
     util = {
         "cores": len(cores), "chips": len(part.chips), "cores_per_chip": L.cores_per_chip,
         "chip_core_occupancy": len(cores) / (len(part.chips) * L.cores_per_chip),
-        "neurons_per_core": _stats([c.neurons for c in cores], L.neurons_per_core),
+        "neurons_per_core": _stats([c.neurons for c in cores], L.neuron_cap),
         "memory_bytes_per_core": _stats([c.memory_bytes for c in cores], L.memory_budget_bytes),
-        "fan_in_axons_per_core": _stats([c.fan_in_axons for c in cores], L.fan_in_axons_per_core),
-        "fan_out_axons_per_core": _stats([c.fan_out_axons for c in cores], L.fan_out_axons_per_core),
+        "fan_in_axons_per_core": _stats([c.fan_in_axons for c in cores], axon_in),
+        "fan_out_axons_per_core": _stats([c.fan_out_axons for c in cores], axon_out),
     }
     activity = {"given": counts is not None}
     if counts is not None:
@@ -162,10 +186,13 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
                               "uniformly spread spikes")
     else:
         activity["basis"] = "no counts given: synops_per_step and spikes_out_per_step are 0"
+    axon_note = ("fan-out = sum over a core's neurons of their destination cores; fan-in = distinct "
+                 "source neurons sending to the core") if L.explicit_axons else (
+        "shared-kernel cores: fan-in = source cores sending to the core, fan-out = destination cores "
+        "(Loihi 1's per-neuron axon limits do not apply; reported, not enforced)")
     notes = [PATCH_NOTE,
              "one layer per core (small layers are not packed together)",
-             "fan-out = sum over a core's neurons of their destination cores; fan-in = distinct "
-             "source neurons sending to the core",
+             axon_note,
              "the graded input is injected from the host / embedded CPUs (not on neuro-cores); the "
              "read-out's voltages are read by the host"]
     graded = res.graded_layers
@@ -182,8 +209,8 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
         "source": dict(source or {}),
         "patch_shape": list(res.patch_shape), "patch_note": PATCH_NOTE,
         "encoding": L.encoding,
-        "lowering": "sim.lowering: one lava Sparse matrix per connection (x2 upsampling folded in), "
-                    "split into range chunks only where a folded weight leaves [-256, 254]",
+        "lowering": ENCODING_LOWERING[L.encoding],
+        "balance": part.balance,
         "limits": L.describe(),
         "totals": totals, "network_counter_check": check, "utilisation": util,
         "activity": activity, "valid": not part.violations(),
@@ -201,10 +228,10 @@ def sensitivity(res: NetworkResources, base: Optional[CoreLimits] = None) -> Lis
     base = base or CoreLimits()
     rows = []
     for enc in ENCODINGS:
-        for axon in (True, False):
+        for axon in ((True, False) if enc != "shared" else (None,)):   # shared: one axon per source core
             L = replace(base, encoding=enc,
-                        fan_in_axons_per_core=base.fan_in_axons_per_core if axon else None,
-                        fan_out_axons_per_core=base.fan_out_axons_per_core if axon else None)
+                        fan_in_axons_per_core=base.fan_in_axons_per_core if axon is not False else None,
+                        fan_out_axons_per_core=base.fan_out_axons_per_core if axon is not False else None)
             try:
                 p = partition_network(res, L)
                 rows.append({"encoding": enc, "axon_limits": axon, "cores": len(p.cores),
@@ -230,17 +257,24 @@ def mapping_summary(m: Mapping[str, Any]) -> str:
                f"{('sha256 ' + src['sha256'][:12]) if src.get('sha256') else ''}".rstrip())
     out.append(f"patch     : {' x '.join(map(str, m['patch_shape']))} voxels")
     out.append(f"            {m['patch_note']}")
-    out.append(f"encoding  : {m['encoding']} synapse storage; connections lowered as in {m['lowering']}")
+    out.append(f"encoding  : {m['encoding']} synapse storage: {m['lowering']}")
     out.append(f"result    : {_fmt_int(t['cores'])} neuro-cores on {t['chips']} chip(s) "
                f"({u['cores_per_chip']} cores per chip, {100 * u['chip_core_occupancy']:.1f}% of the "
                f"chips' cores used); valid: {m['valid']}")
-    out.append(f"totals    : {_fmt_int(t['neurons'])} neurons, {_fmt_int(t['synapses'])} stored synapses, "
+    out.append(f"totals    : {_fmt_int(t['neurons'])} neurons, {_fmt_int(t['synapses'])} stored synapse entries "
+               f"({_fmt_int(t.get('connections', t['synapses']))} folded non-zero connections), "
                f"{t['synaptic_memory_bytes'] / 2 ** 20:.1f} MiB synaptic memory + "
                f"{t['state_bytes'] / 2 ** 20:.1f} MiB neuron state")
     chk = m["network_counter_check"]
-    out.append(f"check     : neuron and synapse totals equal the profiler's NetworkCounter "
+    out.append(f"check     : neuron and connection totals equal the profiler's NetworkCounter "
                f"(merged_nonzero + {chk['extra_range_chunk_synapses']} range-chunk synapses): "
                f"{chk['neurons_equal'] and chk['synapses_equal']}")
+    if m.get("balance"):
+        b = m["balance"]
+        out.append(f"balance   : synaptic ops per core balanced ({b['objective']}): {b['cores_min']} -> "
+                   f"{b['cores_balanced']} cores, estimated patch time {b['estimated_patch_time_us']['min_cores']:.1f} "
+                   f"-> {b['estimated_patch_time_us']['balanced']:.1f} us, chips {b['chips']['min_cores']} -> "
+                   f"{b['chips']['balanced']}")
     out.append("utilisation per core (mean / max, fraction of the limit):")
     for k, name in (("neurons_per_core", "neurons"), ("memory_bytes_per_core", "memory"),
                     ("fan_in_axons_per_core", "fan-in axons"), ("fan_out_axons_per_core", "fan-out axons")):
@@ -275,7 +309,8 @@ def mapping_summary(m: Mapping[str, Any]) -> str:
         out.append("")
         out.append("sensitivity (same network and patch):")
         for r in m["sensitivity"]:
-            lim_s = "Loihi-1 axon limits" if r["axon_limits"] else "no axon limits"
+            lim_s = {True: "Loihi-1 axon limits", False: "no axon limits"}.get(r["axon_limits"],
+                                                                              "axons per source core")
             res_s = f"{r['cores']} cores, {r['chips']} chips" if r.get("cores") else f"infeasible ({r.get('error')})"
             out.append(f"  {r['encoding']:7s} {lim_s:20s} {res_s}")
     act = m["activity"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -73,6 +73,8 @@ class Core:
     fan_in_axons: int
     fan_out_axons: int = 0
     chip: int = -1
+    #: folded non-zero (source, target) connections into the core's neurons (splits the layer's ops)
+    connections: int = 0
     synops_per_step: Optional[List[float]] = None
     spikes_out_per_step: Optional[List[float]] = None
 
@@ -87,7 +89,8 @@ class Core:
     def to_dict(self) -> Dict[str, Any]:
         d = {"id": self.id, "chip": self.chip, "layer": self.layer, "channels": list(self.channels),
              "block": [list(b) for b in self.block], "neurons": self.neurons,
-             "synapses": self.synapses, "synaptic_memory_bytes": self.synaptic_memory_bytes,
+             "synapses": self.synapses, "connections": self.connections,
+             "synaptic_memory_bytes": self.synaptic_memory_bytes,
              "state_bytes": int(self.state_bytes), "memory_bytes": self.memory_bytes,
              "fan_in_axons": self.fan_in_axons, "fan_out_axons": self.fan_out_axons,
              # estimate_loihi2 reads neurons, synops_per_step, spikes_out_per_step, chip
@@ -104,14 +107,18 @@ class LayerPlan:
     grid: Tuple[int, int, int, int]
     cores: List[Core]
     candidates_evaluated: int
+    #: neurons per core this layer was cut for when the op balancing lowered it (None: the limit)
+    neuron_cap: Optional[int] = None
 
     def utilisation(self, limits: CoreLimits) -> Dict[str, float]:
         """Largest core's use of each enforced per-core limit (1.0 = full)."""
-        u = {"neurons": max(c.neurons for c in self.cores) / limits.neurons_per_core,
+        u = {"neurons": max(c.neurons for c in self.cores) / limits.neuron_cap,
              "memory": max(c.memory_bytes for c in self.cores) / limits.memory_budget_bytes}
-        if limits.fan_in_axons_per_core:
+        if self.neuron_cap is not None and self.neuron_cap < limits.neuron_cap:
+            u["synaptic_op_balance"] = max(c.neurons for c in self.cores) / self.neuron_cap
+        if limits.fan_in_axons_per_core and limits.explicit_axons:
             u["fan_in_axons"] = max(c.fan_in_axons for c in self.cores) / limits.fan_in_axons_per_core
-        if limits.fan_out_axons_per_core:
+        if limits.fan_out_axons_per_core and limits.explicit_axons:
             u["fan_out_axons"] = max(c.fan_out_axons for c in self.cores) / limits.fan_out_axons_per_core
         return u
 
@@ -141,6 +148,8 @@ class Partition:
     chips: List[Chip]
     limits: CoreLimits
     notes: List[str] = field(default_factory=list)
+    #: the synaptic-op load balancing (:func:`balance_neuron_caps`), when it ran
+    balance: Optional[Dict[str, Any]] = None
 
     @property
     def cores(self) -> List[Core]:
@@ -150,13 +159,13 @@ class Partition:
         """Every per-core and per-chip limit a core or chip breaks (empty for a valid mapping)."""
         L, out = self.limits, []
         for c in self.cores:
-            if c.neurons > L.neurons_per_core:
-                out.append(f"core {c.id} ({c.layer}): {c.neurons} neurons > {L.neurons_per_core}")
+            if c.neurons > L.neuron_cap:
+                out.append(f"core {c.id} ({c.layer}): {c.neurons} neurons > {L.neuron_cap}")
             if c.memory_bytes > L.memory_budget_bytes:
                 out.append(f"core {c.id} ({c.layer}): {c.memory_bytes} bytes > {L.memory_budget_bytes}")
-            if L.fan_in_axons_per_core and c.fan_in_axons > L.fan_in_axons_per_core:
+            if L.fan_in_axons_per_core and L.explicit_axons and c.fan_in_axons > L.fan_in_axons_per_core:
                 out.append(f"core {c.id} ({c.layer}): fan-in {c.fan_in_axons} axons > {L.fan_in_axons_per_core}")
-            if L.fan_out_axons_per_core and c.fan_out_axons > L.fan_out_axons_per_core:
+            if L.fan_out_axons_per_core and L.explicit_axons and c.fan_out_axons > L.fan_out_axons_per_core:
                 out.append(f"core {c.id} ({c.layer}): fan-out {c.fan_out_axons} axons > {L.fan_out_axons_per_core}")
         for ch in self.chips:
             if len(ch.cores) > L.cores_per_chip or ch.neurons > L.neurons_per_chip \
@@ -170,9 +179,10 @@ class Partition:
 class _LayerCutter:
     """Exact per-core numbers of a layer for any grid."""
 
-    def __init__(self, layer: LayerResources, limits: CoreLimits) -> None:
+    def __init__(self, layer: LayerResources, limits: CoreLimits, cap: Optional[int] = None) -> None:
         self.l = layer
         self.limits = limits
+        self.cap = int(cap) if cap is not None else limits.neuron_cap
         self.fanin = layer.fanin
         self.C = layer.out_channels
         self.shape = layer.output_shape
@@ -231,30 +241,34 @@ class _LayerCutter:
         C, (D, H, W) = self.C, self.shape
         axons3 = self.axons(b)
         check = max_neurons is not None
-        if check and L.fan_in_axons_per_core and axons3.max() > L.fan_in_axons_per_core:
+        explicit = L.explicit_axons
+        if check and explicit and L.fan_in_axons_per_core and axons3.max() > L.fan_in_axons_per_core:
             return None
         lc = _lengths(C, gc)
         l0, l1, l2 = (_lengths(n, bb) for n, bb in zip((D, H, W), b))
         neurons = lc[:, None, None, None] * (l0[:, None, None] * l1[None, :, None] * l2[None, None, :])[None]
         if check and neurons.max() > max_neurons:
             return None
-        fo = lc[:, None, None, None] * self.fan_out(b)[None]
-        if check and L.fan_out_axons_per_core and fo.max() > L.fan_out_axons_per_core:
-            return None
+        if explicit:
+            fo = lc[:, None, None, None] * self.fan_out(b)[None]
+            if check and L.fan_out_axons_per_core and fo.max() > L.fan_out_axons_per_core:
+                return None
+        else:   # shared kernels: destination cores per core, counted once the whole network is cut
+            fo = np.zeros(neurons.shape, dtype=np.int64)
         syn = self.fanin
         for ax, (n, bb) in enumerate(zip((C, D, H, W), (gc, *b))):
             syn = np.add.reduceat(syn, _starts(n, bb), axis=ax)
         axons = np.broadcast_to(axons3[None], syn.shape)
-        kernel = np.broadcast_to((lc * self.l.in_channels * math.prod(self.l.kernel_size))[:, None, None, None],
-                                 syn.shape)
+        kernel = np.broadcast_to((lc * self.l.shared_kernel_entries_per_channel)[:, None, None, None], syn.shape)
         bits = LIM.synaptic_memory_bits(L.encoding, synapses=syn, axons=axons, neurons=neurons,
                                         kernel_weights=kernel)
+        stored = kernel if L.encoding == "shared" else syn     # kernel entries, or explicit synapses
         state = np.ceil(neurons * self.l.state_bytes_per_neuron).astype(np.int64)
         mem = -(-bits // 8) + state
         if check and mem.max() > L.memory_budget_bytes:
             return None
-        return {"neurons": neurons, "synapses": syn, "axons": axons, "bits": bits, "state": state,
-                "memory": mem, "fan_out": fo}
+        return {"neurons": neurons, "synapses": np.asarray(stored), "connections": syn, "axons": axons,
+                "bits": bits, "state": state, "memory": mem, "fan_out": fo}
 
     def lower_bound_memory(self, ncores: int) -> float:
         """A lower bound of the largest core's memory for a grid of ``ncores`` cores."""
@@ -264,7 +278,7 @@ class _LayerCutter:
 
     def plan(self) -> Tuple[Tuple[int, Shape3], Dict[str, np.ndarray], int]:
         L = self.limits
-        cap = L.neurons_per_core
+        cap = self.cap
         C, (D, H, W) = self.C, self.shape
         cands = []
         for gc, bd, bh, bw in product(_sizes(C), _sizes(D), _sizes(H), _sizes(W)):
@@ -317,19 +331,27 @@ def _make_cores(layer: LayerResources, gc: int, b: Shape3, ev: Dict[str, np.ndar
                         block=((int(z0), int(min(z0 + b[0], D))), (int(y0), int(min(y0 + b[1], H))),
                                (int(x0), int(min(x0 + b[2], W)))),
                         neurons=int(ev["neurons"][idx]), synapses=int(ev["synapses"][idx]),
+                        connections=int(ev["connections"][idx]),
                         synaptic_memory_bits=int(ev["bits"][idx]), state_bytes=int(ev["state"][idx]),
                         fan_in_axons=int(ev["axons"][idx]), fan_out_axons=int(ev["fan_out"][idx])))
     return cores
 
 
 # ============================================================================ network
-def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None) -> Partition:
-    """Place every layer of ``res`` on cores and the cores on chips (see the module docstring)."""
+def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None,
+                      neuron_caps: Optional[Mapping[str, int]] = None) -> Partition:
+    """Place every layer of ``res`` on cores and the cores on chips (see the module docstring).
+
+    ``neuron_caps`` (layer -> neurons per core, below the limit) cuts those layers finer, as the
+    synaptic-op balancing (:func:`balance_neuron_caps`) asks.
+    """
     L = limits or CoreLimits()
+    caps = dict(neuron_caps or {})
     chosen: Dict[str, Tuple[int, Shape3, Dict[str, np.ndarray], int]] = {}
     for name in reversed(list(res.layers)):
         layer = res.layers[name]
-        cutter = _LayerCutter(layer, L)
+        cap = min(int(caps[name]), L.neuron_cap) if name in caps else None
+        cutter = _LayerCutter(layer, L, cap)
         for cons_name, ci in layer.consumers:
             gc, b, ev, _ = chosen[cons_name]
             cons = res.layers[cons_name]
@@ -343,9 +365,120 @@ def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None
         cores = _make_cores(layer, gc, b, ev, next_id)
         next_id += len(cores)
         grid = tuple(int(x) for x in ev["neurons"].shape)
-        plans[name] = LayerPlan(name, gc, b, grid, cores, n_eval)  # type: ignore[arg-type]
+        cap = min(int(caps[name]), L.neuron_cap) if name in caps and int(caps[name]) < L.neuron_cap else None
+        plans[name] = LayerPlan(name, gc, b, grid, cores, n_eval, cap)  # type: ignore[arg-type]
+    notes = []
+    if not L.explicit_axons:
+        shared_axons(plans, res)
+        notes.append("shared kernels: fan-in = source cores sending to the core (the host for the graded "
+                     "input counts as one), fan-out = destination cores of the core's spikes")
     chips = pack_chips([c for p in plans.values() for c in p.cores], L)
-    return Partition(plans, chips, L)
+    return Partition(plans, chips, L, notes)
+
+
+def _block_hits(conn, axis: int, n_out: int, b_out: int, b_src: int, n_src: int) -> np.ndarray:
+    """``(consumer blocks, source blocks)`` along ``axis``: True where a consumer block reads a
+    position of the source block."""
+    starts = _starts(n_out, b_out)
+    n_sb = len(_starts(n_src, b_src))
+    hit = np.zeros((len(starts), n_sb), dtype=bool)
+    for i, s0 in enumerate(starts):
+        pos = np.nonzero(conn.coverage(axis, s0, min(s0 + b_out, n_out)))[0]
+        hit[i, np.unique(pos // b_src)] = True
+    return hit
+
+
+def shared_axons(plans: Mapping[str, LayerPlan], res: NetworkResources) -> None:
+    """Shared-kernel cores: ``fan_in_axons`` = source cores that send to the core (one axon per
+    source core, as Lava's Loihi 2 conv cores receive, the host's graded input counted as one),
+    ``fan_out_axons`` = destination cores of the core's spikes. Exact per block overlap."""
+    fan_in = {n: np.zeros(p.grid, dtype=np.int64) for n, p in plans.items()}
+    fan_out = {n: np.zeros(p.grid, dtype=np.int64) for n, p in plans.items()}
+    for name, plan in plans.items():
+        layer = res.layers[name]
+        n_cg = plan.grid[0]
+        for c in layer.connections:
+            if c.graded or c.source not in plans:
+                fan_in[name] += 1
+                continue
+            sp = plans[c.source]
+            src_shape = res.layers[c.source].output_shape
+            hits = [_block_hits(c, a, layer.output_shape[a], plan.block_shape[a], sp.block_shape[a], src_shape[a])
+                    for a in range(3)]
+            into = [h.sum(axis=1) for h in hits]          # source blocks read, per consumer block
+            outof = [h.sum(axis=0) for h in hits]         # consumer blocks reading, per source block
+            fan_in[name] += sp.grid[0] * (into[0][:, None, None] * into[1][None, :, None] * into[2][None, None, :])[None]
+            fan_out[c.source] += n_cg * (outof[0][:, None, None] * outof[1][None, :, None] * outof[2][None, None, :])[None]
+    for name, plan in plans.items():
+        fi, fo = fan_in[name].ravel(), fan_out[name].ravel()
+        for i, core in enumerate(plan.cores):
+            core.fan_in_axons, core.fan_out_axons = int(fi[i]), int(fo[i])
+
+
+# ============================================================================ op balancing
+def layer_step_loads_ns(res: NetworkResources, counts, constants=None) -> Dict[str, np.ndarray]:
+    """Per layer, per step of the timeline: the work of ONE patch in ns (synaptic ops x
+    ``t_synop_ns`` + output spikes x ``t_spike_within_tile_ns`` + neurons x
+    ``t_neuron_update_active_ns``, the profiler's step-time model), from exact counts."""
+    from spikereg_neuro.profiler.loihi2_energy import Loihi2Constants
+    c = constants or Loihi2Constants()
+    S = max(int(counts.samples), 1)
+    out = {}
+    for name, layer in res.layers.items():
+        lc = counts.layers[name]
+        ops = np.asarray(lc.ops[layer.ops_variant], dtype=np.float64) / S
+        spk = np.asarray(lc.spikes, dtype=np.float64) / S
+        out[name] = (ops * c.value("t_synop_ns") + spk * c.value("t_spike_within_tile_ns")
+                     + layer.neurons * c.value("t_neuron_update_active_ns"))
+    return out
+
+
+def balance_neuron_caps(res: NetworkResources, limits: CoreLimits, counts, constants=None,
+                        base: Optional[Partition] = None, grid_points: int = 64
+                        ) -> Tuple[Dict[str, int], Dict[str, Any]]:
+    """Per-layer neurons per core that balance the per-core load on synaptic ops (not neurons).
+
+    The step time is the busiest core's work plus the barrier, and static energy is chips x time,
+    so a layer whose cores carry far more ops than the others' sets the latency. For a target
+    per-core load ``tau`` every layer gets ``n_l = max(n_min_l, ceil(max_t load_l[t] / tau))``
+    cores (``n_min_l``: the fewest that fit the limits, from ``base``), the loads split evenly;
+    ``tau`` is swept over a geometric grid and the one with the smallest ``chips x sum over steps
+    of (max_l load_l[t] / n_l + barrier)`` (static energy; ties: the shorter time) is kept.
+    Returns the caps ``ceil(neurons_l / n_l)`` of the layers cut finer and a report.
+    """
+    from spikereg_neuro.profiler.loihi2_energy import Loihi2Constants
+    c = constants or Loihi2Constants()
+    base = base or partition_network(res, limits)
+    loads = layer_step_loads_ns(res, counts, c)
+    names = list(res.layers)
+    n_min = np.array([len(base.plans[n].cores) for n in names], dtype=np.float64)
+    neurons = np.array([res.layers[n].neurons for n in names], dtype=np.float64)
+    peak = np.array([loads[n].max() for n in names])
+    M = np.stack([loads[n] for n in names])                  # (layers, steps)
+    barrier = c.value("t_barrier_ns")
+
+    def evaluate(n: np.ndarray) -> Tuple[float, float, int]:
+        t = float((M / n[:, None]).max(axis=0).sum() + barrier * M.shape[1])
+        chips = math.ceil(n.sum() / limits.cores_per_chip)
+        return chips * t, t, chips
+
+    hi = float((peak / n_min).max())
+    lo = max(float((peak / neurons).max()), hi * 1e-3)
+    best_n, best = n_min, evaluate(n_min)
+    for tau in np.geomspace(hi, lo, int(grid_points)):
+        n = np.minimum(np.maximum(n_min, np.ceil(peak / tau)), neurons)
+        e = evaluate(n)
+        if (e[0], e[1]) < (best[0], best[1]):
+            best_n, best = n, e
+    caps = {nm: int(math.ceil(neurons[i] / best_n[i])) for i, nm in enumerate(names) if best_n[i] > n_min[i]}
+    t0 = evaluate(n_min)
+    report = {"objective": "chips x step time summed over the timeline (static energy), even split per layer",
+              "cores_min": int(n_min.sum()), "cores_balanced": int(best_n.sum()),
+              "estimated_patch_time_us": {"min_cores": t0[1] * 1e-3, "balanced": best[1] * 1e-3},
+              "chips": {"min_cores": t0[2], "balanced": best[2]},
+              "layer_cores": {nm: {"min": int(n_min[i]), "balanced": int(best_n[i])} for i, nm in enumerate(names)},
+              "neuron_caps": caps}
+    return caps, report
 
 
 def pack_chips(cores: Sequence[Core], limits: CoreLimits) -> List[Chip]:
@@ -375,8 +508,8 @@ def attach_activity(part: Partition, res: NetworkResources, counts) -> None:
     ``counts`` is a :class:`~spikereg_neuro.profiler.ProfileCounts` of the same network and patch
     shape. A layer's ops on each step (``merged_nonzero``: its folded non-zero synapses,
     :attr:`LayerResources.ops_variant`; a range-chunked weight costs one op per chunk, not counted)
-    are split over its cores in proportion to their stored
-    synapses, its spikes in proportion to their neurons: exact per layer and step, per core exact
+    are split over its cores in proportion to their folded non-zero connections (``Core.connections``,
+    = stored synapses for the explicit encodings), its spikes in proportion to their neurons: exact per layer and step, per core exact
     only for spikes spread uniformly over the layer (spike positions are not kept per core).
     """
     S = max(int(counts.samples), 1)
@@ -390,11 +523,12 @@ def attach_activity(part: Partition, res: NetworkResources, counts) -> None:
                              f"{layer.neurons} (another patch shape?)")
         ops = np.asarray(lc.ops[layer.ops_variant], dtype=np.float64) / S
         spk = np.asarray(lc.spikes, dtype=np.float64) / S
+        total = sum(c.connections for c in plan.cores)
         for c in plan.cores:
-            share = c.synapses / layer.synapses if layer.synapses else 0.0
+            share = c.connections / total if total else 0.0
             c.synops_per_step = (ops * share).tolist()
             c.spikes_out_per_step = (spk * c.neurons / layer.neurons).tolist()
 
 
 __all__ = ["Core", "LayerPlan", "Chip", "Partition", "partition_network", "pack_chips",
-           "attach_activity"]
+           "attach_activity", "shared_axons", "layer_step_loads_ns", "balance_neuron_caps"]

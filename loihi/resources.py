@@ -109,8 +109,10 @@ class LayerResources:
     output_shape: Shape3
     window: int
     connections: List[ConnectionResources]
-    counter_synapses: Dict[str, int]
-    fan_in_max_dense: int
+    stride: Shape3 = (1, 1, 1)
+    padding: Shape3 = (1, 1, 1)
+    counter_synapses: Dict[str, int] = field(default_factory=dict)
+    fan_in_max_dense: int = 0
     consumers: List[Tuple[str, int]] = field(default_factory=list)  # (layer, connection index)
 
     @property
@@ -130,6 +132,19 @@ class LayerResources:
     def synapses(self) -> int:
         """Stored synapses of the layer (sum over its connections of their lowering's count)."""
         return sum(c.synapses for c in self.connections)
+
+    @property
+    def shared_kernel_entries_per_channel(self) -> int:
+        """Kernel entries a shared-kernel core stores per output channel it holds: over the
+        incoming connections, input channels x folded taps (27 for a 3^3 kernel; 4^3 = 64
+        polyphase-folded taps for a x2 upsampled source, :func:`~spikereg_neuro.geometry.folded_kernel_taps`)."""
+        total = 0
+        for c in self.connections:
+            taps = 1
+            for a in range(3):
+                taps *= folded_kernel_taps(self.kernel_size[a], self.stride[a], self.padding[a], c.upsample)
+            total += c.source_channels * taps
+        return total
 
     @property
     def ops_variant(self) -> str:
@@ -233,7 +248,7 @@ class NetworkResources:
             name=info.name, type=info.type, neuron_kind=info.neuron_kind, spiking=info.spiking,
             in_channels=info.in_channels, out_channels=info.out_channels,
             kernel_size=info.kernel_size, output_shape=info.output_shape, window=info.window,
-            connections=conns,
+            connections=conns, stride=info.stride, padding=info.padding,
             counter_synapses={v: info.synapses(v) for v in ("dense", "nonzero", "merged", "merged_nonzero")},
             fan_in_max_dense=int(info.fan_in_max["dense"]))
 

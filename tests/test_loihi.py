@@ -39,7 +39,15 @@ def default_mapping():
     torch.manual_seed(0)
     layers = SpikeRegUNet().export()
     res = NetworkResources(layers, (32, 32, 32))
-    return layers, res, partition_network(res, CoreLimits())
+    return layers, res, partition_network(res, CoreLimits(encoding="sparse"))   # explicit-Sparse bound
+
+
+@pytest.fixture(scope="module")
+def shared_mapping():
+    torch.manual_seed(0)
+    layers = SpikeRegUNet().export()
+    res = NetworkResources(layers, (32, 32, 32))
+    return layers, res, partition_network(res, CoreLimits())                    # shared kernels (default)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +92,32 @@ def test_default_network_totals_equal_network_counter(default_mapping):
         assert sum(c.neurons for c in plan.cores) == counter.layers[name].neurons
 
 
+def test_shared_kernel_default_mapping(shared_mapping):
+    """Loihi 2 default: every core stores its connections' kernels once (64 polyphase-folded taps
+    for an upsampled source), within the shared-kernel neuron cap and memory, and its cores carry
+    exactly the counter's folded non-zero connections."""
+    layers, res, part = shared_mapping
+    L = part.limits
+    assert L.encoding == "shared" and L.neuron_cap == LIMIT_CONSTANTS["shared_neurons_per_core"].value == 3168
+    assert part.violations() == []
+    counter = NetworkCounter(layers, (32, 32, 32))
+    for name, plan in part.plans.items():
+        lr = res.layers[name]
+        per_ch = sum(c.source_channels * (64 if c.upsample == 2 else 27) for c in lr.connections)
+        assert lr.shared_kernel_entries_per_channel == per_ch
+        for c in plan.cores:
+            assert c.neurons <= 3168 and c.memory_bytes <= L.memory_budget_bytes
+            assert c.synapses == (c.channels[1] - c.channels[0]) * per_ch
+            assert c.synaptic_memory_bits == 8 * c.synapses
+        assert sum(c.connections for c in plan.cores) == counter.layers[name].synapses("merged_nonzero")
+    # far fewer cores than the explicit-Sparse bound, on a few chips
+    assert len(part.cores) < 400 and len(part.chips) <= 4
+    assert part.plans["enc0"].cores[0].fan_in_axons == 1          # the host's graded input
+    d = L.describe()
+    assert d["fan_in_axons_per_core"]["loihi1"] and not d["fan_in_axons_per_core"]["enforced"]
+    assert not d["memory_bytes_per_core"]["loihi1"]
+
+
 def _layer(name, cin, cout, inputs, k=3, stride=1, pad=1, window=2, weight=None):
     d = {"name": name, "type": "conv3d", "in_channels": cin, "out_channels": cout,
          "kernel_size": [k] * 3, "stride": [stride] * 3, "padding": [pad] * 3, "inputs": inputs,
@@ -99,7 +133,7 @@ def test_tiny_network_hand_computed_cores():
     # layer needs 2048 / 256 = 8 cores; 3 cores per chip -> ceil(8 / 3) = 3 chips.
     layers = [_layer("l0", 1, 4, ["input"], k=1, pad=0, weight=np.full((4, 1, 1, 1, 1), 2.0))]
     res = NetworkResources(layers, (8, 8, 8))
-    lim = CoreLimits(neurons_per_core=256, cores_per_chip=3, fan_in_axons_per_core=None,
+    lim = CoreLimits(encoding="sparse", neurons_per_core=256, cores_per_chip=3, fan_in_axons_per_core=None,
                      fan_out_axons_per_core=None)
     part = partition_network(res, lim)
     assert len(part.cores) == 8 and len(part.chips) == 3
@@ -112,7 +146,8 @@ def test_tiny_network_hand_computed_cores():
     # 3x3x3 conv 1 -> 2 channels on 4^3 (128 neurons), 64 neurons per core -> 2 cores
     layers = [_layer("l0", 1, 2, ["input"])]
     part = partition_network(NetworkResources(layers, (4, 4, 4)),
-                             CoreLimits(neurons_per_core=64, fan_in_axons_per_core=None, fan_out_axons_per_core=None))
+                             CoreLimits(encoding="sparse", neurons_per_core=64, fan_in_axons_per_core=None,
+                                        fan_out_axons_per_core=None))
     assert len(part.cores) == 2 and len(part.chips) == 1
 
 
@@ -136,13 +171,16 @@ def test_infeasible_limits_are_an_error():
         CoreLimits(encoding="zip")
 
 
-def test_axon_counts_match_brute_force(tiny_qnet):
-    """fan-in = distinct source neurons per core, fan-out = destination cores summed over neurons,
-    checked against the lowered connectivity (all-ones kernels: the structural connections)."""
+@pytest.mark.parametrize("encoding", ["sparse", "shared"])
+def test_axon_counts_match_brute_force(tiny_qnet, encoding):
+    """Explicit synapses: fan-in = distinct source neurons per core, fan-out = destination cores
+    summed over neurons. Shared kernels: fan-in = distinct source cores (the host's input = 1),
+    fan-out = distinct destination cores. Checked against the lowered connectivity (all-ones
+    kernels: the structural connections)."""
     from sim.lowering import conv3d_matrix
     q = tiny_qnet
     res = NetworkResources(layers_from_qnet(q), (16, 16, 16))
-    part = partition_network(res, CoreLimits(neurons_per_core=96, fan_in_axons_per_core=None,
+    part = partition_network(res, CoreLimits(encoding=encoding, neurons_per_core=96, fan_in_axons_per_core=None,
                                              fan_out_axons_per_core=None))
     shapes = q.shapes((16, 16, 16))
     core_of = {}  # layer -> flat neuron index -> core id
@@ -160,6 +198,17 @@ def test_axon_counts_match_brute_force(tiny_qnet):
             ones = np.ones((l.out_channels, e.channels[1] - e.channels[0], *l.kernel_size), dtype=np.int64)
             m = conv3d_matrix(ones, shapes[e.source], l.stride, l.padding, upsample=e.transform == "upsample2").tocoo()
             dst = core_of[l.name][m.row]
+            if encoding == "shared":
+                if e.source == "input":
+                    for i in np.unique(dst):
+                        fan_in[int(i)] += 1
+                    continue
+                pairs = np.unique(np.stack([dst, core_of[e.source][m.col]]), axis=1)   # (dest, src core)
+                for i, n in zip(*np.unique(pairs[0], return_counts=True)):
+                    fan_in[int(i)] += int(n)
+                for i, n in zip(*np.unique(pairs[1], return_counts=True)):
+                    fan_out[int(i)] += int(n)
+                continue
             pairs = np.unique(np.stack([dst, m.col]), axis=1)      # (dest core, source neuron)
             ids, cnt = np.unique(pairs[0], return_counts=True)
             for i, n in zip(ids, cnt):
@@ -341,3 +390,29 @@ def test_loihi_run_without_lava_loihi_exits_nonzero(tiny_qnet, tmp_path, capsys)
     assert "lava-loihi" in err and "INRC" in err and "spikereg-neuro simulate" in err
     assert INRC_MESSAGE in err
     assert not (tmp_path / "loihi_run.json").exists()
+
+
+def test_shared_mapping_balances_synaptic_ops():
+    """With counts, shared-kernel layers are cut finer where their cores carry the most ops: the
+    modelled chips x time does not grow, and the per-core ops still sum to the layer's ops."""
+    from loihi.partition import balance_neuron_caps, layer_step_loads_ns
+    net = _tiny_net()
+    g = torch.Generator().manual_seed(3)
+    f, mv = torch.rand(1, 1, 16, 16, 16, generator=g), torch.rand(1, 1, 16, 16, 16, generator=g)
+    counts = count_patch(net, f, mv)
+    res = NetworkResources(net.export(), (16, 16, 16))
+    lim = CoreLimits(shared_neurons_per_core=512)
+    caps, rep = balance_neuron_caps(res, lim, counts)
+    assert rep["cores_balanced"] >= rep["cores_min"]
+    t = rep["estimated_patch_time_us"]
+    assert rep["chips"]["balanced"] * t["balanced"] <= rep["chips"]["min_cores"] * t["min_cores"] + 1e-9
+    assert all(1 <= v <= 512 for v in caps.values())
+    loads = layer_step_loads_ns(res, counts)
+    assert set(loads) == set(res.layers) and all(len(v) == counts.timeline_steps for v in loads.values())
+    m = build_mapping(net.export(), (16, 16, 16), lim, counts=counts)
+    assert m["balance"] is not None and m["valid"]
+    for name, lc in counts.layers.items():
+        per = np.sum([c["synops_per_step"] for c in m["cores"] if c["layer"] == name], axis=0)
+        np.testing.assert_allclose(per, lc.ops["merged_nonzero"] / counts.samples, rtol=1e-9, atol=1e-9)
+    unbalanced = build_mapping(net.export(), (16, 16, 16), lim, counts=counts, balance=False)
+    assert unbalanced["balance"] is None and len(m["cores"]) >= len(unbalanced["cores"])
