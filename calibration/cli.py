@@ -137,6 +137,7 @@ def calibrate_model(
         exp_choice=why, verification=ver, schedule=lava_schedule(q),
         meta={"source_checkpoint": str(model_path), "source_sha256": sha, "net_file": str(out),
               "dataset": str(h5), "patch_size": patch, "stride": stride, "scales": list(net.cfg.scales),
+              "input_once": bool(q.input_once), "input_steps": int(q.input_steps),
               "calibration": cal.description, "notes": notes,
               "torch_threads": torch.get_num_threads(), "seconds": time.time() - t_start})
     save_qnet(out, q)

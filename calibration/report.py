@@ -173,6 +173,9 @@ def report_markdown(rep: Mapping[str, Any]) -> str:
     cal = rep.get("calibration", {})
     L.append(f"- calibration set: split `{cal.get('split')}`, pairs {cal.get('pairs')}, "
              f"{cal.get('patches_seen')} patches ({cal.get('patches_verified')} re-run for the spike comparison)")
+    if "input_once" in rep:
+        L.append(f"- input schedule: the payload at {rep.get('input_steps')} step(s) of the input layer's window "
+                 f"(input_once: {str(bool(rep['input_once'])).lower()})")
     L.append("")
     L.append("## Dice")
     L.append("")

@@ -469,6 +469,7 @@ def test_calibrate_command_end_to_end(tmp_path, capsys):
     q = load_qnet(out)
     assert q.source_sha256 == rep["source_sha256"] and q.calibration["split"] == "train"
     assert "Dice drop" in (out.parent / "calibration_report.md").read_text()
+    assert rep["input_once"] is False and rep["input_steps"] == 4
     # a missing model is one clear error line
     rc = main(["calibrate", "--model", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x.h5")])
     assert rc == 1 and "no SpikeReg model" in capsys.readouterr().err
@@ -547,3 +548,5 @@ def test_calibrate_command_on_an_input_once_model(tmp_path, capsys):
     assert ver["mismatches_teacher_forced"] == 0 and ver["entries"] > 0
     assert rep["layers"]["enc0"]["verification"]["current_wraps"] == 0
     assert abs(rep["dice_drop"]) < 0.05
+    assert rep["input_once"] is True and rep["input_steps"] == 1
+    assert "input_once: true" in (tmp_path / "calibration_report.md").read_text()
