@@ -249,7 +249,9 @@ def _hand_counts(samples=1):
 
 
 def test_loihi2_energy_on_hand_numbers():
-    r = estimate_loihi2(_hand_counts())
+    """The formulas, on the Loihi 1 Table 2 preset (round numbers)."""
+    t2 = load_constants(preset="loihi1_table2")
+    r = estimate_loihi2(_hand_counts(), t2)
     assert r["source"] == r["energy_source"] == r["latency_source"] == "estimated"
     assert "estimated" in r["label"] and "ASSUMED" in r["latency_basis"]
     b = r["energy_breakdown_mj"]
@@ -260,23 +262,40 @@ def test_loihi2_energy_on_hand_numbers():
     assert r["latency_ms"] == pytest.approx(4 * 152.84e-3)
     assert b["static"] == pytest.approx(0.232078 * 4 * 152.84e-6 * 1e3)
     assert r["energy_mj"] == pytest.approx((23600 + 3240 + 85) * 1e-9 + 0.232078 * 4 * 152.84e-3)
-    assert r["n_chips"] == 1
+    assert r["n_chips"] == 1 and r["energy_basis"] == "gross"
+    assert r["dynamic_mj"] + b["static"] == pytest.approx(r["energy_mj"])
     assert set(r["constants"]) == set(Loihi2Constants().as_dict())
     assert all(c["citation"] for c in r["constants"].values())
     # with a mapping: t_step = 250 x 3.5 + 10 x 8.4 + 465 = 1424 ns
-    r = estimate_loihi2(_hand_counts(), mapping=[{"neurons": 10, "synops_per_step": 250, "hops_per_step": 2}])
+    r = estimate_loihi2(_hand_counts(), t2, mapping=[{"neurons": 10, "synops_per_step": 250, "hops_per_step": 2}])
     assert r["step_time_us"] == pytest.approx(1.424)
     assert r["latency_ms"] == pytest.approx(4 * 1.424e-3)
     assert r["energy_breakdown_mj"]["static"] == pytest.approx(0.232078 * 4 * 1.424e-6 * 1e3)
     assert r["energy_breakdown_mj"]["spike_routing"] == pytest.approx((50 * 1.7 + 8 * 3.5) * 1e-9)
     assert "mapping" in r["latency_basis"]
     # two samples: everything doubles, per-sample figures stay
-    r2 = estimate_loihi2(_hand_counts(2), mapping=[{"neurons": 10, "synops_per_step": 250}])
-    r1 = estimate_loihi2(_hand_counts(1), mapping=[{"neurons": 10, "synops_per_step": 250}])
+    r2 = estimate_loihi2(_hand_counts(2), t2, mapping=[{"neurons": 10, "synops_per_step": 250}])
+    r1 = estimate_loihi2(_hand_counts(1), t2, mapping=[{"neurons": 10, "synops_per_step": 250}])
     assert r2["energy_mj"] == pytest.approx(2 * r1["energy_mj"])
     assert r2["energy_mj_per_sample"] == pytest.approx(r1["energy_mj_per_sample"])
-    naive = estimate_loihi2(_hand_counts(), mapping="naive")  # one core; + 5 spikes x 2.1 ns
+    naive = estimate_loihi2(_hand_counts(), t2, mapping="naive")  # one core; + 5 spikes x 2.1 ns
     assert naive["step_time_us"] == pytest.approx(1.424 + 5 * 2.1e-3) and naive["n_chips"] == 1
+
+
+def test_presets_take_energy_and_time_from_one_source():
+    """Default: Hala Point-derived (Loihi 2) synaptic-op energy and time; the bracket's other end:
+    Loihi 1 Table 2. Each pair shares its source (citation)."""
+    from spikereg_neuro.profiler.loihi2_energy import HALA_POINT, PRESETS
+    d, t2 = Loihi2Constants(), load_constants(preset="loihi1_table2")
+    dyn = HALA_POINT["max_power_w"] - HALA_POINT["chips"] * d.value("static_power_w")
+    assert d.value("e_synop_pj") == pytest.approx(dyn / HALA_POINT["synops_per_s"] * 1e12)
+    assert d.value("t_synop_ns") == pytest.approx(HALA_POINT["cores"] / HALA_POINT["synops_per_s"] * 1e9)
+    assert "Hala Point" in d.e_synop_pj.citation and "Hala Point" in d.t_synop_ns.citation
+    assert t2.value("e_synop_pj") == 23.6 and t2.value("t_synop_ns") == 3.5
+    assert "LOIHI 1" in t2.e_synop_pj.citation and "LOIHI 1" in t2.t_synop_ns.citation
+    assert set(PRESETS) == {"hala_point", "loihi1_table2"} and load_constants(preset="hala_point") == d
+    with pytest.raises(ValueError, match="preset"):
+        load_constants(preset="loihi3")
 
 
 def test_yaml_constants_override(tmp_path):
@@ -313,12 +332,24 @@ def test_calibration_check_against_pilotnet():
     lo, hi = r["model_dynamic_energy_per_step_uj"].values()
     assert lo < r["measured"]["dynamic_energy_per_step_uj"] < hi and r["measured_within_bracket"]
     assert 0 < r["implied_fraction_of_dense_synaptic_load"] < 1
-    assert "Loihi 1" in r["verdict"] and r["source"] == "estimated"
+    assert "Hala Point" in r["verdict"] and r["source"] == "estimated"
+    assert "Loihi 1" in calibration_check(load_constants(preset="loihi1_table2"))["verdict"]
 
 
 # -- GPU / CPU ------------------------------------------------------------------------------------
 def test_gpu_estimate_is_labelled_estimated():
+    # default: TF32 tensor-core peak energy per MAC; with a latency, idle power x latency is added (gross)
     r = estimate_gpu(1e9)
+    assert r["energy_per_mac_basis"] == "h100_sxm_tf32_peak_pj_per_mac" and r["energy_mj"] == pytest.approx(2.831)
+    assert r["latency_ms"] is None and r["energy_basis"] == "dynamic"
+    from spikereg_neuro.profiler import estimate_gpu_latency
+    lat = estimate_gpu_latency(1e9, layers=[(5e8, 1e6), (5e8, 3.35e9)])   # 2nd layer memory-bound: 1 ms
+    assert lat["latency_ms"] == pytest.approx(5e8 / 247.25e12 * 1e3 + 1.0) and lat["lower_bound"]
+    g = estimate_gpu(1e9, latency_ms=lat["latency_ms"])
+    assert g["energy_basis"] == "gross" and g["dynamic_mj"] == pytest.approx(2.831)
+    assert g["energy_mj"] == pytest.approx(2.831 + 26.0 * lat["latency_ms"])
+    assert "arXiv:2605.23918" in g["constants"]["h100_idle_power_w_lower_bound"]["citation"]
+    r = estimate_gpu(1e9, basis="horowitz_fp32_mac_pj")
     assert r["energy_source"] == "estimated" and r["energy_mj"] == pytest.approx(4.6)
     assert r["latency_ms"] is None and r["latency_source"] == "not measured" and r["lower_bound"]
     assert "Horowitz" in r["constants"]["horowitz_fp32_mac_pj"]["citation"]
@@ -355,8 +386,8 @@ def test_measure_gpu_arithmetic_with_a_fake_nvml(monkeypatch):
     r = measure_gpu(fn, n_repeats=5, device="cpu", min_seconds=0.1, idle_seconds=0.1, warmup=1)
     assert r["energy_source"] == r["latency_source"] == "measured"
     assert r["idle_power_w"] == pytest.approx(50.0, rel=0.02)
-    assert r["energy_mj"] == pytest.approx(5.0, abs=0.5)
-    assert r["gross_energy_mj"] > r["energy_mj"] and r["n_calls"] >= 5 and r["latency_ms"] >= 2.0
+    assert r["dynamic_mj"] == pytest.approx(5.0, abs=0.5) and r["energy_basis"] == "gross"
+    assert r["gross_energy_mj"] == r["energy_mj"] > r["dynamic_mj"] and r["n_calls"] >= 5 and r["latency_ms"] >= 2.0
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or not gpu_energy.nvml_available(),

@@ -21,9 +21,9 @@ from .constants import Constant
 from .counting import (VARIANTS, Connection, ExactCountRecorder, LayerCounts, LayerInfo,
                        NetworkCounter, ProfileCounts, count_patch, counts_from_inference,
                        parse_source, patches_per_scale, record_spikes, register_and_count)
-from .gpu_energy import (GPU_CONSTANTS, GPU_THROUGHPUT, count_conv_macs, estimate_gpu,
+from .gpu_energy import (GPU_CONSTANTS, GPU_IDLE, GPU_THROUGHPUT, count_conv_macs, estimate_gpu,
                          estimate_gpu_latency, measure_cpu, measure_gpu, nvml_available)
-from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, Loihi2Constants,
+from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, PRESETS, Loihi2Constants,
                             calibration_check, default_constants, energy_per_layer, estimate_loihi2,
                             load_constants,
                             naive_mapping, step_times_us)
@@ -32,7 +32,7 @@ __all__ = [
     "Constant", "VARIANTS", "Connection", "ExactCountRecorder", "LayerCounts", "LayerInfo",
     "NetworkCounter", "ProfileCounts", "count_patch", "counts_from_inference", "parse_source",
     "patches_per_scale", "record_spikes", "register_and_count",
-    "GPU_CONSTANTS", "GPU_THROUGHPUT", "count_conv_macs", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
-    "DEFAULT_CONSTANTS_YAML", "PILOTNET_MEASURED", "Loihi2Constants", "calibration_check",
+    "GPU_CONSTANTS", "GPU_IDLE", "GPU_THROUGHPUT", "count_conv_macs", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
+    "DEFAULT_CONSTANTS_YAML", "PILOTNET_MEASURED", "PRESETS", "Loihi2Constants", "calibration_check",
     "default_constants", "energy_per_layer", "estimate_loihi2", "load_constants", "naive_mapping", "step_times_us",
 ]

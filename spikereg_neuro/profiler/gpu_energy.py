@@ -5,20 +5,34 @@ Measurement (:func:`measure_gpu`): NVML's ``nvmlDeviceGetTotalEnergyConsumption`
 driver loaded; Volta and newer) read before and after a loop of calls long enough for the
 counter's coarse updates (at least ``min_seconds``, default 2 s), with ``torch.cuda.synchronize``
 around the loop. The GPU's idle power is measured the same way over an idle window just before,
-and ``idle power x loop time`` is subtracted: ``energy_mj`` is the energy the workload added on top
-of an idle GPU, per call (``gross_energy_mj`` keeps the total).
+and ``idle power x loop time`` is subtracted for ``dynamic_mj`` (the energy the workload added on
+top of an idle GPU, per call); ``energy_mj`` is the gross energy per call (``energy_basis =
+"gross"``; also ``gross_energy_mj``).
 
-Estimate (:func:`estimate_gpu`): counted MACs x an energy per MAC from a named, cited constant.
+Estimate (:func:`estimate_gpu`): counted MACs x an energy per MAC from a named, cited constant
+(default TF32 tensor-core peak: PyTorch runs cuDNN convolutions in TF32 by default on Ampere and
+newer), plus an idle power x the estimated latency, so that ``energy_mj`` is GROSS like every
+other row (``energy_basis = "gross"``, ``dynamic_mj`` without the idle part). The latency
+(:func:`estimate_gpu_latency`) is a roofline lower bound from datasheet figures: per layer the
+larger of MACs / peak MAC rate and bytes moved / HBM bandwidth.
 """
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from .constants import Constant
 
+_H100 = ("NVIDIA H100 Tensor Core GPU datasheet, H100 SXM column: 'TF32 Tensor Core 989 teraFLOPS*' (* with "
+         "sparsity, so 494.5 dense), 'FP32 67 teraFLOPS', 'GPU memory bandwidth 3.35TB/s', 'Max thermal design "
+         "power (TDP) up to 700W'")
 GPU_CONSTANTS: Dict[str, Constant] = {
+    "h100_sxm_tf32_peak_pj_per_mac": Constant(
+        2.831, "pJ",
+        f"derived from {_H100}: 700 W / (494.5e12 / 2 MAC/s) = 2.831 pJ per MAC at dense TF32 tensor-core peak "
+        "(the default: PyTorch's cuDNN convolutions use TF32 on Ampere and newer unless disabled). Board power "
+        "at peak throughput; below peak the energy per MAC is higher.", "derived"),
     "horowitz_fp32_mac_pj": Constant(
         4.6, "pJ",
         "Horowitz, 'Computing's energy problem (and what we can do about it)', ISSCC 2014, energy "
@@ -35,8 +49,30 @@ GPU_CONSTANTS: Dict[str, Constant] = {
 
 ESTIMATE_BASES = tuple(GPU_CONSTANTS)
 
+#: the default estimate basis (energy per MAC and peak MAC rate)
+DEFAULT_GPU_BASIS = "h100_sxm_tf32_peak_pj_per_mac"
+DEFAULT_GPU_THROUGHPUT = "h100_sxm_tf32_peak_macs_per_s"
+
+#: idle power added to the estimated energy (idle x latency): the GPU's gross energy
+GPU_IDLE: Dict[str, Constant] = {
+    "h100_idle_power_w_lower_bound": Constant(
+        26.0, "W",
+        "LOWER BOUND of an H100's idle power while a process holds a CUDA context: Vadari, 'The Model Parking "
+        "Tax: Quantifying the Hidden Energy Cost of Always-On GPU Model Deployment', arXiv:2605.23918 (2026), "
+        "abstract: the CUDA context 'forces a discrete DVFS transition consuming +26-66 W over bare idle (26-50 W "
+        "on HBM architectures)'; the smallest figure, without the bare idle itself (so the GPU's gross energy is "
+        "underestimated, in its favour).", "published"),
+}
+DEFAULT_GPU_IDLE = "h100_idle_power_w_lower_bound"
+
 #: peak throughput for a best-case (lower-bound) GPU latency estimate from counted MACs
 GPU_THROUGHPUT: Dict[str, Constant] = {
+    "h100_sxm_tf32_peak_macs_per_s": Constant(
+        247.25e12, "MAC/s", f"derived from {_H100}: 494.5 dense TF32 teraFLOPS / 2. Peak tensor-core rate: a "
+                            "latency from it is a LOWER BOUND.", "derived"),
+    "h100_sxm_hbm_bytes_per_s": Constant(
+        3.35e12, "B/s", f"{_H100}: 3.35 TB/s HBM3 bandwidth (the memory side of the roofline latency).",
+        "published"),
     "h100_sxm_fp32_peak_macs_per_s": Constant(
         33.5e12, "MAC/s",
         "derived from the NVIDIA H100 Tensor Core GPU datasheet (H100 SXM): FP32 67 TFLOPS = "
@@ -50,7 +86,9 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
     every Conv/ConvTranspose 1-3D and Linear.
 
     Convolutions count ``output elements x C_in / groups x prod(kernel)`` (padding taps included,
-    the convention of FLOP counters); linear layers ``output elements x in_features``. Other
+    the convention of FLOP counters); linear layers ``output elements x in_features``; per layer
+    also the bytes it moves (input + output + parameters, ``bytes_per_layer``; ``layers`` lists
+    ``(macs, bytes)`` per module for :func:`estimate_gpu_latency`). Other
     layers (activations, upsampling, the spatial transformer) are not counted and are listed in
     ``uncounted``.
     """
@@ -58,6 +96,7 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
 
     macs = [0]
     per: Dict[str, int] = {}
+    per_bytes: Dict[str, int] = {}
     uncounted = set()
     conv_types = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d,
                   torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
@@ -77,6 +116,10 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
             return
         macs[0] += int(n)
         per[name] = per.get(name, 0) + int(n)
+        x = args[0]
+        nbytes = x.numel() * x.element_size() + out.numel() * out.element_size() + sum(
+            p.numel() * p.element_size() for p in mod.parameters(recurse=False))
+        per_bytes[name] = per_bytes.get(name, 0) + int(nbytes)
 
     handles = []
     for name, mod in model.named_modules():
@@ -91,16 +134,33 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
     finally:
         for h in handles:
             h.remove()
-    return {"macs": macs[0], "per_layer": per, "uncounted": sorted(uncounted)}
+    return {"macs": macs[0], "per_layer": per, "bytes_per_layer": per_bytes,
+            "layers": [(per[k], per_bytes[k]) for k in per], "uncounted": sorted(uncounted)}
 
 
-def estimate_gpu_latency(macs: float, basis: str = "h100_sxm_fp32_peak_macs_per_s") -> Dict[str, Any]:
-    """ESTIMATED best-case GPU latency of ``macs`` at a cited peak throughput (a lower bound)."""
+def estimate_gpu_latency(macs: float, basis: str = DEFAULT_GPU_THROUGHPUT,
+                         layers: Optional[Sequence[Tuple[float, float]]] = None,
+                         bandwidth: str = "h100_sxm_hbm_bytes_per_s") -> Dict[str, Any]:
+    """ESTIMATED best-case GPU latency (a lower bound) from datasheet peaks.
+
+    Without ``layers``: ``macs / peak MAC rate``. With ``layers`` (``(macs, bytes moved)`` per
+    layer): the roofline sum over layers of ``max(macs / peak, bytes / HBM bandwidth)``. Kernel
+    launches, host transfers and below-peak efficiency are not counted.
+    """
     if basis not in GPU_THROUGHPUT:
         raise ValueError(f"basis must be one of {tuple(GPU_THROUGHPUT)}, got {basis!r}")
     const = GPU_THROUGHPUT[basis]
-    return {"latency_ms": float(macs) / const.value * 1e3, "latency_source": "estimated",
-            "lower_bound": True, "latency_basis": basis, "constants": {basis: const.to_dict()}}
+    consts = {basis: const.to_dict()}
+    if layers:
+        bw = GPU_THROUGHPUT[bandwidth]
+        consts[bandwidth] = bw.to_dict()
+        secs = sum(max(float(m) / const.value, float(b) / bw.value) for m, b in layers)
+        how = f"roofline: sum over {len(layers)} layers of max(MACs / {basis}, bytes / {bandwidth})"
+    else:
+        secs = float(macs) / const.value
+        how = f"MACs / {basis}"
+    return {"latency_ms": secs * 1e3, "latency_source": "estimated", "lower_bound": True,
+            "latency_basis": how, "constants": consts}
 
 
 def _sync(device) -> None:
@@ -204,7 +264,9 @@ def _measure(fn, handle, n_repeats, device, min_seconds, idle_seconds, warmup) -
     return {
         "device": f"GPU {name}",
         "source": "measured",
-        "energy_mj": net_mj / n,
+        "energy_mj": gross_mj / n,
+        "energy_basis": "gross",
+        "dynamic_mj": net_mj / n,
         "energy_source": "measured",
         "latency_ms": dt * 1e3 / n,
         "latency_source": "measured",
@@ -221,12 +283,16 @@ def _measure(fn, handle, n_repeats, device, min_seconds, idle_seconds, warmup) -
     }
 
 
-def estimate_gpu(macs: float, basis: str = "horowitz_fp32_mac_pj",
-                 pj_per_mac: Optional[float] = None, citation: Optional[str] = None) -> Dict[str, Any]:
-    """ESTIMATED GPU energy of ``macs`` multiply-accumulates; no latency (not measured).
+def estimate_gpu(macs: float, basis: str = DEFAULT_GPU_BASIS,
+                 pj_per_mac: Optional[float] = None, citation: Optional[str] = None,
+                 latency_ms: Optional[float] = None, idle: Optional[str] = DEFAULT_GPU_IDLE) -> Dict[str, Any]:
+    """ESTIMATED GPU energy of ``macs`` multiply-accumulates.
 
     ``basis`` picks a cited constant of :data:`GPU_CONSTANTS`; ``pj_per_mac`` (with a
-    ``citation``) replaces it.
+    ``citation``) replaces it. With ``latency_ms`` (e.g. :func:`estimate_gpu_latency`) the idle
+    power ``idle`` (:data:`GPU_IDLE`; None: none) x latency is added: ``energy_mj`` is then gross
+    (``energy_basis = "gross"``) and ``dynamic_mj`` the MAC part. Without a latency the row has
+    no latency and ``energy_mj`` is the dynamic part only (``energy_basis = "dynamic"``).
     """
     if pj_per_mac is not None:
         if not citation:
@@ -237,20 +303,32 @@ def estimate_gpu(macs: float, basis: str = "horowitz_fp32_mac_pj",
         if basis not in GPU_CONSTANTS:
             raise ValueError(f"basis must be one of {ESTIMATE_BASES}, got {basis!r}")
         const = GPU_CONSTANTS[basis]
-    energy_mj = float(macs) * const.value * 1e-9
+    if idle is not None and idle not in GPU_IDLE:
+        raise ValueError(f"idle must be one of {tuple(GPU_IDLE)} or None, got {idle!r}")
+    dynamic = float(macs) * const.value * 1e-9
+    consts = {basis: const.to_dict()}
+    idle_mj = 0.0
+    if latency_ms is not None and idle is not None:
+        consts[idle] = GPU_IDLE[idle].to_dict()
+        idle_mj = GPU_IDLE[idle].value * float(latency_ms)
+    gross = latency_ms is not None
     return {
         "device": "GPU (estimate)",
-        "energy_mj": energy_mj,
+        "energy_mj": dynamic + idle_mj,
+        "energy_basis": "gross" if gross else "dynamic",
+        "dynamic_mj": dynamic,
+        "idle_mj": idle_mj,
         "energy_source": "estimated",
-        "latency_ms": None,
-        "latency_source": "not measured",
+        "latency_ms": None if latency_ms is None else float(latency_ms),
+        "latency_source": "estimated" if gross else "not measured",
         "source": "estimated",
         "macs": float(macs),
-        "energy_basis": basis,
+        "energy_per_mac_basis": basis,
         "lower_bound": basis == "horowitz_fp32_mac_pj",
-        "label": (f"estimated: {float(macs):.4g} counted MACs x {const.value:g} pJ/MAC ({basis}); "
-                  "no GPU was measured"),
-        "constants": {basis: const.to_dict()},
+        "label": (f"estimated: {float(macs):.4g} counted MACs x {const.value:g} pJ/MAC ({basis})"
+                  + (f" + {GPU_IDLE[idle].value:g} W idle x {float(latency_ms):.3g} ms" if gross and idle else "")
+                  + "; no GPU was measured"),
+        "constants": consts,
     }
 
 

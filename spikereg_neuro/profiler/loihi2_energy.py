@@ -1,10 +1,22 @@
 """Loihi 2 energy and latency ESTIMATES from operation counts (a model, not a measurement).
 
-Intel has not published per-operation energies or latencies for Loihi 2. This model prices the
-counted operations with the published per-operation figures of **Loihi 1** (Davies et al., IEEE
-Micro 2018, Table 2: pre-silicon SDF/SPICE values at 0.75 V) and adds the **Loihi 2** static power
-measured by lava-dl's PilotNet benchmark notebook. :func:`calibration_check` compares the model
-with that notebook's measured PilotNet energy as far as published numbers allow.
+Intel has not published per-operation energies or latencies for Loihi 2. Two constant sets, each
+taking a synaptic op's energy AND time from one source and one regime (:data:`PRESETS`):
+
+* ``hala_point`` (default): derived from Intel's published Hala Point totals (1,152 Loihi 2
+  chips, 140,544 cores, 2,600 W maximum, over 380 trillion 8-bit synaptic ops and 240 trillion
+  neuron ops per second): energy per op = the system's dynamic power at that load (2,600 W minus
+  the chips' measured static power) / its op rate (an upper bound: all of it charged to one op
+  kind), time per op and core = cores / op rate (the full-load throughput). Loihi 2, Intel 4.
+* ``loihi1_table2``: the published per-op figures of **Loihi 1** (Davies et al., IEEE Micro
+  2018, Table 2: pre-silicon SDF/SPICE values at 0.75 V): 23.6 pJ per synaptic op (its minimum)
+  and 3.5 ns (its maximum). The other end of the sensitivity bracket.
+
+Both add the **Loihi 2** static power measured by lava-dl's PilotNet benchmark notebook; spike
+routing and the barrier are Table 2's in both (Hala Point publishes no per-event figure for
+them). :func:`calibration_check` compares the model with that notebook's measured PilotNet
+energy as far as published numbers allow. ``energy_mj`` is GROSS (static + dynamic,
+``energy_basis = "gross"``), ``dynamic_mj`` the dynamic part.
 
 Energy (every term in pJ, then mJ)::
 
@@ -44,6 +56,18 @@ _LOIHI1 = "LOIHI 1 figure, used for Loihi 2 because Loihi 2 per-op figures are n
 _PILOTNET_NB = ("lava-dl PilotNet LIF benchmark notebook on one Loihi 2 chip "
                 "(lava-nc/lava-dl, tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb, "
                 "commit b9e369172b46, printed outputs)")
+_HALA = ("Intel newsroom, 'Intel Builds World's Largest Neuromorphic System to Enable More Sustainable AI' "
+         "(2024-04-17; as reported by eeNews Europe, 'Intel breaks a billion neurons for world's largest "
+         "neuromorphic computing system', 2024-04): Hala Point, 1,152 Loihi 2 processors, 140,544 neuromorphic "
+         "cores, 'consuming a maximum of 2,600 watts', 'can process over 380 trillion 8-bit synapses and over "
+         "240 trillion neuron operations per second'")
+#: Hala Point's published totals (the ``hala_point`` preset is derived from them)
+HALA_POINT = {"chips": 1152, "cores": 140_544, "max_power_w": 2600.0, "synops_per_s": 380e12,
+              "neuron_ops_per_s": 240e12}
+_HP_STATIC_W = HALA_POINT["chips"] * 0.232078            # the PilotNet-measured static power per chip
+_HP_DYNAMIC_W = HALA_POINT["max_power_w"] - _HP_STATIC_W
+_HP_DERIVED = (f"DERIVED from {_HALA}; dynamic power = 2600 W - 1152 chips x 0.232078 W static (lava-dl PilotNet "
+               f"notebook) = {_HP_DYNAMIC_W:.1f} W")
 _INTEL_BRIEF = ("Intel Labs technology brief 'Taking Neuromorphic Computing to the Next Level with "
                 "Loihi 2' (2021), Loihi 2 chip specifications")
 
@@ -53,25 +77,37 @@ class Loihi2Constants:
     """Every constant of the model, each with value, unit, citation and kind."""
 
     e_synop_pj: Constant = Constant(
-        23.6, "pJ", f"{_DAVIES}: 'Energy per synaptic spike op (min)' = 23.6 pJ. {_LOIHI1}.")
+        _HP_DYNAMIC_W / HALA_POINT["synops_per_s"] * 1e12, "pJ",
+        f"{_HP_DERIVED}; / 380e12 synaptic ops per s. Loihi 2 at full load; an upper bound per op (all dynamic "
+        "power charged to synaptic ops). Same source and regime as t_synop_ns.", "derived")
     e_graded_synop_pj: Constant = Constant(
-        23.6, "pJ", "assumed equal to e_synop_pj: no energy is published for a synaptic op on a "
-                    "graded (multi-bit payload) spike, on Loihi 1 or Loihi 2", "assumed")
+        _HP_DYNAMIC_W / HALA_POINT["synops_per_s"] * 1e12, "pJ",
+        "assumed equal to e_synop_pj: no energy is published for a synaptic op on a graded (multi-bit "
+        "payload) spike, on Loihi 1 or Loihi 2", "assumed")
     e_neuron_update_active_pj: Constant = Constant(
-        81.0, "pJ", f"{_DAVIES}: 'Energy per neuron update (active / inactive)' = 81 pJ / 52 pJ. {_LOIHI1}.")
+        _HP_DYNAMIC_W / HALA_POINT["neuron_ops_per_s"] * 1e12, "pJ",
+        f"{_HP_DERIVED}; / 240e12 neuron ops per s. An upper bound per update (all dynamic power charged to "
+        "neuron updates).", "derived")
     e_neuron_update_inactive_pj: Constant = Constant(
-        52.0, "pJ", f"{_DAVIES}: 'Energy per neuron update (active / inactive)' = 81 pJ / 52 pJ. {_LOIHI1}.")
+        _HP_DYNAMIC_W / HALA_POINT["neuron_ops_per_s"] * 1e12 * 52.0 / 81.0, "pJ",
+        f"DERIVED: e_neuron_update_active_pj x 52 / 81, the inactive / active ratio of {_DAVIES} "
+        "('Energy per neuron update (active / inactive)' = 81 / 52 pJ, Loihi 1).", "derived")
     e_spike_within_tile_pj: Constant = Constant(
         1.7, "pJ", f"{_DAVIES}: 'Within-tile spike energy' = 1.7 pJ. {_LOIHI1}.")
     e_tile_hop_pj: Constant = Constant(
         3.5, "pJ", f"mean of the E-W 3.0 pJ and N-S 4.0 pJ of {_DAVIES}: 'Energy per tile hop "
                    f"(E-W / N-S)'. {_LOIHI1}.", "derived")
     t_synop_ns: Constant = Constant(
-        3.5, "ns", f"{_DAVIES}: 'Time per synaptic spike op (max)' = 3.5 ns. {_LOIHI1}.")
+        HALA_POINT["cores"] / HALA_POINT["synops_per_s"] * 1e9, "ns",
+        f"DERIVED from {_HALA}: 140,544 cores / 380e12 synaptic ops per s = time per synaptic op and core at "
+        "full load (Loihi 2). Same source and regime as e_synop_pj.", "derived")
     t_neuron_update_active_ns: Constant = Constant(
-        8.4, "ns", f"{_DAVIES}: 'Time per neuron update (active / inactive)' = 8.4 ns / 5.3 ns. {_LOIHI1}.")
+        HALA_POINT["cores"] / HALA_POINT["neuron_ops_per_s"] * 1e9, "ns",
+        f"DERIVED from {_HALA}: 140,544 cores / 240e12 neuron ops per s (Loihi 2, full load).", "derived")
     t_neuron_update_inactive_ns: Constant = Constant(
-        5.3, "ns", f"{_DAVIES}: 'Time per neuron update (active / inactive)' = 8.4 ns / 5.3 ns. {_LOIHI1}.")
+        HALA_POINT["cores"] / HALA_POINT["neuron_ops_per_s"] * 1e9 * 5.3 / 8.4, "ns",
+        f"DERIVED: t_neuron_update_active_ns x 5.3 / 8.4, the inactive / active ratio of {_DAVIES} "
+        "('Time per neuron update (active / inactive)' = 8.4 / 5.3 ns, Loihi 1).", "derived")
     t_spike_within_tile_ns: Constant = Constant(
         2.1, "ns", f"{_DAVIES}: 'Within-tile spike latency' = 2.1 ns. {_LOIHI1}.")
     t_barrier_ns: Constant = Constant(
@@ -100,6 +136,31 @@ class Loihi2Constants:
 
     def value(self, name: str) -> float:
         return getattr(self, name).value
+
+
+#: the Loihi 1 Table 2 per-op figures (the ``loihi1_table2`` preset, the other end of the bracket)
+_TABLE2 = {
+    "e_synop_pj": Constant(23.6, "pJ", f"{_DAVIES}: 'Energy per synaptic spike op (min)' = 23.6 pJ. {_LOIHI1}."),
+    "e_graded_synop_pj": Constant(23.6, "pJ", "assumed equal to e_synop_pj (Loihi 1 Table 2): no energy is "
+                                              "published for a synaptic op on a graded spike", "assumed"),
+    "e_neuron_update_active_pj": Constant(
+        81.0, "pJ", f"{_DAVIES}: 'Energy per neuron update (active / inactive)' = 81 pJ / 52 pJ. {_LOIHI1}."),
+    "e_neuron_update_inactive_pj": Constant(
+        52.0, "pJ", f"{_DAVIES}: 'Energy per neuron update (active / inactive)' = 81 pJ / 52 pJ. {_LOIHI1}."),
+    "t_synop_ns": Constant(3.5, "ns", f"{_DAVIES}: 'Time per synaptic spike op (max)' = 3.5 ns. {_LOIHI1}."),
+    "t_neuron_update_active_ns": Constant(
+        8.4, "ns", f"{_DAVIES}: 'Time per neuron update (active / inactive)' = 8.4 ns / 5.3 ns. {_LOIHI1}."),
+    "t_neuron_update_inactive_ns": Constant(
+        5.3, "ns", f"{_DAVIES}: 'Time per neuron update (active / inactive)' = 8.4 ns / 5.3 ns. {_LOIHI1}."),
+}
+#: named constant sets: {name: (description, {constant: Constant} replacing the defaults)}
+PRESETS: Dict[str, Any] = {
+    "hala_point": ("Loihi 2 per-op energies and times derived from Hala Point's published totals (default; "
+                   "energies upper bounds, times full-load throughput)", {}),
+    "loihi1_table2": ("Loihi 1 per-op figures, Davies et al. 2018 Table 2 (pre-silicon; the synaptic op's "
+                      "minimum energy with its maximum time)", _TABLE2),
+}
+DEFAULT_PRESET = "hala_point"
 
 
 #: PilotNet LIF on one Loihi 2 chip, measured (reference figures for calibration_check)
@@ -136,8 +197,10 @@ def default_constants() -> Loihi2Constants:
 
 
 def load_constants(path: Union[str, Path, None] = None,
-                   overrides: Optional[Mapping[str, Any]] = None) -> Loihi2Constants:
-    """The model's constants: the defaults, then a YAML file, then ``overrides`` on top.
+                   overrides: Optional[Mapping[str, Any]] = None,
+                   preset: Optional[str] = None) -> Loihi2Constants:
+    """The model's constants: the defaults (or a named ``preset`` of :data:`PRESETS`), then a
+    YAML file, then ``overrides`` on top.
 
     YAML: ``name: number`` or ``name: {value, unit, citation, kind}``; unknown names and unit
     changes are errors. The shipped ``constants_loihi2.yaml`` holds the defaults.
@@ -145,6 +208,10 @@ def load_constants(path: Union[str, Path, None] = None,
     import yaml
 
     c = Loihi2Constants()
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+        c = Loihi2Constants(**{**{f.name: getattr(c, f.name) for f in fields(c)}, **PRESETS[preset][1]})
     known = {f.name for f in fields(Loihi2Constants)}
     layers = []
     if path is not None:
@@ -231,8 +298,10 @@ def estimate_loihi2(counts: ProfileCounts, constants: Optional[Loihi2Constants] 
     tot = counts.totals(synop_variant)
     T, S = counts.timeline_steps, counts.samples
     notes = list(counts.notes)
-    notes.append("per-op energies and latencies are Loihi 1 figures (Davies 2018, Table 2, "
-                 "pre-silicon); Loihi 2 per-op figures are not published")
+    loihi1 = "LOIHI 1" in c.e_synop_pj.citation
+    notes.append("per-op energies and times: " + ("Loihi 1 figures (Davies 2018, Table 2, pre-silicon)" if loihi1
+                 else "derived from published Loihi 2 system totals or overridden (see constants)")
+                 + "; Loihi 2 per-op figures are not published")
 
     cores = naive_mapping(counts, constants=c, variant=synop_variant) if mapping == "naive" else mapping
     hops = 0.0
@@ -282,10 +351,14 @@ def estimate_loihi2(counts: ProfileCounts, constants: Optional[Loihi2Constants] 
         "source": "estimated",
         "energy_source": "estimated",
         "latency_source": "estimated",
-        "label": ("estimated by a model: Loihi 1 per-op energies (Davies et al. 2018) and the "
-                  "Loihi 2 static power measured on PilotNet; not a Loihi 2 measurement"),
+        "label": ("estimated by a model: per-op energies and times (" + ("Loihi 1, Davies et al. 2018"
+                  if loihi1 else "derived from Loihi 2 Hala Point totals") + ") and the Loihi 2 static power "
+                  "measured on PilotNet; not a Loihi 2 measurement"),
+        "energy_basis": "gross",
         "energy_mj": energy,
         "energy_mj_per_sample": energy / S if S else float("nan"),
+        "dynamic_mj": dynamic,
+        "dynamic_mj_per_sample": dynamic / S if S else float("nan"),
         "dynamic_energy_mj": dynamic,
         "static_energy_mj": static,
         "energy_breakdown_mj": breakdown,
@@ -399,7 +472,8 @@ def calibration_check(constants: Optional[Loihi2Constants] = None) -> Dict[str, 
         "implied_fraction_of_dense_synaptic_load": implied,
         "verdict": (
             f"PilotNet's spike/synop counts are not published in text, so the per-op energies "
-            f"(Loihi 1, Davies 2018) cannot be calibrated on Loihi 2. From PilotNet's published "
+            f"({'Loihi 1, Davies 2018' if 'LOIHI 1' in c.e_synop_pj.citation else 'derived from Hala Point totals'}) "
+            f"cannot be calibrated on Loihi 2. From PilotNet's published "
             f"geometry ({N} neurons, {W} dense synapses): the model's dynamic energy per step lies "
             f"between {lo:.2f} uJ (no spikes) and {hi:.1f} uJ (every neuron spiking every step); "
             f"the measured {dyn_step_uj:.2f} uJ is {'inside' if within else 'OUTSIDE'} this bracket "
