@@ -1,4 +1,5 @@
-"""Project configuration: one YAML file with ``data``, ``model``, ``train`` and ``inference``."""
+"""Project configuration: one YAML file with ``data``, ``model``, ``train``, ``inference`` and
+``augment`` (training-time augmentation, :mod:`spikereg_neuro.data.augment`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -8,6 +9,7 @@ from typing import Any, Dict, Tuple
 import yaml
 
 from .model.config import ModelConfig
+from .data.augment import AugmentConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
@@ -155,6 +157,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.data is None:
@@ -165,20 +168,22 @@ class Config:
         t = asdict(self.train)
         t["rate_band"] = list(t["rate_band"])
         return {"data": self.data.to_dict(), "model": self.model.to_dict(), "train": t,
-                "inference": asdict(self.inference)}
+                "inference": asdict(self.inference), "augment": self.augment.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Config":
         from .data.dataset import DataConfig
         d = d or {}
-        unknown = set(d) - {"data", "model", "train", "inference"}
+        unknown = set(d) - {"data", "model", "train", "inference", "augment"}
         if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; known: data, model, train, inference")
+            raise ValueError(f"unknown config sections {sorted(unknown)}; known: data, model, train, "
+                             "inference, augment")
         return cls(
             data=DataConfig.from_dict(d.get("data") or {}),
             model=ModelConfig.from_dict(d.get("model") or {}),
             train=_from_dict(TrainConfig, d.get("train"), "train"),
             inference=_from_dict(InferenceConfig, d.get("inference"), "inference"),
+            augment=AugmentConfig.from_dict(d.get("augment") or {}),
         )
 
 

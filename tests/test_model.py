@@ -394,3 +394,32 @@ def test_upsampled_parts_are_convolved_polyphase_like_the_upsampled_tensor():
 def test_model_config_refuses_wrong_types_and_channel_counts(bad):
     with pytest.raises(ValueError, match="model\\.|channel counts"):
         ModelConfig(**bad)
+
+
+def test_input_once_sends_the_image_at_the_first_step_and_enc0_holds_it():
+    """With ``input_once`` enc0's synapse output is W x at step 0 and zero after, its neurons
+    keep that current (iDecay 1), and the network equals one fed the explicit impulse train."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=(4, 4, 4, 4), dec_channels=(4, 4, 4), input_once=True,
+                      neuron=NeuronConfig(graded_spike=True))
+    net = SpikeRegUNet(cfg)
+    assert net.enc[0].neuron.device_params["iDecay"] == 1
+    assert net.enc[1].neuron.device_params["iDecay"] == 2048
+    f, m = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    seen = {}
+    net.enc[0].synapse.register_forward_hook(lambda mod, inp, out: seen.update(a=out.detach()))
+    u = net(f, m)
+    a = seen["a"]
+    assert a.shape[-1] == cfg.enc_windows[0]
+    assert a[..., 0].abs().sum() > 0 and torch.count_nonzero(a[..., 1:]) == 0
+    # the same network fed the explicit train (input at step 0, zeros after) gives the same field
+    x = encode_graded(torch.cat([f, m], 1), 1, cfg.input_bits)
+    train = torch.cat([x, torch.zeros(*x.shape[:-1], cfg.enc_windows[0] - 1)], -1)
+    a2 = net.enc[0].synapse(train)
+    assert torch.allclose(a, a2, atol=1e-6)
+    assert net.activity["enc0"][1:].sum() > 0          # enc0 keeps firing on the held current
+    u.abs().sum().backward()
+    grads = dict(net.named_parameters())
+    assert grads["enc.0.synapse.weight"].grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="input_once"):
+        ModelConfig(input_once="yes")

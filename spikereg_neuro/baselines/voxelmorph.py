@@ -30,7 +30,11 @@ Training (:func:`train_voxelmorph`)
     displacement ``u``, AdamW(lr, weight_decay), gradient-norm clip ``grad_clip``,
     ``epochs x steps_per_epoch`` steps, validation Dice on whole validation volumes after each
     epoch, best-validation checkpoint kept. SpikeReg-only terms (firing-rate penalty, residual
-    coarse-to-fine iterations) have no VoxelMorph counterpart.
+    coarse-to-fine iterations) have no VoxelMorph counterpart. With the config's ``augment``
+    section enabled, every pair is augmented (:func:`spikereg_neuro.data.augment.augment_pair`)
+    from a generator seeded as the SpikeReg trainer's, so both see the same augmented pairs and
+    patches. ``init`` starts from a VoxelMorph checkpoint's weights (fine-tuning, like
+    ``spikereg-neuro train --init``).
 """
 from __future__ import annotations
 
@@ -293,7 +297,8 @@ def _validate(net: torch.nn.Module, val_ds, max_pairs: int, device: torch.device
 
 def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: Optional[int] = None,
                      vxm_config: Optional[VoxelMorphConfig] = None, cache_dir: Optional[PathLike] = None,
-                     progress: bool = True, device: Optional[str] = None) -> Dict[str, Any]:
+                     progress: bool = True, device: Optional[str] = None,
+                     init: Optional[PathLike] = None) -> Dict[str, Any]:
     """Train VoxelMorph like SpikeReg is trained (see the module docstring) and return a summary.
 
     ``config``: a :class:`spikereg_neuro.config.Config` (default: the packaged default config);
@@ -309,6 +314,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
 
     from ..config import load_config
     from ..data import RegistrationPairs, build_dataset
+    from ..data.augment import augment_pair
     from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
     from ..registration.transform import warp
     from ..train.trainer import field_mse, random_patches
@@ -333,7 +339,12 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     loader = DataLoader(train_ds, batch_size=1, shuffle=True, generator=loader_gen)
     torch.manual_seed(tc.seed)
     gen = np.random.default_rng(tc.seed)
-    net = build_voxelmorph(vcfg).to(dev)
+    aug_gen = np.random.default_rng([tc.seed, 0xA06])   # as SpikeRegTrainer.aug_gen
+    if init is not None:
+        net, _ = load_voxelmorph(init, expect=vcfg)
+        net = net.to(dev)
+    else:
+        net = build_voxelmorph(vcfg).to(dev)
     n_params = sum(p.numel() for p in net.parameters())
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ncc, smooth_loss, dice_loss = LocalNCC(tc.ncc_window, sigma=tc.ncc_sigma), GradientSmoothness("l2"), DiceLoss()
@@ -341,6 +352,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     history: List[Dict[str, Any]] = []
     best = {"val_dice": -1.0, "step": 0}
     meta = {"train_config": cfg.to_dict(), "data_config": cfg.data.to_dict(), "parameters": n_params,
+            **({"init": str(init)} if init is not None else {}),
             "loss": f"LocalNCC({tc.ncc_window}{f', sigma {tc.ncc_sigma:g}' if tc.ncc_sigma else ''}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"
                     + (f" + {tc.w_field} * |u - u_true|^2" if tc.w_field > 0 else "")}
 
@@ -361,6 +373,8 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
             except StopIteration:
                 it = iter(loader)
                 full = next(it)
+            if cfg.augment.enabled:
+                full = augment_pair(full, cfg.augment, aug_gen)
             batch = random_patches(full, tc.batch_size, tc.patch_size, gen, tc.min_foreground)
             batch = {k: v.to(dev) for k, v in batch.items()}
             net.train()

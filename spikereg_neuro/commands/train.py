@@ -16,6 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="override train.device (cpu, cuda)")
     p.add_argument("--resume", help="checkpoint to continue from (e.g. RUN/last.pt); the run continues "
                                     "bitwise as if it had not stopped (same data order and schedule)")
+    p.add_argument("--init", help="start from this checkpoint's trained weights (fine-tuning): a new optimiser "
+                                  "and schedule; neuron constants come from --config, so e.g. a model "
+                                  "with another rate band or input schedule can start from the shipped one")
     p.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
     p.add_argument("--data", help="train on your own NIfTI data instead: a Learn2Reg folder (training pairs from its "
                                   "'training' list, validation on 'registration_val') or a pairs.json folder")
@@ -40,7 +43,8 @@ def options(args: argparse.Namespace):
     from ..train.run import TrainOptions
 
     opts = TrainOptions(config=args.config, out=args.out, epochs=args.epochs, steps=args.steps,
-                        device=args.device, resume=args.resume, cache=args.cache, data=args.data,
+                        device=args.device, resume=args.resume, init=getattr(args, "init", None),
+                        cache=args.cache, data=args.data,
                         progress=not args.no_progress, ddp=getattr(args, "ddp", 1))
     opts.check()
     return opts

@@ -19,6 +19,11 @@ class ModelConfig:
     field and takes its exponential by that many scaling-and-squaring steps on the host, per
     iteration, before composition (VoxelMorph's diffeomorphic read-out; 0: the output is the
     displacement itself).
+
+    ``input_once``: the graded image input is sent once, at the first step of ``enc0``'s window,
+    and ``enc0``'s neurons keep it as their current (``current_decay`` = 1/4096, SLAYER's
+    ``iDecay = 1``, the smallest leak Loihi 2's ATRLIF has): the synapses of the first layer work
+    once per patch instead of at every step. ``False`` re-sends the input at every step.
     """
 
     in_channels: int = 2
@@ -32,6 +37,7 @@ class ModelConfig:
     weight_gain: float = 8.0
     readout_levels: int = 1     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
     integration_steps: int = 0  # 0: read-out = displacement; n: velocity, exp by n squarings (host)
+    input_once: bool = False    # True: the image input is sent at enc0's first step only (see below)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
 
@@ -40,6 +46,8 @@ class ModelConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"model.{name} must be an integer, got {v!r} ({type(v).__name__})")
+        if not isinstance(self.input_once, bool):
+            raise ValueError(f"model.input_once must be true or false, got {self.input_once!r}")
         for name in ("readout_scale", "readout_init", "weight_gain"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:

@@ -54,6 +54,34 @@ class Upsampled(NamedTuple):
     spikes: torch.Tensor
 
 
+class Impulse(NamedTuple):
+    """A synapse input part present only at the first of ``steps`` time steps (zero after):
+    the image input sent once per patch (``model.input_once``). ``value`` is ``(N, C, D, H, W)``;
+    the synapse convolves it once and its output is zero at steps ``1 .. steps - 1``."""
+
+    value: torch.Tensor
+    steps: int
+
+
+def _part_size(p) -> tuple:
+    """``(N, D, H, W, T)`` a part stands for (at the synapse's input resolution)."""
+    if isinstance(p, Upsampled):
+        s = p.spikes.shape
+        return (s[0], *(2 * n for n in s[2:5]), s[5])
+    if isinstance(p, Impulse):
+        return (p.value.shape[0], *p.value.shape[2:], int(p.steps))
+    return (p.shape[0], *p.shape[2:])
+
+
+def _part_tensor(p) -> torch.Tensor:
+    """A part's tensor as 6D (an impulse's value with a one-step time axis)."""
+    if isinstance(p, Upsampled):
+        return p.spikes
+    if isinstance(p, Impulse):
+        return p.value.unsqueeze(-1)
+    return p
+
+
 #: 1D folding of a 3-tap kernel over x2 nearest upsampling into the 4 taps of a stride-2
 #: transposed convolution (padding 1): rows are transposed taps, columns the kernel's taps
 _UP2_FOLD = ((0, 0, 1), (0, 1, 1), (1, 1, 0), (1, 0, 0))
@@ -167,12 +195,12 @@ class Conv3dSynapse(torch.nn.Conv3d):
         these narrow layers), and the result is a view of that time-major tensor, which the
         fused neuron reads without a copy. An input constant over time (a stride-0 time axis,
         like the graded image input) is convolved once and expanded: the same numbers as
-        convolving every frame.
+        convolving every frame. An :class:`Impulse` part (the image input sent once) is
+        convolved once and is zero at the later steps.
         """
-        parts = [x] if isinstance(x, torch.Tensor) else list(x)
-        sizes = {(p.spikes.shape[0], *(2 * n for n in p.spikes.shape[2:5]), p.spikes.shape[5])
-                 if isinstance(p, Upsampled) else (p.shape[0], *p.shape[2:]) for p in parts}
-        tensors = [p.spikes if isinstance(p, Upsampled) else p for p in parts]
+        parts = [x] if isinstance(x, (torch.Tensor, Impulse)) else list(x)
+        sizes = {_part_size(p) for p in parts}
+        tensors = [_part_tensor(p) for p in parts]
         if any(p.dim() != 6 for p in tensors) or len(sizes) != 1:
             raise ValueError("Conv3dSynapse expects (N, C, D, H, W, T) inputs of one shape (Upsampled "
                              f"parts at half size), got {[tuple(p.shape) for p in tensors]}")
@@ -180,14 +208,19 @@ class Conv3dSynapse(torch.nn.Conv3d):
             raise ValueError(f"Conv3dSynapse expects {self.in_channels} input channels, got "
                              f"{sum(p.shape[1] for p in tensors)}")
         w = self.effective_weight()
-        t = tensors[0].shape[-1]
+        t = next(iter(sizes))[-1]
         y, c0 = None, 0
-        for p in parts:
-            src = p.spikes if isinstance(p, Upsampled) else p
+        for p, src in zip(parts, tensors):
             wp = w[:, c0:c0 + src.shape[1]]
             c0 += src.shape[1]
             if isinstance(p, Upsampled):
                 yp = from_frames(self.conv_up2_frames(to_frames(src), wp), t)
+            elif isinstance(p, Impulse):          # at step 0 only: once, zeros after
+                first = self.conv_frames(p.value, wp)
+                frames = torch.empty((t * first.shape[0], *first.shape[1:]), dtype=first.dtype,
+                                     device=first.device, memory_format=_CL).zero_()
+                frames[:first.shape[0]] = first
+                yp = from_frames(frames, t)
             elif t > 1 and p.stride(-1) == 0:    # constant over time: once, expanded
                 yp = self.conv_frames(p[..., 0], wp).unsqueeze(-1).expand(-1, -1, -1, -1, -1, t)
             else:

@@ -1,6 +1,7 @@
 """SpikeReg's spiking 3D U-Net (lava-dl SLAYER neurons, our 3D synapse)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Dict, List
 
 import torch
@@ -8,7 +9,12 @@ import torch
 from .blocks import ReadoutBlock, SpikingConvBlock
 from .config import ModelConfig
 from .encoding import encode_graded
+from .synapse import Impulse
 from .synapse import upsample_spikes  # noqa: F401  (public here: tests and the profiler use it)
+
+#: enc0's current decay when the input is sent once (SLAYER iDecay 1 = ATRLIF delta_i 0: the
+#: current holds the input, leaking 1/4096 per step; iDecay 0 has no ATRLIF equivalent)
+INPUT_ONCE_CURRENT_DECAY = 1.0 / 4096
 
 
 class _EventRate(torch.autograd.Function):
@@ -29,7 +35,8 @@ class _EventRate(torch.autograd.Function):
 class SpikeRegUNet(torch.nn.Module):
     """4-level spiking U-Net: (fixed, moving) -> displacement field in voxels.
 
-    * ``enc0``: graded-spike input (2 channels) -> conv 3^3 -> neurons, ``enc_windows[0]`` steps;
+    * ``enc0``: graded-spike input (2 channels) -> conv 3^3 -> neurons, ``enc_windows[0]`` steps
+      (the input at every step, or at the first only with ``input_once``);
     * ``enc1..enc3``: stride-2 conv 3^3 -> neurons, each on the last ``enc_windows[l]`` steps of
       the level above (decreasing time windows);
     * ``dec2..dec0``: x2 nearest upsampling of spikes, concatenation with the encoder skip
@@ -51,7 +58,7 @@ class SpikeRegUNet(torch.nn.Module):
         ec, dc, nc = cfg.enc_channels, cfg.dec_channels, cfg.neuron
         g = cfg.weight_gain
         self.enc = torch.nn.ModuleList([
-            SpikingConvBlock("enc0", cfg.in_channels, ec[0], nc, stride=1, weight_gain=g),
+            SpikingConvBlock("enc0", cfg.in_channels, ec[0], self.enc0_neuron(), stride=1, weight_gain=g),
             SpikingConvBlock("enc1", ec[0], ec[1], nc, stride=2, weight_gain=g),
             SpikingConvBlock("enc2", ec[1], ec[2], nc, stride=2, weight_gain=g),
             SpikingConvBlock("enc3", ec[2], ec[3], nc, stride=2, weight_gain=g),
@@ -69,6 +76,12 @@ class SpikeRegUNet(torch.nn.Module):
         self.rates: Dict[str, torch.Tensor] = {}
 
     # ------------------------------------------------------------------------------------------
+    def enc0_neuron(self):
+        """The first layer's neuron config: the network's, holding its current when the input
+        is sent once (:data:`INPUT_ONCE_CURRENT_DECAY`)."""
+        nc = self.cfg.neuron
+        return replace(nc, current_decay=INPUT_ONCE_CURRENT_DECAY) if self.cfg.input_once else nc
+
     def blocks(self) -> List[torch.nn.Module]:
         """All blocks in execution order (encoder, decoder, read-out)."""
         return [*self.enc, *self.dec, self.readout]
@@ -102,10 +115,13 @@ class SpikeRegUNet(torch.nn.Module):
         self.check_input(fixed, moving)
         cfg = self.cfg
         self.activity, self.rates, self.num_neurons = {}, {}, {}
-        x = encode_graded(torch.cat([fixed, moving], dim=1), cfg.enc_windows[0], cfg.input_bits)
+        t0 = cfg.enc_windows[0]
+        x = encode_graded(torch.cat([fixed, moving], dim=1), 1 if cfg.input_once else t0, cfg.input_bits)
+        if cfg.input_once:
+            x = Impulse(x[..., 0], t0)    # sent at step 0 only
         skips = []
         for level, block in enumerate(self.enc):
-            x = block(x[..., -cfg.enc_windows[level]:])
+            x = block(x if level == 0 else x[..., -cfg.enc_windows[level]:])
             self._record(block.name, x)
             skips.append(x)
         td = cfg.dec_window

@@ -25,6 +25,7 @@ class TrainOptions:
     steps: Optional[int] = None
     device: Optional[str] = None
     resume: Optional[str] = None
+    init: Optional[str] = None
     cache: Optional[str] = None
     data: Optional[str] = None
     progress: bool = True
@@ -42,6 +43,11 @@ class TrainOptions:
             raise ValueError(f"--out {self.out} exists and is not a folder")
         if self.resume is not None and not Path(self.resume).is_file():
             raise FileNotFoundError(f"--resume: checkpoint not found: {self.resume}")
+        if self.init is not None and not Path(self.init).is_file():
+            raise FileNotFoundError(f"--init: checkpoint not found: {self.init}")
+        if self.init is not None and self.resume is not None:
+            raise ValueError("--init starts a new run from a model's weights, --resume continues a run: "
+                             "use one of them")
         if self.data is not None and not Path(self.data).exists():
             raise FileNotFoundError(f"--data: not found: {self.data}")
 
@@ -105,6 +111,38 @@ def folder_data(path: str) -> Tuple[Any, Optional[Any], Dict[str, Any]]:
     return train_set, val_set, info
 
 
+def init_weights(net: Any, path: str) -> None:
+    """Load a checkpoint's trainable weights (synapses) into ``net``; the neuron constants stay
+    ``net``'s own (its config's). Shapes must match: one clear error otherwise.
+
+    A model sending its input once (``model.input_once``) that starts from one re-sending it
+    gets its first layer's weights scaled by ``1 / current_decay`` of the source (2 at the
+    default 0.5; clipped to the 8-bit range): a re-sent input builds a current of
+    ``input / current_decay``, a held one a current of once the input.
+    """
+    import torch
+
+    from ..checkpoint import read_checkpoint
+    from ..model.config import ModelConfig
+
+    ckpt = read_checkpoint(path)
+    state = ckpt["state_dict"]
+    own = dict(net.named_parameters())
+    want = [k for k, p in own.items() if p.requires_grad]
+    missing = [k for k in want if k not in state]
+    bad = [k for k in want if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or bad:
+        raise ValueError(f"--init {path}: its network differs from the config's "
+                         f"(missing {missing[:3]}, other shapes {bad[:3]})")
+    src = ModelConfig.from_dict(ckpt["model_config"])
+    with torch.no_grad():
+        for k in want:
+            own[k].copy_(state[k])
+        if net.cfg.input_once and not src.input_once and src.neuron.current_decay > 0:
+            w = own["enc.0.synapse.weight"]
+            w.copy_((w / src.neuron.current_decay).clamp(-256 / 64, 254 / 64))
+
+
 def run_training(opts: TrainOptions) -> Dict[str, Any]:
     """Train as ``opts`` says on this process (one rank of a group, or alone); rank 0's summary.
 
@@ -149,6 +187,12 @@ def run_training(opts: TrainOptions) -> Dict[str, Any]:
     trainer.data_info = data_info
     if opts.resume:
         trainer.resume(opts.resume)
+    elif opts.init:
+        init_weights(net, opts.init)
+        if rank == 0:
+            print(f"[train] weights from {opts.init}", flush=True)
+        if world > 1:
+            ddp.broadcast_module(net)
     summary = trainer.train(train_loader, val_loader)
     summary["processes"] = world
     if rank == 0:

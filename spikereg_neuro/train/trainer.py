@@ -22,6 +22,7 @@ from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
 from ..registration.metrics import dice_mean
 from ..registration.transform import warp, warp_labels
 from . import distributed as ddp
+from ..data.augment import augment_pair
 
 
 def rate_penalty(rates: Dict[str, torch.Tensor], band: tuple) -> torch.Tensor:
@@ -146,6 +147,8 @@ class SpikeRegTrainer:
         self._ranks_state: Optional[List[Dict[str, Any]]] = None  # every rank's RNG at the last epoch end
         torch.manual_seed(self.tc.seed)
         self.gen = np.random.default_rng(self.tc.seed if self.world == 1 else [self.tc.seed, self.rank])
+        #: augmentation draws: one generator, the same on every rank (they augment one pair)
+        self.aug_gen = np.random.default_rng([self.tc.seed, 0xA06])
 
     # ------------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -160,7 +163,8 @@ class SpikeRegTrainer:
     def _extra(self, loader: Any = None, ranks: Optional[List[Dict[str, Any]]] = None) -> Dict[str, Any]:
         gen = _generator_of(loader)
         rng = {**self._rng_state(), "world_size": self.world,
-               "loader": gen.get_state() if gen is not None else None}
+               "loader": gen.get_state() if gen is not None else None,
+               "augment": self.aug_gen.bit_generator.state}
         if ranks is not None and self.world > 1:
             rng["ranks"] = ranks
         return {
@@ -223,6 +227,8 @@ class SpikeRegTrainer:
                 self.gen.bit_generator.state = state["numpy"]
                 torch.set_rng_state(state["torch"])
             self._loader_state = rng.get("loader")
+            if rng.get("augment") is not None:
+                self.aug_gen.bit_generator.state = rng["augment"]
 
     def _similarity_mask(self, batch: Dict[str, torch.Tensor]) -> Optional[torch.Tensor]:
         """Where the similarity loss counts (``train.ncc_mask``); ``None`` for everywhere."""
@@ -395,6 +401,8 @@ class SpikeRegTrainer:
                     except StopIteration:
                         it = iter(train_loader)
                         full = next(it)
+                    if self.cfg.augment.enabled:
+                        full = augment_pair(full, self.cfg.augment, self.aug_gen)
                     batch = random_patches(full, self.local_batch, self.tc.patch_size, self.gen,
                                            self.tc.min_foreground)
                     batch = {k: v.to(self.device) for k, v in batch.items()}
