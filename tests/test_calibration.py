@@ -479,8 +479,6 @@ TINY_NAMES = ["enc0", "enc1", "enc2", "enc3", "dec2", "dec1", "dec0", "readout"]
 
 
 # ============================================================================ input sent once
-@pytest.mark.skipif("input_once" not in {f.name for f in __import__("dataclasses").fields(ModelConfig)},
-                    reason="the float model has no input_once yet")
 def test_input_once_model_quantized_emulated_and_verified():
     """model.input_once: net.h5 records it, enc0's current decay (SLAYER iDecay 1) maps to ATRLIF
     delta_i 0 with no special code, the emulator's enc0 gets its input at step 0 only, and the
@@ -525,8 +523,6 @@ def test_input_once_model_quantized_emulated_and_verified():
     assert v["_field"]["mean_abs_diff_vox"] < 0.05 * float(u.abs().mean()) + 1e-6
 
 
-@pytest.mark.skipif("input_once" not in {f.name for f in __import__("dataclasses").fields(ModelConfig)},
-                    reason="the float model has no input_once yet")
 def test_calibrate_command_on_an_input_once_model(tmp_path, capsys):
     """The calibrate command on an input_once checkpoint: net.h5 says input_once, enc0 holds its
     current (delta_i 0), and the report's verification and Dice are computed on that schedule."""

@@ -707,14 +707,17 @@ def test_benchmark_lava_full_row_reads_a_measured_run(tmp_path):
 
 
 def test_input_once_lava_equals_emulator_in_both_graphs(qnet):
-    """input_once (the payload sent at step 0 only; enc0's current holds it, delta_i = 0): the
-    single-patch graph's RingBuffer and the session's PatchInjector send one frame per patch, and
-    Lava equals the emulator spike for spike (which differs from the every-step schedule)."""
+    """model.input_once (the payload sent at step 0 only; enc0's current holds it, delta_i = 0),
+    quantized from the float model: the single-patch graph's RingBuffer and the session's
+    PatchInjector send one frame per patch, and Lava equals the emulator spike for spike (which
+    differs from the every-step schedule)."""
     from sim.graph import build_graph
     from sim.session import LavaSession
-    q = dataclasses.replace(qnet, layers=list(qnet.layers), input_once=True)
-    q.layers[0] = dataclasses.replace(q.layers[0], atrlif={**q.layers[0].atrlif, "delta_i": 0.0})
-    assert q.input_steps == 1 and qnet.input_steps == 4
+    torch.manual_seed(0)
+    q = quantize_network(SpikeRegUNet(dataclasses.replace(TINY, input_once=True)).eval(),
+                         patch_size=(16, 16, 16), stride=(8, 8, 8))
+    assert q.input_once and q.input_steps == 1 and qnet.input_steps == 4
+    assert q["enc0"].atrlif["delta_i"] == 0.0 and np.array_equal(q["enc0"].weight, qnet["enc0"].weight)
     pl = smooth_payload(16, seed=2)
     for net, steps in ((q, 1), (qnet, 4)):
         data = np.asarray(build_graph(net, pl, monitors=False).source.data.init)
