@@ -100,7 +100,7 @@ def build_mapping(layers: Sequence[Mapping[str, Any]], patch_shape: Sequence[int
                   limits: Optional[CoreLimits] = None, counts=None,
                   source: Optional[Mapping[str, Any]] = None,
                   resources: Optional[NetworkResources] = None, balance: bool = True,
-                  constants=None) -> Dict[str, Any]:
+                  constants=None, partition: Optional[Partition] = None) -> Dict[str, Any]:
     """Map ``layers`` (one patch, or a whole volume, of ``patch_shape``) onto Loihi 2 cores and chips.
 
     ``counts`` (a :class:`~spikereg_neuro.profiler.ProfileCounts` of the same network and patch
@@ -108,11 +108,12 @@ def build_mapping(layers: Sequence[Mapping[str, Any]], patch_shape: Sequence[int
     (:func:`loihi.partition.attach_activity`); without it they are 0 and ``activity.given`` is
     False. With counts, shared-kernel cores (the default encoding) are balanced on synaptic ops
     (:func:`loihi.partition.balance_neuron_caps`, Loihi 2 model ``constants``) unless ``balance``
-    is False.
+    is False. ``partition``: an unbalanced partition of ``resources`` under ``limits`` to start
+    from (saves re-cutting the same network and shape).
     """
     L = limits or CoreLimits()
     res = resources or NetworkResources(layers, patch_shape)
-    part = partition_network(res, L)
+    part = partition if partition is not None else partition_network(res, L)
     if counts is not None and balance and L.encoding == "shared":
         caps, report = balance_neuron_caps(res, L, counts, constants, base=part)
         if caps:

@@ -44,7 +44,14 @@ def test_rows_meet_the_contract_and_missing_figures_say_why():
     assert doc["rows"][2]["dice"] is None and doc["rows"][2]["latency_ms"] is None
     json.dumps(doc, allow_nan=False)                    # JSON-safe
     md = markdown(doc)
-    assert "| A | Loihi 2 (estimated) | 1.50 | est. | 2.00 | est. | 0.700 |" in md
+    assert "| A | Loihi 2 (estimated) | 1.50 | n/a | est. | 2.00 | est. | 0.700 |" in md
+    assert all(r["energy_basis"] == "gross" for r in doc["rows"])
+    bad = dict(doc, rows=[dict(doc["rows"][0], energy_basis="dynamic")])
+    with pytest.raises(ValueError, match="energy_basis"):
+        validate_document(bad)
+    with pytest.raises(ValueError, match="exceeds the gross"):
+        make_row("A", "x", energy_mj=1.0, dynamic_mj=2.0, energy_source="estimated", latency_ms=1.0,
+                 latency_source="estimated")
     assert "ANTs is not installed" in md and "a paper, Table 1" in md
     assert "not produced: ANTs is not installed" in printable(doc)
 
@@ -106,7 +113,9 @@ def test_count_conv_macs_and_gpu_latency():
     x = torch.zeros(1, 2, 4, 4, 4)
     r = count_conv_macs(net, lambda: net(x))
     assert r["macs"] == 64 * 4 * 2 * 27 + 64 * 3 * 4
-    lat = estimate_gpu_latency(33.5e12)
+    # bytes moved per conv: input + output + weights and bias, float32
+    assert [b for _, b in r["layers"]] == [4 * (128 + 256 + 4 * 2 * 27 + 4), 4 * (256 + 192 + 3 * 4 + 3)]
+    lat = estimate_gpu_latency(33.5e12, basis="h100_sxm_fp32_peak_macs_per_s")
     assert lat["latency_ms"] == pytest.approx(1000.0) and lat["lower_bound"]
     assert "datasheet" in next(iter(lat["constants"].values()))["citation"]
 
@@ -207,3 +216,48 @@ def test_emulator_registrations_tiled_counts_and_whole_volume(monkeypatch):
     assert set(emu.counters) == {(16, 16, 16)} and emu.counts.samples == 1 + 8   # scale 2: 1 tile, scale 1: 8
     assert calls == [(16, 16, 16), (32, 32, 32)]                                # one whole call per scale
     assert inference_label(f.shape, q.scales, q.patch_size, q.stride, 10**6, mult) == WHOLE_VOLUME
+
+
+def test_loihi2_deployments_priced_per_input_shape():
+    """Whole volume (one call per scale, two input shapes) and non-overlapping tiles through the
+    counting emulator; each shape mapped once, shared kernels and explicit Sparse; gross = dynamic
+    + static on the largest mapping's chips; the bracket and the neuron-weighted mean rate."""
+    import torch.nn.functional as F
+
+    from calibration.quantize import quantize_network
+    from spikereg_neuro.commands.benchmark_table import (CountingEmulator, mean_spike_rate, price_loihi2,
+                                                         register_deployment)
+    from spikereg_neuro.model.config import ModelConfig
+    from spikereg_neuro.model.unet import SpikeRegUNet
+    from spikereg_neuro.profiler.loihi2_energy import PRESETS
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+    q = quantize_network(SpikeRegUNet(cfg).eval(), source_checkpoint="tiny", patch_size=(16, 16, 16),
+                         stride=(8, 8, 8))
+    g = torch.Generator().manual_seed(1)
+    f = F.avg_pool3d(torch.rand(1, 1, 32, 32, 32, generator=g), 3, 1, 1)[0, 0].numpy()
+    m = np.roll(f, 1, axis=0)
+    whole, tiles = CountingEmulator(q), CountingEmulator(q)
+    assert register_deployment(q, whole, f, m, max_voxels=10 ** 6, multiple=q.size_multiple).shape == (3, 32, 32, 32)
+    register_deployment(q, tiles, f, m, stride=q.patch_size)
+    assert set(whole.by_shape) == {(16, 16, 16), (32, 32, 32)} and set(tiles.by_shape) == {(16, 16, 16)}
+    assert tiles.counts.samples == 1 + 8                           # stride = patch: no overlap
+    with pytest.raises(ValueError, match="by_shape"):
+        whole.counts
+    c = load_constants()
+    bracket = {n: load_constants(preset=n) for n in PRESETS}
+    for enc in ("shared", "sparse"):
+        v = price_loihi2(whole.layers, whole.by_shape, c, enc, 1, {"kind": "test"}, sensitivity=bracket)
+        assert v["energy_basis"] == "gross" and v["source"] == "estimated"
+        assert v["energy_mj"] == pytest.approx(v["dynamic_mj"] + v["static_mj"])
+        assert v["chips"] == max(x["chips"] for x in v["shapes"].values()) and v["calls_per_registration"] == 2
+        assert v["static_mj"] == pytest.approx(c.value("static_power_w") * v["chips"] * v["latency_ms"])
+        assert set(v["sensitivity"]) == set(PRESETS)
+        t2 = v["sensitivity"]["loihi1_table2"]
+        assert t2["energy_mj"] > v["energy_mj"] and t2["latency_ms"] > v["latency_ms"]
+    rate = mean_spike_rate(whole.by_shape.values())
+    spk = sum(float(l.spikes.sum()) for cc in whole.by_shape.values() for l in cc.layers.values() if l.spiking)
+    steps = sum(l.neurons * l.window * cc.samples for cc in whole.by_shape.values() for l in cc.layers.values()
+                if l.spiking)
+    assert rate == pytest.approx(spk / steps) and 0 <= rate <= 1

@@ -109,9 +109,14 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spikereg-model", help="SpikeReg checkpoint (default: the shipped model)")
     p.add_argument("--voxelmorph-model", help="VoxelMorph checkpoint (default: the shipped one)")
     p.add_argument("--constants", help="YAML overriding Loihi 2 model constants (see constants_loihi2.yaml)")
-    p.add_argument("--gpu-basis", default="h100_sxm_fp32_peak_pj_per_mac",
+    p.add_argument("--gpu-basis", default="h100_sxm_tf32_peak_pj_per_mac",
                    help="energy per MAC of the GPU estimate when no GPU is present "
-                        "(h100_sxm_fp32_peak_pj_per_mac (default) or horowitz_fp32_mac_pj)")
+                        "(h100_sxm_tf32_peak_pj_per_mac (default: PyTorch's cuDNN convs run TF32), "
+                        "h100_sxm_fp32_peak_pj_per_mac or horowitz_fp32_mac_pj)")
+    p.add_argument("--loihi-deployment", choices=("whole", "tiles_no_overlap", "tiles"), default="whole",
+                   help="how the Loihi 2 rows cover a volume: the whole volume mapped at once on a multi-chip "
+                        "system (default), non-overlapping patch tiles, or the overlapping tiles of the CPU "
+                        "inference (stride = patch / 2); benchmark.json's loihi2_variants prices all three")
     p.add_argument("--lava-patch", type=int, nargs=3, metavar=("D", "H", "W"), default=[16, 16, 16],
                    help="patch of the Lava CPU run (default 16 16 16)")
     p.add_argument("--lava-timeout", type=float, default=600.0, help="wall-clock limit of the Lava run (s)")

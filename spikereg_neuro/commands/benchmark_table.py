@@ -119,9 +119,10 @@ def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Op
 class CountingEmulator:
     """Patch predictor: the bit-accurate emulator of ``q`` with exact operation counts.
 
-    Every call emulates a batch of patches with all spikes recorded and adds the exact counts
-    (:meth:`NetworkCounter.count_spikes`) to :attr:`counts`; :attr:`emulate_s` and
-    :attr:`count_s` keep the time spent in each.
+    Every call emulates a batch of patches (or a whole volume) with all spikes recorded and adds
+    the exact counts (:meth:`NetworkCounter.count_spikes`) to :attr:`by_shape` (counts of
+    different input shapes cannot be added); :attr:`emulate_s` and :attr:`count_s` keep the time
+    spent in each, :attr:`fields` nothing (the caller keeps the registration's field).
     """
 
     def __init__(self, q) -> None:
@@ -130,12 +131,19 @@ class CountingEmulator:
         self.q = q
         self.layers = layers_from_qnet(q)
         self.counters: Dict[Tuple[int, int, int], Any] = {}
-        self.counts = None
+        self.by_shape: Dict[Tuple[int, int, int], Any] = {}
         self.emulate_s = 0.0
         self.count_s = 0.0
 
+    @property
+    def counts(self):
+        """The counts when every call had one input shape (tiles); None before any call."""
+        if len(self.by_shape) > 1:
+            raise ValueError(f"counts of {len(self.by_shape)} input shapes {sorted(self.by_shape)}: use by_shape")
+        return next(iter(self.by_shape.values()), None)
+
     def reset(self) -> None:
-        self.counts, self.emulate_s, self.count_s = None, 0.0, 0.0
+        self.by_shape, self.emulate_s, self.count_s = {}, 0.0, 0.0
 
     def __call__(self, fixed, moving):
         from calibration.emulator import emulate, payload_of
@@ -150,10 +158,144 @@ class CountingEmulator:
         if shape not in self.counters:
             self.counters[shape] = NetworkCounter(self.layers, shape)
         c = self.counters[shape].count_spikes(res.spikes, payload, input_once=input_sent_once(self.q))
-        self.counts = c if self.counts is None else self.counts + c
+        self.by_shape[shape] = c if shape not in self.by_shape else self.by_shape[shape] + c
         self.emulate_s += t1 - t0
         self.count_s += time.perf_counter() - t1
         return res.field.to(fixed.device)
+
+
+# ============================================================================ Loihi 2 pricing
+#: how a deployment covers the volume: (label, description)
+DEPLOYMENTS = {
+    "whole": "whole volume mapped at once (multi-chip system), one network call per residual iteration and scale",
+    "tiles_no_overlap": "non-overlapping patch tiles (stride = patch; the last tile of an axis aligned to its end)",
+    "tiles": "overlapping patch tiles of the CPU inference (stride = patch / 2)",
+}
+ENCODING_LABELS = {"shared": "shared kernels", "sparse": "explicit Sparse, conservative bound"}
+
+
+def slayer_roofline_layers(emu: "CountingEmulator", registrations: int) -> List[Tuple[float, float]]:
+    """Per layer and input shape, per registration: ``(MACs, bytes)`` SLAYER moves on a GPU: every
+    layer's conv on every step of its window (``out x C_in x k^3 x window``, padding taps
+    included) and its input + output frames and weights in FP32 (4 bytes)."""
+    out = []
+    for shape, counts in emu.by_shape.items():
+        counter = emu.counters[shape]
+        calls = counts.samples / registrations
+        for l in counter.layers.values():
+            macs = l.ann_macs_padded * l.window * calls
+            nbytes = ((l.in_channels * math.prod(l.input_shape) + l.neurons) * l.window + l.weights) * 4 * calls
+            out.append((float(macs), float(nbytes)))
+    return out
+
+
+def layer_rates(counts_list) -> Dict[str, float]:
+    """Spikes per neuron and step of every spiking layer over the workloads in ``counts_list``."""
+    spikes: Dict[str, float] = {}
+    steps: Dict[str, float] = {}
+    for c in counts_list:
+        for n, l in c.layers.items():
+            if l.spiking:
+                spikes[n] = spikes.get(n, 0.0) + float(l.spikes.sum())
+                steps[n] = steps.get(n, 0.0) + float(l.neurons * l.window * c.samples)
+    return {n: spikes[n] / steps[n] for n in spikes if steps[n]}
+
+
+def layer_energy(counts_list, consts, registrations: int) -> Dict[str, Dict[str, float]]:
+    """ESTIMATED dynamic energy per layer and registration (mJ), summed over the workloads."""
+    from ..profiler import energy_per_layer
+
+    out: Dict[str, Dict[str, float]] = {}
+    for c in counts_list:
+        for n, row in energy_per_layer(c, consts).items():
+            d = out.setdefault(n, {})
+            for k, v in row.items():
+                d[k] = d.get(k, 0.0) + v / registrations
+    return out
+
+
+def mean_spike_rate(counts_list) -> Optional[float]:
+    """Neuron-weighted mean spike rate: all spikes / all (spiking neuron, step) pairs, over the
+    workloads in ``counts_list`` (the read-out excluded)."""
+    spikes = steps = 0.0
+    for c in counts_list:
+        for l in c.layers.values():
+            if l.spiking:
+                spikes += float(l.spikes.sum())
+                steps += float(l.neurons * l.window * c.samples)
+    return spikes / steps if steps else None
+
+
+def price_loihi2(layers, by_shape: Dict[Tuple[int, int, int], Any], consts, encoding: str,
+                 registrations: int, source: Dict[str, Any], balance: bool = True,
+                 sensitivity: Optional[Dict[str, Any]] = None,
+                 cache: Optional[Dict[Any, Any]] = None) -> Dict[str, Any]:
+    """ESTIMATED Loihi 2 energy and latency per registration of one deployment.
+
+    ``by_shape``: exact counts per network input shape (all calls of ``registrations``
+    registrations). Each shape is mapped once (``encoding``: ``shared`` kernels, balanced on
+    the counted synaptic ops, or explicit ``sparse`` synapses) and priced with
+    :func:`estimate_loihi2`; the calls run one after another on a system of the largest mapping's
+    chips, all of which draw static power for the whole time (reconfiguration between shapes not
+    modelled). ``sensitivity``: ``{name: constants}`` priced on the same mappings. ``cache`` keeps
+    resources and unbalanced partitions per (shape, encoding) between calls.
+    """
+    from loihi.limits import CoreLimits
+    from loihi.mapping import build_mapping
+    from loihi.partition import partition_network
+    from loihi.resources import NetworkResources
+    from ..profiler import estimate_loihi2
+
+    cache = {} if cache is None else cache
+    shapes, mappings = {}, {}
+    lim = CoreLimits(encoding=encoding)
+    for shape, counts in sorted(by_shape.items()):
+        if shape not in cache:
+            cache[shape] = NetworkResources(layers, shape)
+        if (shape, encoding) not in cache:
+            cache[(shape, encoding)] = partition_network(cache[shape], lim)
+        m = build_mapping(layers, shape, lim, counts=counts, source=source, balance=balance, constants=consts,
+                          resources=cache[shape], partition=cache[(shape, encoding)])
+        mappings[shape] = m
+        shapes[shape] = {"calls": int(counts.samples), "cores": m["totals"]["cores"], "chips": m["totals"]["chips"],
+                         "valid": m["valid"], "balance": m.get("balance")}
+
+    def total(c) -> Dict[str, Any]:
+        dyn = lat = 0.0
+        chips = max(v["chips"] for v in shapes.values())
+        breakdown: Dict[str, float] = {}
+        counts_tot: Dict[str, float] = {}
+        for shape, counts in sorted(by_shape.items()):
+            est = estimate_loihi2(counts, c, mapping=mappings[shape]["cores"])
+            dyn += est["dynamic_mj"]
+            lat += est["latency_ms"]
+            for k, v in est["energy_breakdown_mj"].items():
+                if k != "static":
+                    breakdown[k] = breakdown.get(k, 0.0) + v / registrations
+            for k, v in est["counts"].items():
+                if isinstance(v, float):
+                    counts_tot[k] = counts_tot.get(k, 0.0) + v / registrations
+            if c is consts:
+                shapes[shape]["step_time_us_mean"] = est["step_time_us"]
+                shapes[shape]["latency_ms_per_call"] = est["latency_ms_per_sample"]
+        static = c.value("static_power_w") * chips * lat * 1e-3 * 1e3
+        breakdown["static"] = static / registrations
+        return {"energy_mj": (dyn + static) / registrations, "energy_basis": "gross",
+                "dynamic_mj": dyn / registrations, "static_mj": static / registrations,
+                "latency_ms": lat / registrations, "chips": chips, "breakdown_mj": breakdown,
+                "counts_per_registration": counts_tot}
+
+    out = {"encoding": encoding, **total(consts),
+           "cores": max(v["cores"] for v in shapes.values()),
+           "shapes": {"x".join(map(str, k)): v for k, v in shapes.items()},
+           "calls_per_registration": sum(v["calls"] for v in shapes.values()) / registrations,
+           "mean_spike_rate": mean_spike_rate(by_shape.values()), "source": "estimated"}
+    if sensitivity:
+        out["sensitivity"] = {name: {k: v for k, v in total(c).items() if k in
+                                     ("energy_mj", "dynamic_mj", "static_mj", "latency_ms")}
+                              for name, c in sensitivity.items()}
+    out["_mappings"] = mappings
+    return out
 
 
 # ============================================================================ helpers
@@ -236,6 +378,22 @@ def emulator_registrations(q, emu: "CountingEmulator", fixed: np.ndarray, moving
             "whole_field": whole, "whole_seconds": time.perf_counter() - t0}
 
 
+def register_deployment(q, emu: "CountingEmulator", fixed: np.ndarray, moving: np.ndarray,
+                        stride=None, max_voxels: int = 0, multiple: int = 8, batch_size: int = 4) -> np.ndarray:
+    """One quantized registration through the counting emulator ``emu``: tiles of ``q.patch_size``
+    at ``stride`` (default ``q.stride``), or whole volumes up to ``max_voxels`` per call. Returns
+    the field; the counts accumulate in ``emu.by_shape``."""
+    import torch
+
+    from ..inference import normalize_intensity, register_tensors
+
+    f = torch.from_numpy(normalize_intensity(fixed))[None, None]
+    m = torch.from_numpy(normalize_intensity(moving))[None, None]
+    u = register_tensors(emu, q.scales, f, m, q.patch_size, stride or q.stride, batch_size,
+                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple))
+    return u[0].numpy().astype(np.float32)
+
+
 def ratio_line(r: Dict[str, Any]) -> str:
     """One line for the printout: the CPU latency ratios against VoxelMorph."""
     f = (lambda v: "n/a" if v is None else f"{v:.2f}x")
@@ -300,6 +458,8 @@ def run_table(args: argparse.Namespace) -> int:
     gpu_basis = args.gpu_basis
     if gpu_basis not in GPU_CONSTANTS:
         raise ValueError(f"--gpu-basis must be one of {sorted(GPU_CONSTANTS)}, got {gpu_basis!r}")
+    gpu_throughput = ("h100_sxm_fp32_peak_macs_per_s" if gpu_basis == "h100_sxm_fp32_peak_pj_per_mac"
+                      else "h100_sxm_tf32_peak_macs_per_s")
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
     pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress, max_pairs=n)
@@ -340,9 +500,11 @@ def run_table(args: argparse.Namespace) -> int:
     # size_multiple also holds the coarsest scale, hence SpikeRegInference's division
     emu_multiple = int(q.size_multiple)
     emu_tiled_label = inference_label(pairs[0]["fixed"].shape, q.scales, q.patch_size, q.stride, 0)
-    records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized", "quantized_whole"]}
+    records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized", "quantized_whole",
+                                                                "loihi_tiles_no_overlap", "loihi_whole"]}
+    dep_emus = {"tiles_no_overlap": CountingEmulator(q), "whole": CountingEmulator(q)}
     keep: Dict[str, np.ndarray] = {}
-    bar = tqdm(total=len(pairs) * (len(regs) + 2), desc="benchmark", unit="reg", disable=not progress,
+    bar = tqdm(total=len(pairs) * (len(regs) + 3), desc="benchmark", unit="reg", disable=not progress,
                dynamic_ncols=True)
     for k, pair in enumerate(pairs):
         for name, reg in regs.items():
@@ -366,11 +528,18 @@ def run_table(args: argparse.Namespace) -> int:
                                            **evaluate_pair(pair, r["whole_field"])})
         if k == 0:
             keep["quantized"] = r["whole_field"]
+        # counted passes of the other Loihi deployments (exact counts per input shape, Dice of each)
+        for dep, kw in (("tiles_no_overlap", {"stride": q.patch_size}),
+                        ("whole", {"max_voxels": emu_max_voxels, "multiple": emu_multiple})):
+            u = register_deployment(q, dep_emus[dep], pair["fixed"], pair["moving"], **kw)
+            records[f"loihi_{dep}"].append({"pair": pair["name"], **evaluate_pair(pair, u)})
         bar.update(1)
     bar.close()
     counts = emu.counts
     n_pairs = len(pairs)
     patches_per_reg = counts.samples / n_pairs
+    dep_emus["tiles"] = emu
+    records["loihi_tiles"] = records["quantized"]
 
     rows: List[Dict[str, Any]] = []
     notes: List[str] = []
@@ -403,24 +572,28 @@ def run_table(args: argparse.Namespace) -> int:
             fg, mg = ft.cuda(), mt.cuda()
             g = measure_gpu(lambda: predict_field(gnet, fg, mg), n_repeats=10)
             vnet.to("cpu")
-            rows.append(make_row("VoxelMorph", f"{g['device']}", energy_mj=g["energy_mj"], energy_source="measured",
+            rows.append(make_row("VoxelMorph", f"{g['device']}", energy_mj=g["energy_mj"], dynamic_mj=g["dynamic_mj"],
+                                 energy_source="measured",
                                  latency_ms=g["latency_ms"], latency_source="measured", **acc,
                                  note=f"NVML energy counter over {g['n_calls']} forward passes of the whole volume "
-                                      "minus idle power; Dice/HD95/folding from the CPU runs of the same model.",
+                                      "(gross; dynamic = minus idle power); Dice/HD95/folding from the CPU runs of the "
+                                      "same model.",
                                  details={"gpu": g, "macs": vmacs["macs"]}))
         else:
-            e = estimate_gpu(vmacs["macs"], basis=gpu_basis)
-            lat = estimate_gpu_latency(vmacs["macs"])
+            lat = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, layers=vmacs["layers"])
+            e = estimate_gpu(vmacs["macs"], basis=gpu_basis, latency_ms=lat["latency_ms"])
             constants.update(e["constants"])
             constants.update(lat["constants"])
             rows.append(make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=e["energy_mj"],
+                                 dynamic_mj=e["dynamic_mj"],
                                  energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated",
                                  **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
                                               f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
-                                              f"pJ/MAC ({gpu_basis}); latency = MACs / H100 SXM peak FP32 throughput (a lower "
-                                              "bound). No GPU on this machine. Dice/HD95/folding from the CPU runs."),
+                                              f"pJ/MAC ({gpu_basis}) + idle power x latency (gross); latency = {lat['latency_basis']} "
+                                              "(H100 SXM datasheet peaks: a lower bound, no kernel launches). No GPU on "
+                                              "this machine. Dice/HD95/folding from the CPU runs."),
                                  details={"macs": vmacs["macs"], "uncounted_modules": vmacs["uncounted"],
-                                          "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"])["energy_mj"]}))
+                                          "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"], basis="horowitz_fp32_mac_pj")["energy_mj"]}))
         rows.append(make_row("VoxelMorph", f"CPU ({threads} thread(s))", energy_note="no CPU energy counter (RAPL) "
                              "readable on this machine", latency_ms=cpu_ms("voxelmorph"), latency_source="measured",
                              **acc, note="wall time of the whole-volume registration call (model loaded).",
@@ -431,34 +604,55 @@ def run_table(args: argparse.Namespace) -> int:
         rows.append(refusal_row("VoxelMorph", "CPU", skipped.get("voxelmorph", "not available")))
 
     # ---------------------------------------------------------------- SpikeReg on Loihi 2 (estimated)
-    from loihi.mapping import build_mapping, write_mapping
-    mapping = build_mapping(emu.layers, q.patch_size, counts=counts,
-                            source={"kind": "net.h5", "path": qinfo["path"], "sha256": qinfo.get("source_sha256")})
-    write_mapping(mapping, out / "loihi")
-    est = estimate_loihi2(counts, consts, mapping=mapping["cores"])
+    from loihi.mapping import write_mapping
+    from ..profiler.loihi2_energy import PRESETS, load_constants as _presets
+    src = {"kind": "net.h5", "path": qinfo["path"], "sha256": qinfo.get("source_sha256")}
+    bracket = {name: _presets(args.constants, preset=name) for name in PRESETS}
+    graded_sources = [l.name for l in q.layers if int(getattr(l, "payload_shift", -1)) >= 0]
+    variants: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    cache: Dict[Any, Any] = {}
+    for dep in DEPLOYMENTS:
+        for enc in ENCODING_LABELS:
+            log(f"[benchmark] Loihi 2 estimate: {ENCODING_LABELS[enc]}, {dep}")
+            variants[(enc, dep)] = price_loihi2(emu.layers, dep_emus[dep].by_shape, consts, enc, n_pairs, src,
+                                                sensitivity=bracket, cache=cache)
+            variants[(enc, dep)].update(deployment=dep, **_acc(records[f"loihi_{dep}"]))
+    main_dep = args.loihi_deployment
+    for enc, folder in (("shared", "loihi"), ("sparse", "loihi_sparse")):
+        maps = variants[(enc, main_dep)]["_mappings"]
+        write_mapping(maps[max(maps, key=lambda k: maps[k]["totals"]["cores"])], out / folder)
+    mapping = max(variants[("shared", main_dep)]["_mappings"].values(), key=lambda m: m["totals"]["cores"])
+    main_counts = list(dep_emus[main_dep].by_shape.values())
+    for enc in ENCODING_LABELS:
+        v = variants[(enc, main_dep)]
+        shapes_txt = ", ".join(f"{k}: {x['calls'] // n_pairs if n_pairs else x['calls']} call(s), {x['cores']} cores, "
+                               f"{x['chips']} chips" for k, x in v["shapes"].items())
+        rows.append(make_row(
+            "SpikeReg (quantized)", f"Loihi 2 (estimated; {ENCODING_LABELS[enc]}, {main_dep.replace('_', ' ')})",
+            energy_mj=v["energy_mj"], dynamic_mj=v["dynamic_mj"], energy_source="estimated",
+            latency_ms=v["latency_ms"], latency_source="estimated",
+            **{k: v[k] for k in ("dice", "hd95", "folding_pct")},
+            note=(f"ESTIMATED by the profiler's model, not measured on Loihi 2: exact spike/synop counts of the "
+                  f"bit-accurate emulator ({DEPLOYMENTS[main_dep]}; per input shape {shapes_txt}) x per-op energies "
+                  f"and times ({PRESETS['hala_point'][0] if args.constants is None else 'constants from ' + str(args.constants)}) "
+                  f"+ Loihi 2 static power x {v['chips']} chips x time (gross); mapping: "
+                  + ("Loihi 2 convolutional (shared-kernel) cores balanced on synaptic ops" if enc == "shared" else
+                     "every synapse stored explicitly (Lava Sparse) with Loihi 1 per-neuron axon limits: the "
+                     "conservative bound")
+                  + f". Loihi 1 Table 2 constants instead: {v['sensitivity']['loihi1_table2']['energy_mj']:.3g} mJ, "
+                  f"{v['sensitivity']['loihi1_table2']['latency_ms']:.3g} ms. Dice/HD95/folding from the quantized "
+                  "network's own fields of the same registrations."),
+            details={k: val for k, val in v.items() if not k.startswith("_")} | {
+                "neurobench": [c.neurobench(graded_sources) for c in main_counts], "net": qinfo}))
+        rows[-1]["inference"] = DEPLOYMENTS[main_dep]
+    main = variants[("shared", main_dep)]
+    est = {"static_energy_mj": main["static_mj"] * n_pairs}
     acc_q = _acc(records["quantized"])
-    rows.append(make_row(
-        "SpikeReg (quantized)", "Loihi 2 (estimated)", energy_mj=est["energy_mj_per_sample"] * patches_per_reg,
-        energy_source="estimated", latency_ms=est["latency_ms_per_sample"] * patches_per_reg,
-        latency_source="estimated", **acc_q,
-        note=(f"ESTIMATED by the profiler's model, not measured on Loihi 2: exact spike/synop counts of the "
-              f"bit-accurate emulator over {counts.samples} patches ({patches_per_reg:.0f} per registration) x Loihi 1 "
-              f"per-op energies (Davies 2018 Table 2) + Loihi 2 static power x {est['n_chips']} chips x time; "
-              f"latency from the per-core load of loihi/'s mapping ({mapping['totals']['cores']} cores, "
-              f"{mapping['totals']['chips']} chips), patches one after another. Dice/HD95/folding from the "
-              f"quantized network's own fields of the same tiled registrations ({emu_tiled_label})."),
-        details={"energy_breakdown_mj_per_registration": {k: v / n_pairs for k, v in est["energy_breakdown_mj"].items()},
-                 "step_time_us_mean": est["step_time_us"], "latency_basis": est["latency_basis"],
-                 "n_chips": est["n_chips"], "chips_basis": est["chips_basis"], "synop_variant": est["synop_variant"],
-                 "counts_per_registration": {k: (v / n_pairs if isinstance(v, float) else v)
-                                             for k, v in est["counts"].items()},
-                 "neurobench": counts.neurobench(), "model_notes": est["notes"], "net": qinfo}))
-    rows[-1]["inference"] = emu_tiled_label
 
     # ---------------------------------------------------------------- SpikeReg GPU simulation
     acc_f = _acc(records["spikereg"]) if "spikereg" in records else {}
-    slayer_macs_patch = sum(l.ann_macs_padded * l.window for l in counts.layers.values())
-    slayer_macs = slayer_macs_patch * patches_per_reg
+    slayer_layers = slayer_roofline_layers(dep_emus["whole"], n_pairs)
+    slayer_macs = sum(m for m, _ in slayer_layers)
     if "spikereg" not in regs:
         rows.append(refusal_row("SpikeReg", "GPU simulation (SLAYER)", skipped.get("spikereg", "not available")))
     elif gpu_measurable:
@@ -466,26 +660,29 @@ def run_table(args: argparse.Namespace) -> int:
         p0 = pairs[0]
         g = measure_gpu(lambda: ginf.register(p0["fixed"], p0["moving"]), n_repeats=2, warmup=1)
         rows.append(make_row("SpikeReg", f"GPU simulation (SLAYER, {g['device']})", energy_mj=g["energy_mj"],
+                             dynamic_mj=g["dynamic_mj"],
                              energy_source="measured", latency_ms=g["latency_ms"], latency_source="measured", **acc_f,
-                             note="NVML energy of whole registrations of the first pair minus idle power; "
+                             note="NVML energy of whole registrations of the first pair (gross; dynamic = minus idle power); "
                                   "Dice/HD95/folding from the CPU runs of the same float model.",
                              details={"gpu": g}))
         rows[-1]["inference"] = float_label
     else:
-        e = estimate_gpu(slayer_macs, basis=gpu_basis)
-        lat = estimate_gpu_latency(slayer_macs)
+        lat = estimate_gpu_latency(slayer_macs, basis=gpu_throughput, layers=slayer_layers)
+        e = estimate_gpu(slayer_macs, basis=gpu_basis, latency_ms=lat["latency_ms"])
         constants.update(e["constants"])
         constants.update(lat["constants"])
         rows.append(make_row(
             "SpikeReg", "GPU simulation (SLAYER; no GPU here: estimate)", energy_mj=e["energy_mj"],
+            dynamic_mj=e["dynamic_mj"],
             energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated", **acc_f,
-            note=(f"ESTIMATED: SLAYER computes every layer's convolution densely on every time step: "
-                  f"{slayer_macs_patch:.4g} MACs per 32^3 patch (sum of out x C_in x k^3 x window) x "
-                  f"{patches_per_reg:.0f} patches = {slayer_macs:.4g} MACs x {e['constants'][gpu_basis]['value']:g} "
-                  f"pJ/MAC ({gpu_basis}); latency = MACs / H100 SXM peak FP32 throughput (lower bound; neuron "
-                  "dynamics not counted). No GPU on this machine. Dice/HD95/folding from the CPU runs of the same model."),
-            details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs)["energy_mj"]}))
-        rows[-1]["inference"] = f"{emu_tiled_label} (MACs counted per patch)"
+            note=(f"ESTIMATED: SLAYER computes every layer's convolution densely on every time step of its window, "
+                  f"whole volume (as the float CPU row runs): {slayer_macs:.4g} MACs per registration (sum of out x "
+                  f"C_in x k^3 x window over the calls) x {e['constants'][gpu_basis]['value']:g} pJ/MAC ({gpu_basis}) + "
+                  f"idle power x latency (gross); latency = {lat['latency_basis']} (H100 SXM datasheet peaks: a lower "
+                  "bound; neuron dynamics and kernel launches not counted). No GPU on this machine. Dice/HD95/folding "
+                  "from the CPU runs of the same model."),
+            details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs, basis="horowitz_fp32_mac_pj")["energy_mj"]}))
+        rows[-1]["inference"] = f"{WHOLE_VOLUME} (MACs counted per call)"
 
     # ---------------------------------------------------------------- SpikeReg CPU (float) and emulator
     if "spikereg" in regs:
@@ -520,7 +717,8 @@ def run_table(args: argparse.Namespace) -> int:
     rows[-1]["inference"] = whole_label
 
     # ---------------------------------------------------------------- Lava CPU simulation
-    lava_rows = _lava_rows(args, q, meta, mapping, patches_per_reg, log)
+    lava_rows = _lava_rows(args, q, meta, variants[("sparse", "tiles")]["_mappings"][tuple(q.patch_size)],
+                           patches_per_reg, log)
     rows += lava_rows
 
     # ---------------------------------------------------------------- classical baselines
@@ -549,10 +747,17 @@ def run_table(args: argparse.Namespace) -> int:
                  f"operations per patch ({emu_tiled_label}; the mapping is of one patch, and counts of different "
                  "shapes cannot be added); the Lava rows run one patch or those tiles. Each row's `inference` in "
                  "benchmark.json says which.")
-    notes.append(f"Loihi 2 figures depend on: the spike counts of the quantized network (net.h5: "
-                 f"{qinfo['made_by']}), the Loihi 1 per-op constants (Loihi 2's are unpublished), the measured "
-                 f"Loihi 2 static power per chip, and the mapping's chip count ({mapping['totals']['chips']}) and "
-                 "per-core load (loihi/). Override constants with --constants.")
+    notes.append(f"Loihi 2 figures (estimated) depend on: the spike counts of the quantized network (net.h5: "
+                 f"{qinfo['made_by']}), the per-op constants (derived from Hala Point's published totals; Loihi 1 "
+                 "Table 2 in benchmark.json's loihi2_sensitivity; Loihi 2's own per-op figures are unpublished), the "
+                 f"measured Loihi 2 static power per chip, and the mapping's chips ({main['chips']}) and per-core load "
+                 "(loihi/). Not modelled: host I/O (injecting the input, reading the field), network-on-chip "
+                 "congestion, reconfiguration between input shapes. Override constants with --constants. "
+                 "benchmark.json's loihi2_variants prices every deployment with both mappings.")
+    vtxt = "; ".join(f"{ENCODING_LABELS[e]}, {d.replace('_', ' ')}: {v['energy_mj']:.3g} mJ gross ({v['dynamic_mj']:.3g} "
+                     f"dynamic), {v['latency_ms']:.3g} ms, {v['chips']} chips, {v['cores']} cores, Dice "
+                     f"{'n/a' if v['dice'] is None else format(v['dice'], '.4f')}" for (e, d), v in variants.items())
+    notes.append(f"Loihi 2 variants (estimated, per registration): {vtxt}.")
     # ---------------------------------------------------------------- figures
     figures: Dict[str, str] = {}
     try:
@@ -568,16 +773,15 @@ def run_table(args: argparse.Namespace) -> int:
         figures["field"] = str(figs.field_figure(report / "field_detj.png",
                                                  {label[k]: keep[k] for k in label if k in keep},
                                                  title=f"{p0['name']}: displacement and det J"))
-        rates = {r["layer"]: r["rate"] for r in counts.per_layer() if r["spiking"]}
+        rates = layer_rates(main_counts)
         figures["spike_rates"] = str(figs.spike_rate_figure(
-            report / "spike_rates.png", rates, title=f"quantized network, {counts.samples} patches: spikes / neuron / step"))
-        per_layer = {k: {kk: vv / n_pairs for kk, vv in v.items()}
-                     for k, v in energy_per_layer(counts, consts).items()}
+            report / "spike_rates.png", rates, title=f"quantized network, {main_dep.replace('_', ' ')}: spikes / neuron / step"))
+        per_layer = layer_energy(main_counts, consts, n_pairs)
         figures["energy_per_layer"] = str(figs.energy_figure(
             report / "energy_per_layer.png", per_layer, static_mj=est["static_energy_mj"] / n_pairs))
     except Exception as e:  # figures must not hide the table; the failure is reported
         notes.append(f"figures not (all) written: {_first_line(e)}")
-        per_layer = {k: {kk: vv / n_pairs for kk, vv in v.items()} for k, v in energy_per_layer(counts, consts).items()}
+        per_layer = layer_energy(main_counts, consts, n_pairs)
 
     machine = _machine(threads)
     machine["gpu"] = _gpu_name()
@@ -588,7 +792,16 @@ def run_table(args: argparse.Namespace) -> int:
         data={k: v for k, v in meta.items() if k != "label_names"},
         pair_subjects={p["name"]: p["subjects"] for p in pairs},
         per_pair={k: v for k, v in records.items()},
-        spike_rates={r["layer"]: r["rate"] for r in counts.per_layer() if r["spiking"]},
+        spike_rates=layer_rates(main_counts),
+        mean_spike_rate=mean_spike_rate(main_counts),
+        mean_spike_rate_basis=(f"neuron-weighted: all spikes / all (spiking neuron, step) pairs of the quantized "
+                               f"network's {main_dep.replace('_', ' ')} registrations (read-out excluded)"),
+        loihi2_deployment=main_dep,
+        loihi2_variants=[{k: v for k, v in var.items() if not k.startswith("_")} for var in variants.values()],
+        loihi2_sensitivity={"basis": ("the main Loihi 2 row (shared kernels, " + main_dep.replace("_", " ")
+                                      + ") priced on the same mappings with each constant set"),
+                            "presets": {k: d for k, (d, _) in PRESETS.items()},
+                            **main["sensitivity"]},
         cpu_latency_ratio_vs_voxelmorph=cpu_latency_ratios(rows, f"CPU ({threads} thread(s))"),
         energy_per_layer_mj=per_layer, figures=figures, notes=notes,
         seconds=time.perf_counter() - t_start)

@@ -289,19 +289,32 @@ class ProfileCounts:
             "neuron_updates": sum(l.neuron_updates for l in L),
         }
 
-    def neurobench(self) -> Dict[str, Any]:
-        """NeuroBench-style summary (definitions in docs/profiler.md)."""
+    def neurobench(self, graded_sources: Sequence[str] = ()) -> Dict[str, Any]:
+        """NeuroBench-style summary (definitions in docs/profiler.md).
+
+        A layer whose input is not in {-1, 0, 1} counts MACs, not ACs (NeuroBench's rule): the
+        first layer (graded input) and every layer reading a source in ``graded_sources`` (the
+        layers that send graded spikes, e.g. ``payload_shift >= 0`` in net.h5).
+        """
         t = self.totals("dense")
         tl = self.totals("merged_nonzero")
         L = list(self.layers.values())
+        graded = set(graded_sources)
+
+        def mac_layer(l: LayerCounts) -> bool:
+            return l.graded_input or any(parse_source(k)[0] in graded for k in l.fan_out)
+
+        macs = float(sum(l.ops["dense"].sum() for l in L if mac_layer(l)))
+        acs = float(sum(l.ops["dense"].sum() for l in L if not mac_layer(l)))
         weights = sum(l.weights for l in L)
         zeros = sum(l.zero_weights for l in L)
         spikes_spiking = sum(l.spikes.sum() for l in L if l.spiking)
         wbytes = weights * WEIGHT_BITS // 8
         sbytes = sum(l.state_bytes for l in L)
         return {
-            "effective_macs": t["graded_macs"],
-            "effective_acs": t["synops"],
+            "effective_macs": macs,
+            "effective_acs": acs,
+            "mac_layers": [l.name for l in L if mac_layer(l)],
             "synaptic_operations": t["graded_macs"] + t["synops"],
             "dense_ops": float(t["dense_ops_per_sample"] * self.samples),
             "synops_loihi": tl["synops"],  # merged, non-zero weights only

@@ -17,12 +17,14 @@ import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 #: keys every row of benchmark.json carries (the output contract of issue 7)
-CONTRACT_ROW_KEYS = ("method", "platform", "energy_mj", "energy_source", "latency_ms",
-                     "latency_source", "dice", "hd95", "folding_pct")
+CONTRACT_ROW_KEYS = ("method", "platform", "energy_mj", "energy_basis", "dynamic_mj", "energy_source",
+                     "latency_ms", "latency_source", "dice", "hd95", "folding_pct")
 #: the sources a number may have
 SOURCES = ("measured", "estimated")
 #: the source of a figure that is null
 NOT_AVAILABLE = "not available"
+#: every row's energy_mj: static (or idle) + dynamic energy
+ENERGY_BASIS = "gross"
 FORMAT = "spikereg-neuro/benchmark"
 FORMAT_VERSION = 1
 
@@ -36,11 +38,16 @@ def _num(v: Any) -> Optional[float]:
 
 def make_row(method: str, platform: str, *, energy_mj: Optional[float] = None,
              energy_source: Optional[str] = None, energy_note: str = "",
+             dynamic_mj: Optional[float] = None,
              latency_ms: Optional[float] = None, latency_source: Optional[str] = None,
              latency_note: str = "", dice: Optional[float] = None, hd95: Optional[float] = None,
              folding_pct: Optional[float] = None, note: str = "",
              details: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """One table row; checks that every number has a source and every missing figure a reason."""
+    """One table row; checks that every number has a source and every missing figure a reason.
+
+    ``energy_mj`` is GROSS (static or idle power x time + dynamic; ``energy_basis: "gross"`` on
+    every row), ``dynamic_mj`` its dynamic part (null where it is not known separately).
+    """
     row: Dict[str, Any] = {"method": str(method), "platform": str(platform)}
     for what, val, src, why in (("energy", energy_mj, energy_source, energy_note),
                                 ("latency", latency_ms, latency_source, latency_note)):
@@ -55,6 +62,10 @@ def make_row(method: str, platform: str, *, energy_mj: Optional[float] = None,
         row[f"{what}_source"] = src
         if why:
             row[f"{what}_note"] = str(why)
+    row["energy_basis"] = ENERGY_BASIS
+    row["dynamic_mj"] = _num(dynamic_mj)
+    if row["dynamic_mj"] is not None and row["energy_mj"] is not None and row["dynamic_mj"] > row["energy_mj"] * (1 + 1e-9):
+        raise ValueError(f"{method} / {platform}: dynamic energy {row['dynamic_mj']} exceeds the gross {row['energy_mj']}")
     row.update(dice=_num(dice), hd95=_num(hd95), folding_pct=_num(folding_pct))
     if note:
         row["note"] = str(note)
@@ -83,6 +94,8 @@ def validate_document(doc: Mapping[str, Any]) -> None:
         missing = [k for k in CONTRACT_ROW_KEYS if k not in r]
         if missing:
             raise ValueError(f"row {r.get('method')!r} lacks {missing}")
+        if r.get("energy_basis") != ENERGY_BASIS:
+            raise ValueError(f"row {r['method']!r}: energy_basis must be {ENERGY_BASIS!r}, got {r.get('energy_basis')!r}")
         for what, key in (("energy", "energy_mj"), ("latency", "latency_ms")):
             src = r[f"{what}_source"]
             if r[key] is None:
@@ -133,10 +146,11 @@ def _fig(v: Optional[float]) -> str:
 
 def table_lines(rows: Iterable[Mapping[str, Any]]) -> List[str]:
     """The markdown table of the rows (energy and latency per registration of one pair)."""
-    out = ["| method | platform | energy (mJ) | source | latency (ms) | source | Dice | HD95 (mm) | folding % |",
-           "|---|---|---:|---|---:|---|---:|---:|---:|"]
+    out = ["| method | platform | energy, gross (mJ) | dynamic (mJ) | source | latency (ms) | source | Dice | HD95 (mm) | folding % |",
+           "|---|---|---:|---:|---|---:|---|---:|---:|---:|"]
     for r in rows:
-        out.append(f"| {r['method']} | {r['platform']} | {_fig(r['energy_mj'])} | {_src(r['energy_source'])} "
+        out.append(f"| {r['method']} | {r['platform']} | {_fig(r['energy_mj'])} | {_fig(r.get('dynamic_mj'))} "
+                   f"| {_src(r['energy_source'])} "
                    f"| {_fig(r['latency_ms'])} | {_src(r['latency_source'])} | {_f(r['dice'], 3)} "
                    f"| {_f(r['hd95'], 2)} | {_f(r['folding_pct'], 3)} |")
     return out
@@ -174,7 +188,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
                      f"{f(r.get('quantized_emulator'))} ({inf.get('quantized_emulator')}).")
         lines.append("")
     lines.append("Energy and latency are per registration of one pair (mean over the pairs) unless the platform "
-                 "says otherwise. *meas.* = measured on this machine; *est.* = estimated by a model from counted "
+                 "says otherwise; energy is gross (static or idle power x time + dynamic), the dynamic part beside "
+                 "it. *meas.* = measured on this machine; *est.* = estimated by a model from counted "
                  "operations and the named constants below (not a measurement); *n/a* = not available here "
                  "(reason below). Dice: mean over the 18 labels; HD95 in mm; folding: % voxels with det J <= 0.")
     lines += ["", "## How each row was obtained", ""]
@@ -198,5 +213,5 @@ def printable(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CONTRACT_ROW_KEYS", "SOURCES", "NOT_AVAILABLE", "make_row", "refusal_row",
+__all__ = ["CONTRACT_ROW_KEYS", "SOURCES", "NOT_AVAILABLE", "ENERGY_BASIS", "make_row", "refusal_row",
            "validate_document", "build_document", "table_lines", "row_notes", "markdown", "printable"]
