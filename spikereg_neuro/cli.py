@@ -34,11 +34,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="on an error, show the full traceback instead of one line")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress bars (every command; also --no-progress)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    for leaf in _leaf_parsers(sub):
+        _add_common_flags(leaf)
     return parser
+
+
+def _leaf_parsers(sub: argparse._SubParsersAction):
+    """Every parser that runs a command (nested subcommands included)."""
+    for p in dict.fromkeys(sub.choices.values()):   # aliases share a parser
+        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if nested:
+            for n in nested:
+                yield from _leaf_parsers(n)
+        else:
+            yield p
+
+
+def _add_common_flags(p: argparse.ArgumentParser) -> None:
+    """One scheme on every command: ``-q/--quiet`` (= ``--no-progress``) and ``-v/--verbose``,
+    accepted before or after the command name (SUPPRESS: absent ones keep the global value)."""
+    have = p._option_string_actions
+    quiet = [f for f in ("-q", "--quiet", "--no-progress") if f not in have]
+    if quiet:
+        p.add_argument(*quiet, dest="quiet" if "--quiet" in quiet else "no_progress",
+                       action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bars" if "--quiet" in quiet else argparse.SUPPRESS)
+    verbose = [f for f in ("-v", "--verbose") if f not in have]
+    if verbose:
+        p.add_argument(*verbose, dest="verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, show the full traceback")
+
+
+def _unify_quiet(args: argparse.Namespace) -> None:
+    """``quiet`` and ``no_progress`` mean the same: set both from either."""
+    q = bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
+    args.quiet = args.no_progress = q
 
 
 def _command_name(args: argparse.Namespace) -> str:
@@ -90,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _unify_quiet(args)
     cmd = _command_name(args)
     verbose = bool(getattr(args, "verbose", False))
     try:

@@ -187,9 +187,7 @@ class Config:
         )
 
 
-def load_config(path: str | Path | None = None) -> Config:
-    """Read a YAML config (missing keys take their defaults; unknown keys are errors)."""
-    path = Path(path) if path is not None else DEFAULT_CONFIG
+def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
@@ -198,7 +196,26 @@ def load_config(path: str | Path | None = None) -> Config:
         raise ValueError(f"{path} is not valid YAML: {exc}") from exc
     if d is not None and not isinstance(d, dict):
         raise ValueError(f"{path}: top level must be a mapping of sections")
+    return d or {}
+
+
+def overlay(base: Dict[str, Any], over: Dict[str, Any]) -> Dict[str, Any]:
+    """``base`` with ``over``'s keys replacing its own; mappings (sections, ``model.neuron``)
+    are merged key by key, anything else (numbers, lists) replaced whole."""
+    out = dict(base)
+    for k, v in (over or {}).items():
+        out[k] = overlay(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(path: str | Path | None = None) -> Config:
+    """Read a YAML config over the packaged ``configs/default.yaml``: a partial file changes
+    only the keys it names, every other key keeps the packaged value (the one source of
+    defaults for configs). Unknown keys are errors."""
+    base = _read_yaml(DEFAULT_CONFIG)
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    d = overlay(base, _read_yaml(path)) if path.resolve() != DEFAULT_CONFIG.resolve() else base
     try:
-        return Config.from_dict(d or {})
+        return Config.from_dict(d)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: {exc}") from exc

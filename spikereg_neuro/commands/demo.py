@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if not model.is_file():
         raise FileNotFoundError(f"no SpikeReg model at {model}: train one with `spikereg-neuro train` "
                                 "and pass --model")
-    reg = SpikeRegInference(model, progress=True)
+    reg = SpikeRegInference(model, progress=not getattr(args, "quiet", False))
     print(f"model: {model}")
     header = f"{'pair':>9} {'Dice before':>11} {'Dice after':>10} {'HD95 before':>11} {'HD95 after':>10} " \
              f"{'fold %':>7} {'sec':>6}"

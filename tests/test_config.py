@@ -1,0 +1,57 @@
+"""Configs: a partial YAML overlays the packaged default.yaml (one source of defaults)."""
+import pytest
+import yaml
+
+from spikereg_neuro.config import DEFAULT_CONFIG, load_config, overlay
+
+
+def test_a_partial_config_changes_only_its_keys(tmp_path):
+    packaged = load_config()
+    p = tmp_path / "part.yaml"
+    p.write_text(yaml.safe_dump({"train": {"lr": 0.001}, "model": {"neuron": {"threshold": 2.0}}}))
+    cfg = load_config(p)
+    assert cfg.train.lr == 0.001 and cfg.model.neuron.threshold == 2.0
+    # every other key is the packaged value, not the dataclass default
+    assert cfg.model.neuron.graded_spike == packaged.model.neuron.graded_spike is True
+    assert cfg.model.readout_levels == packaged.model.readout_levels == 2
+    assert cfg.train.w_rate == packaged.train.w_rate and cfg.train.rate_band == packaged.train.rate_band
+    assert cfg.data.to_dict() == packaged.data.to_dict()
+    assert cfg.inference == packaged.inference
+    assert load_config(DEFAULT_CONFIG).to_dict() == packaged.to_dict()
+
+
+def test_overlay_merges_mappings_and_replaces_lists():
+    base = {"model": {"scales": [2, 1], "neuron": {"a": 1, "b": 2}}, "train": {"x": 1}}
+    assert overlay(base, {"model": {"scales": [1], "neuron": {"b": 3}}}) == {
+        "model": {"scales": [1], "neuron": {"a": 1, "b": 3}}, "train": {"x": 1}}
+    assert base["model"]["neuron"] == {"a": 1, "b": 2}       # the base is not changed
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("train: {lr: fast}", "train.lr must be a number"),
+    ("model: {bogus: 1}", "unknown model config keys"),
+    ("- 1\n- 2", "top level must be a mapping"),
+    ("train: [", "is not valid YAML"),
+])
+def test_bad_partial_configs_name_the_problem(tmp_path, text, msg):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=msg):
+        load_config(p)
+
+
+@pytest.mark.parametrize("argv", [["train", "-q"], ["-q", "train"], ["train", "--no-progress"],
+                                  ["simulate", "--quiet", "--net", "x"], ["data", "build", "-q"],
+                                  ["benchmark", "accuracy", "--out", "o", "--quiet"]])
+def test_one_quiet_flag_on_every_command(argv):
+    from spikereg_neuro.cli import _unify_quiet, build_parser
+    args = build_parser().parse_args(argv)
+    _unify_quiet(args)
+    assert args.quiet and args.no_progress
+
+
+def test_verbose_before_or_after_the_command():
+    from spikereg_neuro.cli import build_parser
+    p = build_parser()
+    assert p.parse_args(["-v", "train"]).verbose and p.parse_args(["train", "-v"]).verbose
+    assert not p.parse_args(["train"]).verbose
