@@ -1,8 +1,9 @@
 """Checkpoints: weights plus the config they were made with, validated on load."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -17,14 +18,28 @@ FORMAT_VERSION = 1
 DEFAULT_MODEL = Path(__file__).parent / "models" / "default.pt"
 
 
+def weights_sha256(state: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and bytes (independent of the file's
+    container, so a checkpoint can be checked after loading)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str | Path, net: SpikeRegUNet, extra: Optional[Dict[str, Any]] = None) -> Path:
-    """Write ``net`` (state + model config) and ``extra`` (training state, metrics) atomically."""
+    """Write ``net`` (state + model config + the weights' sha256) and ``extra`` (training
+    state, metrics) atomically."""
+    state = net.state_dict()
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": net.cfg.to_dict(),
-        "state_dict": net.state_dict(),
+        "state_dict": state,
         **(extra or {}),
+        "weights_sha256": weights_sha256(state),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -45,7 +60,9 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
 
     Loading never runs code from the file (``weights_only=True``; a file that needs unsafe
     unpickling is a ``ValueError``). The shipped default model is checked against the sha256
-    in ``models/default.json`` first (once per process).
+    in ``models/default.json`` first (once per process); any checkpoint that records
+    ``weights_sha256`` (all written by this version) is checked against it: a corrupted or
+    edited file is an error, not another field.
     """
     path = Path(path)
     if path.is_file() and _is_shipped(path):
@@ -56,6 +73,14 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format version {ckpt.get('format_version')}, "
                          f"this spikereg-neuro reads version {FORMAT_VERSION}")
+    want = ckpt.get("weights_sha256")
+    if want is not None:
+        state = ckpt.get("state_dict")
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path}: its state_dict is not a mapping of tensors")
+        if weights_sha256(state) != want:
+            raise ValueError(f"{path}: the weights do not match the sha256 recorded in the checkpoint "
+                             "(the file is corrupt or was edited)")
     return ckpt
 
 

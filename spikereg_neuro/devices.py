@@ -4,10 +4,10 @@ from __future__ import annotations
 __all__ = ["check_device"]
 
 
-def check_device(spec: str) -> str:
+def check_device(spec: str, what: str = "--device") -> str:
     """Return ``spec`` if torch can run on it here; else raise a one-line ``ValueError``.
 
-    Accepts ``cpu``, ``cuda``/``cuda:N`` (needs a visible CUDA GPU, N below the GPU count) and
+    ``what`` names the setting in the messages (``--device``, ``train.device``). Accepts ``cpu``, ``cuda``/``cuda:N`` (needs a visible CUDA GPU, N below the GPU count) and
     ``mps`` (Apple GPUs). Any other device type is refused.
     """
     import torch
@@ -15,20 +15,20 @@ def check_device(spec: str) -> str:
     try:
         dev = torch.device(str(spec))
     except (RuntimeError, TypeError, ValueError):
-        raise ValueError(f"--device {spec!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+        raise ValueError(f"{what} {spec!r} is not a torch device (use cpu, cuda or cuda:N)") from None
     if dev.type == "cpu":
         return str(spec)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise ValueError(f"--device {spec}: {build} (torch {torch.__version__}); use --device cpu")
+            raise ValueError(f"{what} {spec}: {build} (torch {torch.__version__}); use --device cpu")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            raise ValueError(f"--device {spec}: only {n} CUDA GPU(s) are visible (cuda:0..cuda:{n - 1})")
+            raise ValueError(f"{what} {spec}: only {n} CUDA GPU(s) are visible (cuda:0..cuda:{n - 1})")
         return str(spec)
     if dev.type == "mps":
         mps = getattr(torch.backends, "mps", None)
         if mps is None or not mps.is_available():
-            raise ValueError(f"--device {spec}: no Apple MPS device is available; use --device cpu")
+            raise ValueError(f"{what} {spec}: no Apple MPS device is available; use --device cpu")
         return str(spec)
-    raise ValueError(f"--device {spec}: device type {dev.type!r} is not supported (use cpu or cuda)")
+    raise ValueError(f"{what} {spec}: device type {dev.type!r} is not supported (use cpu or cuda)")

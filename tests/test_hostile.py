@@ -137,6 +137,31 @@ def test_shipped_models_load_safely_and_are_checksummed(tmp_path, monkeypatch):
         vxm.load_voxelmorph(vbad)
 
 
+def test_a_corrupted_trained_checkpoint_is_refused(files, tmp_path):
+    """Every checkpoint records its weights' sha256: flipped weight bytes are an error, not
+    another field (the flipped bytes still unpickle: they sit inside a tensor's storage)."""
+    ck = torch.load(files["ckpt"], weights_only=True)
+    assert len(ck["weights_sha256"]) == 64
+    ck["state_dict"]["enc.1.synapse.weight"].view(-1)[:8] += 0.125
+    bad = tmp_path / "flipped.pt"
+    torch.save(ck, bad)
+    with pytest.raises(ValueError, match="do not match the sha256"):
+        read_checkpoint(bad)
+
+
+def test_train_checks_its_device_and_cache_before_any_work(tmp_path, capsys):
+    import yaml
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"train": {"device": "tpu9"}}))
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run")]) == 1
+    assert "train.device 'tpu9' is not a torch device" in _one_error_line(capsys.readouterr().err, "train")
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["train", "--out", str(tmp_path / "run"), "--cache", str(afile / "sub")]) == 1
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err, "train")
+    assert not (tmp_path / "run").exists()
+
+
 # ============================================================================ output paths
 def test_register_never_overwrites_an_input(files, capsys, tmp_path):
     before = {k: _digest(files[k]) for k in ("fixed", "moving", "labels", "ckpt")}

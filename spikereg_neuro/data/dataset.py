@@ -162,6 +162,12 @@ def dataset_path(cfg: Optional[DataConfig] = None, cache_dir: Optional[PathLike]
     """Cache file of ``cfg``: ``synth_mni_<vs>mm_<D>x<H>x<W>_<hash>.h5`` (hash of the params)."""
     cfg = cfg or DataConfig()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    for p in (root, *root.parents):   # the first existing ancestor must be a folder
+        if p.exists():
+            if not p.is_dir():
+                raise ValueError(f"dataset cache {root}: {p} exists and is not a folder "
+                                 "(--cache / $SPIKEREG_CACHE)")
+            break
     digest = hashlib.sha256(cfg.params_json().encode()).hexdigest()[:12]
     d, h, w = cfg.shape
     return root / f"synth_mni_{cfg.voxel_size_mm:g}mm_{d}x{h}x{w}_{digest}.h5"

@@ -88,6 +88,8 @@ def prepare_config(opts: TrainOptions) -> Any:
                     else "the run is complete; pass --epochs N (the new total)")
             raise ValueError(f"{opts.resume} has already trained {done} epoch(s) and train.epochs is "
                              f"{cfg.train.epochs}: {hint}, so N > {done}")
+    from ..devices import check_device
+    check_device(cfg.train.device, "train.device" if opts.device is None else "--device")
     if opts.data is not None and cfg.train.w_field > 0:
         raise ValueError("train.w_field > 0 needs the embedded synthetic data's true fields; --data folders have none")
     world = max(opts.ddp, ddp.world_info()[1])
