@@ -909,7 +909,8 @@ def emulate(q: QuantizedNet, payload: torch.Tensor, *, record_spikes: bool = Fal
     ``stats`` (a dict, filled/merged per layer) collects integer peaks, overflow counts and
     spikes; ``record_spikes`` keeps every layer's spikes; ``forced`` replaces named layers'
     outputs by given spikes (teacher forcing, to compare layers one at a time). Any spatial size
-    divisible by ``q.size_multiple`` works (whole volumes too). Bit-exact to
+    divisible by ``q.size_multiple`` works (whole volumes too). The payload reaches the input
+    layer at every step of its window, or at step 0 only when ``q.input_once``. Bit-exact to
     :func:`emulate_reference` (the fast engine above; it falls back to the reference where a
     bound it relies on cannot be proven).
     """
