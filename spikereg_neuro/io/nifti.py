@@ -8,6 +8,8 @@
 * Every write is atomic (:mod:`spikereg_neuro.io.atomic`).
 * Displacement fields ``(3, D, H, W)`` (voxels, channel ``k`` along axis ``k``, pull warping)
   are stored as 5D NIfTI vector images ``(D, H, W, 1, 3)`` with intent ``VECTOR``.
+* ITK / ANTs displacement fields (:func:`save_itk_field`): the same 5D layout, but the vectors
+  are millimetres in ITK's LPS physical space (what ``antsApplyTransforms`` reads).
 """
 from __future__ import annotations
 
@@ -27,12 +29,15 @@ __all__ = [
     "save_field",
     "load_field",
     "check_pair",
+    "load_geometry",
+    "save_itk_field",
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 FIELD_DESCRIP = b"spikereg displacement, voxels, channel k = axis k, pull"
+ITK_FIELD_DESCRIP = b"spikereg displacement, ITK: mm, LPS, pull"
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -335,3 +340,38 @@ def check_pair(fixed_img: Any, moving_img: Any, atol: float = 1e-3) -> None:
                 f"affine mismatch (atol={atol} mm): fixed\n{fa}\nvs moving\n{ma}\n"
                 "resample both onto one grid first"
             )
+
+
+def load_geometry(path: PathLike) -> Tuple[Tuple[int, int, int], np.ndarray, nib.Nifti1Header]:
+    """``(shape, affine, header)`` of a 3D NIfTI file *as stored* (not reoriented), without
+    reading its voxel data. Same one-line errors as :func:`load_volume` for a missing,
+    unreadable, non-3D or geometry-less file."""
+    img = _load_image(path, canonical=False)
+    shape3 = _squeeze_3d(tuple(int(x) for x in img.shape), path)
+    return shape3, np.array(img.affine, dtype=np.float64), img.header  # type: ignore[return-value]
+
+
+def save_itk_field(path: PathLike, displacement_lps: Any, affine: Any) -> Path:
+    """Write an ITK / ANTs displacement field atomically.
+
+    ``displacement_lps`` is ``(X, Y, Z, 3)``: at voxel ``i`` of the grid ``affine`` (voxel ->
+    RAS mm, as nibabel), the vector in mm in ITK's LPS physical space from the point to where
+    the moving image is sampled (a pull field, like the transforms ANTs writes). On disk:
+    ``(X, Y, Z, 1, 3)`` float32, intent ``VECTOR``, sform = qform = ``affine`` (ITK converts
+    the grid to LPS itself; the vectors are stored as given, as ANTs stores its warps).
+    """
+    p = Path(path)
+    _check_nifti_name(p)
+    d = _to_numpy(displacement_lps)
+    if d.ndim != 4 or d.shape[-1] != 3:
+        raise ValueError(f"ITK displacement must have shape (X, Y, Z, 3), got {d.shape}")
+    if not np.all(np.isfinite(d)):
+        raise ValueError(f"refusing to write a field with non-finite values to {p}")
+    aff = _check_affine(affine)
+    data = np.ascontiguousarray(d.astype(np.float32, copy=False)[:, :, :, None, :])
+    img = nib.Nifti1Image(data, aff)
+    img.header.set_intent("vector", (), name="displacement")
+    img.header["descrip"] = ITK_FIELD_DESCRIP
+    _set_geometry(img, aff, None)
+    img.header.set_xyzt_units(xyz="mm", t="sec")
+    return _write_image(p, img)
