@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     same_grid = world_map is None and moving_c.matches(fixed_c) and not resampled_fixed
     m_w = m if same_grid else W.resample(m, mc_aff, work, world_map, cval=float(m.min()))
 
-    reg = SpikeRegInference(args.model, device=args.device, progress=True)
+    reg = SpikeRegInference(args.model, device=args.device, progress=not getattr(args, "quiet", False))
     t0 = time.time()
     field = reg.register(f_w, m_w)
     secs = time.time() - t0
