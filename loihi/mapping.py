@@ -150,6 +150,7 @@ def mapping_dict(part: Partition, res: NetworkResources, counts=None,
                          "fan_in_axons": _stats([c.fan_in_axons for c in pc], axon_in),
                          "fan_out_axons": _stats([c.fan_out_axons for c in pc], axon_out)},
             "synaptic_memory_bytes": sum(c.synaptic_memory_bytes for c in pc),
+            "stored_synapse_entries": sum(c.synapses for c in pc),
             "binding_limit": plan.binding_limit(L),
         })
         layer_rows.append(row)
@@ -285,13 +286,13 @@ def mapping_summary(m: Mapping[str, Any]) -> str:
         else:
             out.append(f"  {name:14s} mean {s['mean']:.0f} / max {s['max']:.0f} (no limit enforced)")
     out.append("")
-    hdr = (f"{'layer':8s} {'neurons':>9s} {'synapses':>11s} {'matrices':>8s} {'cores':>6s} "
+    hdr = (f"{'layer':8s} {'neurons':>9s} {'stored':>11s} {'matrices':>8s} {'cores':>6s} "
            f"{'grid (C,D,H,W)':>16s} {'max neur':>8s} {'max mem':>8s} {'max in':>7s} {'max out':>7s}  binding")
     out += [hdr, "-" * len(hdr)]
     for r in m["layers"]:
         pc = r["per_core"]
         low = "+".join(str(i["sparse_matrices"]) for i in r["inputs"])
-        out.append(f"{r['layer']:8s} {_fmt_int(r['neurons']):>9s} {_fmt_int(r['synapses']):>11s} {low:>8s} "
+        out.append(f"{r['layer']:8s} {_fmt_int(r['neurons']):>9s} {_fmt_int(r.get('stored_synapse_entries', r['synapses'])):>11s} {low:>8s} "
                    f"{r['cores']:>6d} {str(tuple(r['slicing']['grid'])):>16s} {pc['neurons']['max']:>8.0f} "
                    f"{pc['memory_bytes']['max']:>8.0f} {pc['fan_in_axons']['max']:>7.0f} "
                    f"{pc['fan_out_axons']['max']:>7.0f}  {r['binding_limit']}")
