@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikereg_neuro.model.encoding import graded_payload
+from spikereg_neuro.payload import graded_payload
 
 from . import loihi_rules as R
 from .netfile import LayerInput, QuantizedLayer, QuantizedNet
@@ -227,7 +227,7 @@ def connection_output(layer: QuantizedLayer, edge: LayerInput, src: torch.Tensor
     if s.shape[-1] != steps:
         raise ValueError(f"{layer.name}: source {edge.source} has {src.shape[-1]} steps, needs "
                          f"{edge.source_step_offset + steps}")
-    if edge.transform == "upsample2":
+    if edge.upsample > 1:
         s = upsample2(s)
     n, c, d, h, ww, t = s.shape
     frames = s.permute(0, 5, 1, 2, 3, 4).reshape(n * t, c, d, h, ww)
@@ -415,7 +415,7 @@ def _prepare_edges(layer: QuantizedLayer) -> List[_Edge]:
         abs_sum = int(w.abs().sum(dim=(1, 2, 3, 4)).max()) if w.numel() else 0
         wf = w.to(torch.float32)
         tr = None
-        if e.transform == "upsample2" and all(int(s) == 1 for s in layer.stride):
+        if e.upsample > 1 and all(int(s) == 1 for s in layer.stride):
             folded = _fold_upsample2(wf, layer.padding)
             if folded is not None:
                 wf, tr = folded
@@ -440,7 +440,7 @@ def _conv(x: torch.Tensor, ed: _Edge, layer: QuantizedLayer, max_in: int) -> tor
     if ed.transposed is not None:
         y = F.conv_transpose3d(x, w, None, 2, ed.transposed)
     else:
-        if ed.edge.transform == "upsample2":
+        if ed.edge.upsample > 1:
             x = x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
         if x.shape[1] * w.shape[2] <= _FOLD_DEPTH_MAX:
             y = _conv3d_as_2d(x, w, tuple(layer.stride), tuple(layer.padding))

@@ -42,6 +42,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import h5py
 import numpy as np
 
+from spikereg_neuro.connections import TRANSFORMS as _TRANSFORMS, Connection
+from spikereg_neuro.geometry import conv_output_shape
 from spikereg_neuro.io.atomic import atomic_write
 from spikereg_neuro.io.hdf5 import open_versioned
 
@@ -50,7 +52,7 @@ from . import loihi_rules as R
 FORMAT = "spikereg-neuro/quantized-net"
 FORMAT_VERSION = 1
 NEURON_KINDS = ("atrlif", "integrator")
-TRANSFORMS = ("identity", "upsample2")
+TRANSFORMS = tuple(_TRANSFORMS)
 #: the ATRLIF constructor arguments stored per layer (lava/proc/atrlif/process.py ATRLIF.__init__)
 ATRLIF_PARAMS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step",
                  "bias_mant", "bias_exp")
@@ -78,6 +80,22 @@ class LayerInput:
     transform: str = "identity"
     channels: Tuple[int, int] = (0, 0)
     source_step_offset: int = 0
+
+    @property
+    def connection(self) -> Connection:
+        """The typed connection (source, upsampling); ValueError for an unknown transform."""
+        return Connection.from_transform(self.source, self.transform)
+
+    @property
+    def upsample(self) -> int:
+        """1, or 2 for an x2 nearest-upsampled source."""
+        return self.connection.upsample
+
+    @classmethod
+    def of(cls, connection: Connection, channels: Tuple[int, int], source_step_offset: int = 0) -> "LayerInput":
+        """The net.h5 record of a typed connection."""
+        return cls(connection.source, connection.transform, (int(channels[0]), int(channels[1])),
+                   int(source_step_offset))
 
     def to_dict(self) -> Dict[str, Any]:
         return {"source": self.source, "transform": self.transform,
@@ -208,13 +226,12 @@ class QuantizedNet:
             for e in l.inputs:
                 if e.source not in out:
                     raise NetFileError(f"layer {l.name!r}: unknown source {e.source!r}")
-                sp = out[e.source][1:]
-                sizes.append(tuple(2 * x for x in sp) if e.transform == "upsample2" else sp)
+                sizes.append(tuple(e.upsample * x for x in out[e.source][1:]))
             if len(set(sizes)) != 1:
                 raise NetFileError(f"layer {l.name!r}: shape mismatch: its inputs have spatial sizes "
                                    f"{sizes} for patch {patch}")
             sp = sizes[0]
-            o = tuple((n + 2 * p - k) // s + 1 for n, p, k, s in zip(sp, l.padding, l.kernel_size, l.stride))
+            o = conv_output_shape(sp, l.kernel_size, l.stride, l.padding)
             if min(o) < 1:
                 raise NetFileError(f"layer {l.name!r}: patch {patch} too small (output {o})")
             out[l.name] = (l.out_channels, *o)
@@ -413,7 +430,9 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def _versions() -> Dict[str, str]:
+def lava_versions() -> Dict[str, str]:
+    """Installed lava-nc and lava-dl versions (``"unknown"`` when not installed), recorded in
+    net.h5 and deploy.h5."""
     from importlib.metadata import PackageNotFoundError, version
     out = {}
     for pkg in ("lava-nc", "lava-dl"):
@@ -428,7 +447,7 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
     """Validate ``q`` and write it to ``path`` atomically (HDF5, h5py)."""
     validate_qnet(q)
     path = Path(path)
-    vers = _versions()
+    vers = lava_versions()
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT
         f.attrs["format_version"] = FORMAT_VERSION
@@ -613,17 +632,6 @@ def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
             and a.patch_size == b.patch_size and a.stride == b.stride)
 
 
-def layer_table(q: QuantizedNet) -> List[Dict[str, Any]]:
-    """One summary row per layer (for reports and printing)."""
-    rows = []
-    for l in q.layers:
-        rows.append({"name": l.name, "neuron": l.neuron, "weight_shape": list(l.weight.shape),
-                     "weight_exp": l.weight_exp, "theta_0": l.atrlif["theta_0"],
-                     "time_window": l.time_window, "inputs": [e.source for e in l.inputs],
-                     "weight_range": [int(l.weight.min()), int(l.weight.max())]})
-    return rows
-
-
 __all__: Sequence[str] = ["FORMAT", "FORMAT_VERSION", "ATRLIF_PARAMS", "NetFileError", "LayerInput",
                           "QuantizedLayer", "QuantizedNet", "validate_qnet", "save_qnet", "load_qnet",
-                          "qnet_equal", "layer_table"]
+                          "qnet_equal", "lava_versions"]

@@ -37,18 +37,17 @@ Input schedule: ``ModelConfig.input_once`` (absent in older configs: False) is r
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
 
+from spikereg_neuro.connections import Connection
+from spikereg_neuro.geometry import up2_group_matrices
 from spikereg_neuro.model.unet import SpikeRegUNet
 
 from . import loihi_rules as R
 from .netfile import LayerInput, QuantizedLayer, QuantizedNet, validate_qnet
-
-_UP = re.compile(r"^up\((\w+)\)$")
 
 
 def graded_payload_gain(net: SpikeRegUNet) -> float:
@@ -112,21 +111,19 @@ def default_weight_exp(feasible: List[int]) -> int:
     return max(neg) if neg else min(feasible)
 
 
-#: taps of a 3-kernel that read the same source neuron after x2 nearest upsampling, for an output
-#: at an even and at an odd position (a border output loses a whole group, never part of one)
-_UP2_GROUPS = (np.array([[1, 0, 0], [0, 1, 1]]), np.array([[1, 1, 0], [0, 0, 1]]))
-
-
 def folded_upsample_range(weight: np.ndarray) -> Tuple[int, int]:
     """Smallest and largest synapse of a stride-1 3^3 conv that reads an x2 nearest-upsampled
     source with the upsampling folded into its weights (as :mod:`sim.lowering` builds it)."""
     w = np.asarray(weight, dtype=np.int64)
     if tuple(w.shape[2:]) != (3, 3, 3):
         raise ValueError(f"folding is defined for 3x3x3 kernels, got {w.shape[2:]}")
+    # per phase of an output (even / odd position), the taps of a 3-kernel that read the same
+    # source neuron (spikereg_neuro.geometry; a border output loses a whole group, never part of one)
+    groups = up2_group_matrices(3, 1, 1)
     lo, hi = 0, 0
-    for a in _UP2_GROUPS:
-        for b in _UP2_GROUPS:
-            for c in _UP2_GROUPS:
+    for a in groups:
+        for b in groups:
+            for c in groups:
                 f = np.einsum("ocxyz,ix,jy,kz->ocijk", w, a, b, c)
                 lo, hi = min(lo, int(f.min())), max(hi, int(f.max()))
     return lo, hi
@@ -140,7 +137,7 @@ def layers_with_split_folds(net: SpikeRegUNet) -> Set[str]:
     for d in net.export():
         w = np.rint(np.asarray(d["weight"], dtype=np.float64)).astype(np.int64)
         for e in edges[d["name"]]:
-            if e.transform == "upsample2":
+            if e.upsample > 1:
                 lo, hi = folded_upsample_range(w[:, e.channels[0]:e.channels[1]])
                 if lo < R.WEIGHT_MIN or hi > R.WEIGHT_MAX:
                     out.add(d["name"])
@@ -162,12 +159,11 @@ def _inputs(net: SpikeRegUNet) -> Dict[str, List[LayerInput]]:
     res: Dict[str, List[LayerInput]] = {}
     for name, d in exp.items():
         edges, pos = [], 0
-        for src in d["inputs"]:
-            m = _UP.match(src)
-            s, tr = (m.group(1), "upsample2") if m else (src, "identity")
-            c = out_ch[s]
-            off = 0 if s == "input" else window[s] - d["time_window"]
-            edges.append(LayerInput(s, tr, (pos, pos + c), off))
+        for label in d["inputs"]:
+            conn = Connection.parse(label)
+            c = out_ch[conn.source]
+            off = 0 if conn.reads_input else window[conn.source] - d["time_window"]
+            edges.append(LayerInput.of(conn, (pos, pos + c), off))
             pos += c
         if pos != d["in_channels"]:
             raise ValueError(f"block {name}: inputs give {pos} channels, the synapse has {d['in_channels']}")

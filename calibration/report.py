@@ -118,7 +118,7 @@ def build_report(*, q: QuantizedNet, comparison: Mapping[str, Any], weight_error
         row: Dict[str, Any] = {
             "neuron": l.neuron, "weight_shape": list(l.weight.shape), "weight_exp": l.weight_exp,
             "theta_0": l.atrlif["theta_0"], "time_window": l.time_window,
-            "inputs": [e.source if e.transform == "identity" else f"up({e.source})" for e in l.inputs],
+            "inputs": [str(e.connection) for e in l.inputs],
             "weight_error": dict(weight_errors.get(n, {})),
             "calibration_stats": dict(float_stats.get(n, {})),
             "exponent_choice": dict(exp_choice.get(n, {})),

@@ -51,6 +51,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import h5py
 import numpy as np
 
+from spikereg_neuro.connections import TRANSFORMS, Connection
+from spikereg_neuro.geometry import conv_output_shape
 from spikereg_neuro.io.atomic import atomic_write
 from spikereg_neuro.io.hdf5 import open_versioned
 
@@ -60,7 +62,6 @@ FORMAT = "spikereg-neuro/loihi-deploy"
 FORMAT_VERSION = 1
 ATRLIF_KEYS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step", "bias_mant", "bias_exp")
 NEURONS = ("atrlif", "integrator")
-TRANSFORMS = {"identity": 1, "upsample2": 2}
 NETX_NEURON_TYPES = ("CUBA", "LOIHI", "SDNN", "RF", "RF_IZ")
 
 PathLike = Union[str, Path]
@@ -85,7 +86,7 @@ def netx_verdict(q) -> List[Dict[str, Any]]:
                        "create_conv reads 2D kernels)")
         if len(l.inputs) > 1:
             why.append("several inputs (concatenation): netx raises NotImplementedError for concat")
-        if any(e.transform == "upsample2" for e in l.inputs):
+        if any(e.upsample > 1 for e in l.inputs):
             why.append("x2 upsampled input: netx raises NotImplementedError for unpool / convT")
         if l.neuron == "atrlif":
             why.append("ATRLIF neurons (adaptive threshold + refractory state) are not a netx neuron "
@@ -118,6 +119,10 @@ class DeployConnection:
     num_weight_bits: int = 8
 
     @property
+    def connection(self) -> Connection:
+        return Connection.from_transform(self.source, self.transform)
+
+    @property
     def lava_weights(self) -> np.ndarray:
         """The kernel in Lava weight values (even integers in [-256, 254])."""
         return self.weight_mant.astype(np.int64) * 2
@@ -137,22 +142,11 @@ class DeployableNet:
         from sim.lowering import conv3d_matrix, split_synapse_range
         c = self.connections[layer][index]
         m = conv3d_matrix(c.lava_weights, self.populations[c.source]["shape"], c.stride, c.padding,
-                          upsample=c.transform == "upsample2")
+                          upsample=c.connection.upsampled)
         return split_synapse_range(m)
 
 
 # ============================================================================ writing
-def _versions() -> Dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for pkg in ("lava-nc", "lava-dl"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:  # pragma: no cover
-            out[pkg] = "unknown"
-    return out
-
-
 def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = None,
                       source_file: str = "", source_sha256: str = "") -> Dict[str, Any]:
     """Write the deploy file of a QuantizedNet ``q`` for ``patch_shape`` (default: its own).
@@ -161,7 +155,7 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
     synapses (checked against the profiler's NetworkCounter through :class:`NetworkResources`).
     """
     from calibration.emulator import lava_schedule
-    from calibration.netfile import validate_qnet
+    from calibration.netfile import lava_versions, validate_qnet
 
     validate_qnet(q)
     patch = tuple(int(x) for x in (patch_shape or q.patch_size))
@@ -174,7 +168,7 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
                                  f"and weight_exp {l.weight_exp} < 0: no exact Sparse lowering")
     sched = lava_schedule(q)
     verdict = netx_verdict(q)
-    vers = _versions()
+    vers = lava_versions()
     path = Path(path)
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         a = f.attrs
@@ -344,9 +338,9 @@ def load_deployable(path: PathLike) -> DeployableNet:
                 if not -8 <= conn.weight_exp <= 7:
                     raise DeployFileError(f"{cw}: weight_exp {conn.weight_exp} outside [-8, 7]")
                 # geometry: the source (upsampled) must produce the layer's spatial shape
-                up = TRANSFORMS[tr]
+                up = conn.connection.upsample
                 sp_in = [up * n for n in pops[src]["shape"][1:]]
-                sp_out = tuple((n + 2 * p - kk) // s + 1 for n, p, kk, s in zip(sp_in, conn.padding, ks, conn.stride))
+                sp_out = conv_output_shape(sp_in, ks, conn.stride, conn.padding)
                 if sp_out != tuple(pop["shape"][1:]):
                     raise DeployFileError(f"{cw}: {src!r}{' upsampled' if up > 1 else ''} gives spatial "
                                           f"shape {sp_out}, the population is {tuple(pop['shape'][1:])}")

@@ -2,9 +2,10 @@
 
 Input: a plain list of layer dicts in execution order, as :meth:`SpikeRegUNet.export` gives them
 (``name``, ``type`` conv3d/readout3d, ``in_channels``, ``out_channels``, ``kernel_size``,
-``stride``, ``padding``, ``weight`` (integer Lava weight values, optional), ``inputs`` such as
-``["up(enc3)", "enc2"]``, ``time_window``, ``neuron_kind``). :func:`layers_from_qnet` turns a
-calibrated ``net.h5`` (:class:`calibration.netfile.QuantizedNet`) into the same list.
+``stride``, ``padding``, ``weight`` (integer Lava weight values, optional), ``inputs``: labels
+such as ``["up(enc3)", "enc2"]`` or :class:`~spikereg_neuro.connections.Connection` objects,
+``time_window``, ``neuron_kind``). :func:`layers_from_qnet` turns a calibrated ``net.h5``
+(:class:`calibration.netfile.QuantizedNet`) into the same list (with Connection objects).
 
 Exact counts come from the profiler's :class:`~spikereg_neuro.profiler.NetworkCounter`. The
 mapper needs one thing the counter does not keep: the synapses of each TARGET neuron (a core
@@ -30,6 +31,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from spikereg_neuro.connections import Connection, ConnectionRecord
 from spikereg_neuro.geometry import axis_groups, folded_kernel_taps
 from spikereg_neuro.profiler.counting import GRADED_SOURCE, NetworkCounter
 
@@ -63,11 +65,10 @@ def _sub(w: np.ndarray, g0, g1, g2) -> np.ndarray:
 
 # ============================================================================ data classes
 @dataclass
-class ConnectionResources:
+class ConnectionResources(ConnectionRecord):
     """One incoming connection of a layer (one entry of its ``inputs``)."""
 
-    source: str
-    upsample: int
+    connection: Connection
     channels: Tuple[int, int]
     source_shape: Shape3
     graded: bool
@@ -81,9 +82,6 @@ class ConnectionResources:
     @property
     def source_channels(self) -> int:
         return self.channels[1] - self.channels[0]
-
-    def label(self) -> str:
-        return f"up({self.source})" if self.upsample > 1 else self.source
 
     def coverage(self, axis: int, start: int, stop: int) -> np.ndarray:
         """Boolean ``(source length,)``: the source indices along ``axis`` read by outputs
@@ -164,7 +162,7 @@ def layers_from_qnet(q) -> List[Dict[str, Any]]:
             "kernel_size": [int(x) for x in l.kernel_size], "stride": [int(x) for x in l.stride],
             "padding": [int(x) for x in l.padding],
             "weight": np.asarray(l.weight).astype(np.int64),
-            "inputs": [f"up({e.source})" if e.transform == "upsample2" else e.source for e in l.inputs],
+            "inputs": [e.connection for e in l.inputs],
             "time_window": int(l.time_window),
             "neuron_kind": "alif" if l.neuron == "atrlif" else "integrator",
             "neuron": l.neuron, "weight_exp": int(l.weight_exp),
@@ -240,7 +238,7 @@ class NetworkResources:
                     self.notes.append(f"{info.name}: weight_exp {d['weight_exp']} < 0 with a split folded "
                                       "matrix is not exact on Lava (sim.lowering refuses it)")
             conns.append(ConnectionResources(
-                source=c.source, upsample=c.upsample, channels=(c.channel_start, c.channel_stop),
+                connection=c.connection, channels=(c.channel_start, c.channel_stop),
                 source_shape=c.source_shape, graded=c.graded, chunks=chunks, fanin=stored,
                 groups=groups, synapses=int(stored.sum()), extra_synapses=int(stored.sum()) - total,
                 weight_range=wrange))
@@ -297,7 +295,7 @@ class NetworkResources:
         out = {}
         for cons, i in self.layers[layer].consumers:
             c = self.layers[cons].connections[i]
-            fo = self.counter.fanout_map(cons, c.label(), STORED_VARIANT)
+            fo = self.counter.fanout_map(cons, c.connection, STORED_VARIANT)
             out[f"{cons}<-{c.label()}"] = {"mean": float(fo.mean()), "max": int(fo.max())}
         return out
 

@@ -92,7 +92,7 @@ def run_on_loihi(net: str | Path, *, pair: int = 0, patch: Sequence[int] = (16, 
     from lava.utils import loihi as lava_loihi
 
     from calibration.netfile import load_qnet
-    from sim.cli import load_patch, run_json
+    from sim.harness import load_patch, run_json
     from sim.graph import build_graph
     from sim.processes import exception_proc_model_map
     from sim.run import run_graph, to_result

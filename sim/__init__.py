@@ -13,10 +13,12 @@
 * :mod:`sim.session` - ``LavaSession`` (one started graph per patch shape, reused for every
   patch), ``register_full`` (a whole registration through Lava or the emulator);
 * :mod:`sim.compare` - mismatches per layer and in the read-out, ``readout_sha256``;
+* :mod:`sim.harness` - the demo patch a run reads and the ``run.json`` it writes (shared with
+  ``loihi run`` and the benchmark);
 * :mod:`sim.cli` - ``spikereg-neuro simulate``.
 
 The package imports nothing heavy at import time (``spikereg-neuro`` loads :mod:`sim.cli` for
 every command). See ``docs/simulation.md``.
 """
 
-__all__ = ["lowering", "processes", "graph", "run", "session", "compare", "cli"]
+__all__ = ["lowering", "processes", "graph", "run", "session", "compare", "harness", "cli"]

@@ -94,18 +94,12 @@ class SimGraph:
     def total_neurons(self) -> int:
         return int(sum(p.neurons for p in self.plans.values()))
 
-    def run_cfg(self):
-        """The default CPU run configuration (:func:`sim.run.default_run_cfg`)."""
-        from .run import default_run_cfg
-        return default_run_cfg()
-
     def cost(self) -> Dict[str, Any]:
         """Memory cost of the lowering (synapses and bytes) and graph size."""
         conns = self.connection_stats
         return {"neurons": self.total_neurons, "synapses": int(sum(v["synapses"] for v in conns.values())),
                 "synapse_bytes": int(sum(v["bytes"] for v in conns.values())),
                 "processes": self.num_processes, "num_steps": self.num_steps, "connections": conns}
-
 
 
 def _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stats, lowered, t0, log,
@@ -119,6 +113,7 @@ def _finish_graph(q, patch, num_steps, plans, source, neurons, conns, mons, stat
         log(f"{what}: {c['processes']} processes, {c['neurons']} neurons, {c['synapses']} synapses "
             f"({c['synapse_bytes'] / 2 ** 20:.1f} MiB), {num_steps} {steps}; built in {g.build_seconds:.1f} s")
     return g
+
 
 def plan_layers(q: QuantizedNet, patch: Sequence[int]) -> Tuple[Dict[str, LayerPlan], int]:
     """Lava time windows of every layer (from ``lava_schedule``) and the number of lava steps."""

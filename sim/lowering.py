@@ -42,6 +42,8 @@ import scipy.sparse as sp
 
 from calibration import loihi_rules as R
 from calibration.netfile import LayerInput, QuantizedLayer, QuantizedNet
+from spikereg_neuro.connections import Connection
+from spikereg_neuro.geometry import axis_slots, conv_output_shape
 
 Shape4 = Tuple[int, int, int, int]
 
@@ -53,30 +55,12 @@ class LoweringError(ValueError):
 # ============================================================================ matrices
 def conv_output_size(n: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
                      padding: Sequence[int]) -> Tuple[int, int, int]:
-    """Spatial output size of a 3-D convolution (PyTorch semantics)."""
-    out = tuple((int(a) + 2 * int(p) - int(k)) // int(s) + 1
-                for a, k, s, p in zip(n, kernel, stride, padding))
+    """Spatial output size of a 3-D convolution (:func:`spikereg_neuro.geometry.conv_output_shape`);
+    :class:`LoweringError` when the input is too small for the kernel."""
+    out = conv_output_shape(n, kernel, stride, padding)
     if min(out) < 1:
         raise LoweringError(f"input {tuple(n)} too small for kernel {tuple(kernel)}")
     return out  # type: ignore[return-value]
-
-
-def _axis_slots(n_in: int, n_out: int, k: int, s: int, p: int, f: int):
-    """One axis of a (possibly upsampled) convolution, folded.
-
-    Output ``o`` reads upsampled positions ``u = o*s - p + t`` (taps ``t < k``; valid inside
-    ``[0, n_in*f)``), i.e. source neurons ``u // f``. Taps that meet the same source neuron form
-    one SLOT ``j = u // f - (o*s - p) // f``. Returns ``src (n_out, S)`` (source index, -1 where
-    the slot is empty) and ``mask (n_out, S, k)`` (the taps of each slot)."""
-    o = np.arange(n_out, dtype=np.int64)
-    u = o[:, None] * s - p + np.arange(k, dtype=np.int64)[None, :]
-    valid = (u >= 0) & (u < n_in * f)
-    base = np.floor_divide(o * s - p, f)
-    off = np.floor_divide(u, f) - base[:, None]
-    n_slots = int(off.max()) + 1
-    mask = valid[:, None, :] & (off[:, None, :] == np.arange(n_slots)[None, :, None])
-    src = np.where(mask.any(axis=2), base[:, None] + np.arange(n_slots)[None, :], -1)
-    return src, mask
 
 
 def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = (1, 1, 1),
@@ -90,7 +74,7 @@ def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = 
     Returns ``csr_matrix`` (int32 values, no explicit zeros) of shape ``(O*D'*H'*W', C*D*H*W)``.
 
     Vectorised per axis: every axis is reduced to "slots" (source offsets) with their tap sets
-    (:func:`_axis_slots`); the outputs of an axis fall into a few classes with the same tap sets
+    (:func:`spikereg_neuro.geometry.axis_slots`); the outputs of an axis fall into a few classes with the same tap sets
     (parity and borders), and for every combination of classes along the three axes the folded
     kernel ``(O, C)`` is one weighted sum of the weight and the synapses of all those outputs
     are generated at once. No duplicates are generated, so no summation pass is needed.
@@ -115,7 +99,7 @@ def conv3d_matrix(weight: np.ndarray, in_shape: Shape4, stride: Sequence[int] = 
     # per axis: classes of (slot, tap set) -> the outputs in the class and their sources
     axes = []
     for n_in, n_o, k, st, p in zip(src_sp, out_sp, kern, stride, padding):
-        src, mask = _axis_slots(n_in, n_o, k, int(st), int(p), f)
+        src, mask = axis_slots(n_in, n_o, k, int(st), int(p), f)
         classes = []
         for j in range(src.shape[1]):
             code = (mask[:, j, :] * (1 << np.arange(k, dtype=np.int64))).sum(axis=1)
@@ -191,8 +175,13 @@ class LoweredConnection:
     matrices: List[sp.csr_matrix] = field(default_factory=list)
 
     @property
+    def connection(self) -> Connection:
+        return Connection.from_transform(self.source, self.transform)
+
+    @property
     def name(self) -> str:
-        t = "up2:" if self.transform == "upsample2" else ""
+        """``"enc2->dec2"``, ``"up2:enc3->dec2"`` (the Lava process names)."""
+        t = "up2:" if self.connection.upsampled else ""
         return f"{t}{self.source}->{self.layer}"
 
     @property
@@ -224,7 +213,7 @@ def lower_connection(layer: QuantizedLayer, edge: LayerInput, src_shape: Shape4,
     """Lower one incoming edge of ``layer`` (the weight slice ``edge.channels``)."""
     a, b = edge.channels
     w = np.asarray(layer.weight[:, a:b]).astype(np.int64)
-    m = conv3d_matrix(w, src_shape, layer.stride, layer.padding, upsample=(edge.transform == "upsample2"))
+    m = conv3d_matrix(w, src_shape, layer.stride, layer.padding, upsample=edge.upsample > 1)
     if m.shape[0] != int(np.prod(out_shape)):
         raise LoweringError(f"{layer.name}: lowered {edge.source} gives {m.shape[0]} outputs, "
                             f"population {out_shape} has {int(np.prod(out_shape))}")
@@ -322,17 +311,6 @@ class LoweringCache:
         self._entries.clear()
 
 
-def lowering_cost(lowered: Dict[str, List[LoweredConnection]]) -> Dict[str, dict]:
-    """Synapse counts and bytes per connection (for reports and docs)."""
-    rows = {}
-    for name, conns in lowered.items():
-        for c in conns:
-            rows[c.name] = {"layer": name, "source": c.source, "transform": c.transform,
-                            "processes": len(c.matrices), "synapses": c.synapses, "bytes": c.bytes(),
-                            "shape": [int(c.matrices[0].shape[0]), int(c.matrices[0].shape[1])]}
-    return rows
-
-
 __all__ = ["LoweringError", "conv_output_size", "conv3d_matrix", "split_synapse_range",
-           "LoweredConnection", "lower_connection", "lower_network", "lowering_cost", "net_fingerprint",
+           "LoweredConnection", "lower_connection", "lower_network", "net_fingerprint",
            "LoweringCache"]

@@ -35,7 +35,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -338,15 +338,44 @@ def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+def _wait_worker(proc: subprocess.Popen, timeout: float, startup_timeout: Optional[float],
+                 first_step: threading.Event, first_step_at: List[float]) -> Tuple[Optional[int], str]:
+    """Wait for the worker: ``(exit code, "")``, or ``(None, why)`` when a limit passed.
+
+    Without ``startup_timeout`` the worker has ``timeout`` seconds in all; with it, ``startup_timeout``
+    seconds to deliver its first step and ``timeout`` seconds from that step on."""
+    if startup_timeout is None:
+        try:
+            return proc.wait(timeout=timeout), ""
+        except subprocess.TimeoutExpired:
+            return None, f"did not finish within {timeout:g} s"
+    start_deadline = time.monotonic() + float(startup_timeout)
+    while not first_step.is_set():
+        left = start_deadline - time.monotonic()
+        if left <= 0:
+            return None, f"did not reach its first step within {startup_timeout:g} s"
+        try:
+            return proc.wait(timeout=min(left, 0.2)), ""
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        return proc.wait(timeout=max(0.0, first_step_at[0] + timeout - time.monotonic())), ""
+    except subprocess.TimeoutExpired:
+        return None, f"did not finish within {timeout:g} s of its first step"
+
+
 def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Optional[ProgressFn] = None,
-             log: Optional[ProgressFn] = None, static_sparse: bool = False, _stall_s: float = 0.0) -> LavaResult:
+             log: Optional[ProgressFn] = None, static_sparse: bool = False,
+             startup_timeout: Optional[float] = None, _stall_s: float = 0.0) -> LavaResult:
     """Run one patch on the Lava CPU backend in a guarded worker subprocess.
 
     ``payload``: integer ``(1, C_in, D, H, W)`` or ``(C_in, D, H, W)`` (numpy or torch).
     ``static_sparse``: :class:`sim.processes.PyStaticSparseModelBitAcc` for every ``Sparse``
     (lava's model without its first-step weight copy; default: lava's ``PySparseModelBitAcc``).
     Raises :class:`SimTimeout` after ``timeout`` seconds (all Lava processes killed) and
-    :class:`SimError` if the worker fails.
+    :class:`SimError` if the worker fails. With ``startup_timeout``, ``timeout`` counts from the
+    first simulated step and the start-up before it (interpreter, lowering, compile, Lava process
+    start: the part that grows with machine load) has ``startup_timeout`` seconds of its own.
     """
     pl = payload.detach().cpu().numpy() if isinstance(payload, torch.Tensor) else np.asarray(payload)
     with tempfile.TemporaryDirectory(prefix="spikereg-sim-") as tmp:
@@ -361,12 +390,16 @@ def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Opti
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                 env=env, cwd=str(_ROOT), start_new_session=True)
         tail: List[str] = []
+        first_step, first_step_at = threading.Event(), []
 
         def reader() -> None:
             assert proc.stdout is not None
             for line in proc.stdout:
                 line = line.rstrip("\n")
                 if line.startswith(_PROGRESS):
+                    if not first_step.is_set():
+                        first_step_at.append(time.monotonic())
+                        first_step.set()
                     if progress:
                         progress(line[len(_PROGRESS):])
                 else:
@@ -378,15 +411,15 @@ def run_lava(q: QuantizedNet, payload, *, timeout: float = 600.0, progress: Opti
         th = threading.Thread(target=reader, daemon=True)
         th.start()
         try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            th.join(timeout=5)
-            raise SimTimeout(f"the Lava run did not finish within {timeout:g} s; its processes were "
-                             "killed. Output tail:\n" + "\n".join(tail[-20:]), pid=proc.pid)
+            rc, expired = _wait_worker(proc, timeout, startup_timeout, first_step, first_step_at)
         except BaseException:
             _kill_group(proc)
             raise
+        if rc is None:
+            _kill_group(proc)
+            th.join(timeout=5)
+            raise SimTimeout(f"the Lava run {expired}; its processes were killed. Output tail:\n"
+                             + "\n".join(tail[-20:]), pid=proc.pid)
         _kill_group(proc, grace=1.0)      # no-op unless a Lava process outlived the worker
         th.join(timeout=5)
         res_npz, res_json = tmp_p / "result.npz", tmp_p / "result.json"
@@ -535,6 +568,15 @@ def _on_sigterm(signum, frame) -> None:  # pragma: no cover - runs in the worker
     kill_runtimes_and_exit([_ACTIVE.get("runtime")])
 
 
+def worker_main(module: str, worker: Callable[[str], int]) -> None:  # pragma: no cover - in workers
+    """``python -m <module> --worker JOB_DIR``: exit with ``worker(JOB_DIR)``'s code (a usage
+    message and exit code 2 for anything else)."""
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        sys.exit(worker(sys.argv[2]))
+    print(f"usage: python -m {module} --worker JOB_DIR", file=sys.stderr)
+    sys.exit(2)
+
+
 def _worker(job_dir: str) -> int:
     """Worker subprocess: run the pickled job in ``job_dir``, write result.npz/result.json."""
     ensure_lava_runtime()          # before anything else fixes the multiprocessing start method
@@ -563,10 +605,7 @@ def _worker(job_dir: str) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through run_lava
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        sys.exit(_worker(sys.argv[2]))
-    print("usage: python -m sim.run --worker JOB_DIR", file=sys.stderr)
-    sys.exit(2)
+    worker_main("sim.run", _worker)
 
 
 __all__ = ["SimError", "SimTimeout", "LavaResult", "PatchSimulation", "simulate_patch", "run_lava",

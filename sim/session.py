@@ -41,7 +41,7 @@ import torch
 
 from calibration.netfile import QuantizedNet
 
-from .run import SimError, SimTimeout, _kill_group, kill_runtimes_and_exit
+from .run import SimError, SimTimeout, _kill_group, kill_runtimes_and_exit, worker_main
 
 _ROOT = Path(__file__).resolve().parent.parent
 _DONE = "@@sim-done "
@@ -469,10 +469,7 @@ def _worker(job_dir: str) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through LavaSession
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        sys.exit(_worker(sys.argv[2]))
-    print("usage: python -m sim.session --worker JOB_DIR", file=sys.stderr)
-    sys.exit(2)
+    worker_main("sim.session", _worker)
 
 
 __all__ = ["LavaSession", "FullRegistration", "register_full", "compare_full", "count_patches"]

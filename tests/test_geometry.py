@@ -1,4 +1,4 @@
-"""The one convolution-geometry module, and the copies that must agree with it (issue 19)."""
+"""The one convolution-geometry module (issue 19) and its users: lowering, quantizer, output sizes."""
 from itertools import product
 
 import numpy as np
@@ -66,32 +66,91 @@ def test_border_outputs_lose_whole_groups_only():
             assert set(t for _, t in g) <= set(phases[y % up])
 
 
-# ------------------------------------------------------------------ copies owned elsewhere
-def test_sim_lowering_axis_slots_agree():
-    lowering = pytest.importorskip("sim.lowering")
+# ------------------------------------------------------------------ the users
+def test_axis_slots_are_the_groups():
     for n, k, s, p, up in SHAPES:
         out_len = G.conv_output_length(n * up, k, s, p)
-        src, mask = lowering._axis_slots(n, out_len, k, s, p, up)
-        gsrc, gmask = G.axis_slots(n, out_len, k, s, p, up)
-        assert np.array_equal(src, gsrc) and np.array_equal(mask, gmask), (n, k, s, p, up)
+        src, mask = G.axis_slots(n, out_len, k, s, p, up)
+        for y, g in enumerate(G.axis_groups(out_len, n, k, s, p, up)):
+            slots = [(int(q), tuple(int(t) for t in np.nonzero(mask[y, j])[0]))
+                     for j, q in enumerate(src[y]) if q >= 0]
+            assert slots == list(g), (n, k, s, p, up, y)
+            assert not mask[y][src[y] < 0].any()
 
 
-def test_sim_lowering_output_size_agrees():
+def test_lowering_reads_the_geometry():
+    """sim.lowering builds its matrices from geometry.axis_slots: the matrix of 'upsample then
+    conv' with one-hot kernels links exactly the (output, source, tap) triples of axis_groups."""
     lowering = pytest.importorskip("sim.lowering")
-    for shape, k, s, p in product([(4, 5, 6), (8, 8, 8), (7, 3, 9)], [(3, 3, 3), (1, 3, 5)], [(1, 1, 1), (2, 2, 2)],
-                                  [(0, 0, 0), (1, 1, 1)]):
-        if min(G.conv_output_shape(shape, k, s, p)) >= 1:
-            assert lowering.conv_output_size(shape, k, s, p) == G.conv_output_shape(shape, k, s, p)
+    for n, k, s, p, up in SHAPES[::11]:
+        out_len = G.conv_output_length(n * up, k, s, p)
+        groups = G.axis_groups(out_len, n, k, s, p, up)
+        for t in range(k):
+            w = np.zeros((1, 1, 1, 1, k), dtype=np.int64)
+            w[..., t] = 1
+            m = lowering.conv3d_matrix(w, (1, 1, 1, n), (1, 1, s), (0, 0, p), upsample=up == 2).tocoo()
+            got = {(int(r), int(c)) for r, c in zip(m.row, m.col) if r < out_len}   # z = y = 0
+            assert got == {(y, q) for y, g in enumerate(groups) for q, taps in g if t in taps}
+    assert lowering.conv_output_size((8, 8, 8), (3, 3, 3), (2, 2, 2), (1, 1, 1)) == (4, 4, 4)
+    with pytest.raises(lowering.LoweringError, match="too small"):
+        lowering.conv_output_size((1, 8, 8), (5, 3, 3), (1, 1, 1), (0, 1, 1))
 
 
-def test_quantize_up2_groups_agree():
+def test_quantizer_folded_range_is_the_lowered_range():
+    """calibration.quantize's folded-synapse range (from geometry.up2_group_matrices) is the range
+    of the matrix sim.lowering stores for the x2-upsampled connection."""
     quantize = pytest.importorskip("calibration.quantize")
-    ours = G.up2_group_matrices(3, 1, 1)
-    assert len(ours) == len(quantize._UP2_GROUPS)
-    for a, b in zip(quantize._UP2_GROUPS, ours):
-        assert np.array_equal(np.asarray(a), b)
+    lowering = pytest.importorskip("sim.lowering")
+    rng = np.random.default_rng(0)
+    w = 2 * rng.integers(-128, 128, size=(3, 2, 3, 3, 3))
+    m = lowering.conv3d_matrix(w, (2, 5, 5, 5), (1, 1, 1), (1, 1, 1), upsample=True)
+    assert quantize.folded_upsample_range(w) == (min(0, int(m.data.min())), max(0, int(m.data.max())))
 
 
 def test_bad_geometry_is_refused():
     with pytest.raises(ValueError, match="axis geometry"):
         G.axis_groups(4, 4, 0, 1, 1)
+
+
+# ------------------------------------------------------------------ typed connections
+def test_connection_labels_and_file_vocabularies():
+    from spikereg_neuro.connections import Connection
+
+    up, plain = Connection.parse("up(enc3)"), Connection.parse("enc2")
+    assert (up.source, up.upsample, up.transform) == ("enc3", 2, "upsample2")
+    assert (plain.source, plain.upsample, plain.transform) == ("enc2", 1, "identity")
+    assert str(up) == "up(enc3)" and str(plain) == "enc2" and Connection.parse(up) is up
+    assert Connection.from_transform("enc3", "upsample2") == up and Connection("input").reads_input
+    assert {up, Connection("enc3", 2)} == {up}                       # frozen, hashable
+    for bad in ("up(enc3", "up()", "a b", ""):
+        with pytest.raises(ValueError, match="connection"):
+            Connection.parse(bad)
+    with pytest.raises(ValueError, match="transform"):
+        Connection.from_transform("enc3", "upsample3")
+    with pytest.raises(ValueError, match="upsampling"):
+        Connection("enc3", 4)
+
+
+def test_every_stage_reads_the_model_export_alike():
+    """The export's labels -> net.h5 records (quantize) -> the mapper's layer list -> the counter's
+    labels: one Connection all the way."""
+    torch = pytest.importorskip("torch")
+    from calibration.netfile import LayerInput
+    from calibration.quantize import _inputs
+    from spikereg_neuro.connections import Connection
+    from spikereg_neuro.model.config import ModelConfig
+    from spikereg_neuro.model.unet import SpikeRegUNet
+    from spikereg_neuro.profiler.counting import NetworkCounter
+
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), readout_levels=2))
+    exported = {d["name"]: [Connection.parse(x) for x in d["inputs"]] for d in net.export()}
+    edges = _inputs(net)
+    assert {n: [e.connection for e in es] for n, es in edges.items()} == exported
+    rec = LayerInput.from_dict({"source": "enc0", "channels": [0, 4]})      # older files: no transform
+    assert rec.connection == Connection("enc0") and rec.upsample == 1
+    counter = NetworkCounter(net.export(), (16, 16, 16))
+    assert {n: [c.connection for c in l.connections] for n, l in counter.layers.items()} == exported
+    assert counter.structure()[-1]["inputs"] == [str(c) for c in exported["readout"]]
+    layers = [dict(d, inputs=exported[d["name"]]) for d in net.export()]
+    assert NetworkCounter(layers, (16, 16, 16)).structure() == counter.structure()

@@ -14,9 +14,10 @@ from spikereg_neuro.model.unet import SpikeRegUNet, upsample_spikes
 from spikereg_neuro.profiler import (DEFAULT_CONSTANTS_YAML, VARIANTS, LayerCounts, Loihi2Constants,
                                      NetworkCounter, ProfileCounts, calibration_check, count_patch,
                                      counts_from_inference, estimate_gpu, estimate_loihi2,
-                                     load_constants, measure_cpu, measure_gpu, parse_source,
+                                     load_constants, measure_cpu, measure_gpu,
                                      patches_per_scale, record_spikes, register_and_count)
 from spikereg_neuro.profiler import gpu_energy
+from spikereg_neuro.connections import Connection
 
 torch.set_num_threads(1)
 TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
@@ -119,7 +120,7 @@ def test_exact_counts_of_a_real_forward_pass_match_brute_force():
         L = counter.layers[d["name"]]
         xs = []
         for s in d["inputs"]:
-            src, up = parse_source(s)
+            src, up = Connection.parse(s).source, Connection.parse(s).upsample
             x = (rec["graded_input"] != 0).float() if src == "input" else rec["spikes"][src]
             x = x[..., -L.window:]
             xs.append(upsample_spikes(x) if up == 2 else x)

@@ -255,14 +255,23 @@ def test_lava_run_info(lava_run):
 
 
 def test_timeout_kills_every_lava_process(qnet):
+    """A run that hangs after step 1 is killed ``timeout`` s after that step (the clock starts at
+    the first step: the start-up before it takes 5-30 s depending on the machine's load)."""
     pl = smooth_payload(8)
-    t0 = time.time()
     seen = []
-    with pytest.raises(SimTimeout, match="did not finish") as ei:
-        run_lava(qnet, pl, timeout=15, _stall_s=600, progress=seen.append)    # hangs after step 1
-    assert time.time() - t0 < 40
-    assert seen and seen[0].startswith("step 1/")       # it was killed while Lava was running
+    with pytest.raises(SimTimeout, match="did not finish within 5 s of its first step") as ei:
+        run_lava(qnet, pl, timeout=5, startup_timeout=LAVA_TIMEOUT, _stall_s=600,      # hangs after step 1
+                 progress=lambda s: seen.append((time.monotonic(), s)))
+    assert seen and seen[0][1].startswith("step 1/")    # it was killed while Lava was running
+    assert time.monotonic() - seen[0][0] < 30           # 5 s after the first step, plus the kill
     with pytest.raises(ProcessLookupError):      # the worker's whole process group is gone
+        os.killpg(ei.value.pid, 0)
+
+
+def test_startup_timeout_kills_a_worker_that_never_steps(qnet):
+    with pytest.raises(SimTimeout, match="did not reach its first step within 0.5 s") as ei:
+        run_lava(qnet, smooth_payload(8), timeout=600, startup_timeout=0.5)
+    with pytest.raises(ProcessLookupError):
         os.killpg(ei.value.pid, 0)
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..payload import graded_payload  # noqa: F401  (the integer payloads of encode_graded)
+
 
 class _RoundSTE(torch.autograd.Function):
     @staticmethod
@@ -30,8 +32,3 @@ def encode_graded(x: torch.Tensor, steps: int, bits: int = 8) -> torch.Tensor:
     levels = float(2 ** bits - 1)
     q = _RoundSTE.apply(x.clamp(0.0, 1.0) * levels) / levels
     return q.unsqueeze(-1).expand(*q.shape, steps)
-
-
-def graded_payload(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
-    """The integer payloads of :func:`encode_graded` (what is sent to the chip)."""
-    return torch.round(x.clamp(0.0, 1.0) * (2 ** bits - 1)).to(torch.int32)

@@ -17,10 +17,11 @@ Energy and latency (rows carry energy_mj, energy_source, latency_ms, latency_sou
 
 Formulas, constants and their sources: docs/profiler.md.
 """
+from ..connections import Connection
 from .constants import Constant
-from .counting import (VARIANTS, Connection, ExactCountRecorder, LayerCounts, LayerInfo,
+from .counting import (VARIANTS, ConnectionCounts, ExactCountRecorder, LayerCounts, LayerInfo,
                        NetworkCounter, ProfileCounts, count_patch, counts_from_inference,
-                       parse_source, patches_per_scale, record_spikes, register_and_count)
+                       patches_per_scale, record_spikes, register_and_count)
 from .gpu_energy import (GPU_CONSTANTS, GPU_IDLE, GPU_THROUGHPUT, count_conv_macs, estimate_gpu,
                          estimate_gpu_latency, measure_cpu, measure_gpu, nvml_available)
 from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, PRESETS, Loihi2Constants,
@@ -29,8 +30,8 @@ from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, PRESETS, 
                             naive_mapping, step_times_us)
 
 __all__ = [
-    "Constant", "VARIANTS", "Connection", "ExactCountRecorder", "LayerCounts", "LayerInfo",
-    "NetworkCounter", "ProfileCounts", "count_patch", "counts_from_inference", "parse_source",
+    "Constant", "VARIANTS", "Connection", "ConnectionCounts", "ExactCountRecorder", "LayerCounts", "LayerInfo",
+    "NetworkCounter", "ProfileCounts", "count_patch", "counts_from_inference",
     "patches_per_scale", "record_spikes", "register_and_count",
     "GPU_CONSTANTS", "GPU_IDLE", "GPU_THROUGHPUT", "count_conv_macs", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
     "DEFAULT_CONSTANTS_YAML", "PILOTNET_MEASURED", "PRESETS", "Loihi2Constants", "calibration_check",

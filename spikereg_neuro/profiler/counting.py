@@ -46,18 +46,18 @@ each of its sources (exactly as :meth:`SpikeRegUNet.forward` slices them). Neuro
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
+from ..connections import INPUT, Connection, ConnectionRecord
 from ..geometry import conv_output_shape, fanin as _fanin_1d, tapsets as _tapsets_1d
 
 VARIANTS = ("dense", "nonzero", "merged", "merged_nonzero")
-GRADED_SOURCE = "input"
+GRADED_SOURCE = INPUT
 #: state variables per neuron kind (SLAYER ALIF / lava ATRLIF: i, v, theta, r; CUBA: i, v;
 #: the read-out integrator: i, v)
 STATE_VARS = {"alif": 4, "cuba": 2, "integrator": 2}
@@ -69,14 +69,6 @@ WEIGHT_BITS = 8
 Shape3 = Tuple[int, int, int]
 
 
-def parse_source(name: str) -> Tuple[str, int]:
-    """``"up(enc3)"`` -> ``("enc3", 2)``; ``"enc2"`` -> ``("enc2", 1)``."""
-    name = name.strip()
-    if name.startswith("up(") and name.endswith(")"):
-        return name[3:-1].strip(), 2
-    return name, 1
-
-
 # ---------------------------------------------------------------------------------------------
 # 1D connectivity: the one geometry rule (spikereg_neuro/geometry.py)
 def _outer3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
@@ -85,11 +77,11 @@ def _outer3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 @dataclass
-class Connection:
-    """One source feeding a layer: its channel slice of the layer's weights and fan-out maps."""
+class ConnectionCounts(ConnectionRecord):
+    """One source feeding a layer (:class:`~spikereg_neuro.connections.Connection`): its channel
+    slice of the layer's weights and fan-out maps."""
 
-    source: str
-    upsample: int
+    connection: Connection
     channel_start: int
     channel_stop: int
     source_shape: Shape3
@@ -109,9 +101,6 @@ class Connection:
 
     def max_fanout(self, variant: str = "dense") -> int:
         return int(self.fanout[variant].max())
-
-    def label(self) -> str:
-        return f"up({self.source})" if self.upsample > 1 else self.source
 
 
 @dataclass
@@ -134,7 +123,7 @@ class LayerInfo:
     neuron_kind: str
     weights: int
     zero_weights: int
-    connections: List[Connection]
+    connections: List[ConnectionCounts]
     fan_in_max: Dict[str, int]
     state_bits: int = STATE_BITS
 
@@ -302,7 +291,7 @@ class ProfileCounts:
         graded = set(graded_sources)
 
         def mac_layer(l: LayerCounts) -> bool:
-            return l.graded_input or any(parse_source(k)[0] in graded for k in l.fan_out)
+            return l.graded_input or any(Connection.parse(k).source in graded for k in l.fan_out)
 
         macs = float(sum(l.ops["dense"].sum() for l in L if mac_layer(l)))
         acs = float(sum(l.ops["dense"].sum() for l in L if not mac_layer(l)))
@@ -398,9 +387,10 @@ class NetworkCounter:
         inputs = list(d.get("inputs", [GRADED_SOURCE]))
         in_shape = None
         c0 = 0
-        conns: List[Connection] = []
-        for src_name in inputs:
-            src, up = parse_source(src_name)
+        conns: List[ConnectionCounts] = []
+        for label in inputs:
+            conn = Connection.parse(label)
+            src, up = conn.source, conn.upsample
             if src not in shapes:
                 raise ValueError(f"layer {name}: unknown source {src!r} (layers must come in execution order)")
             graded = src == GRADED_SOURCE
@@ -414,7 +404,7 @@ class NetworkCounter:
             if in_shape is not None and sh != in_shape:
                 raise ValueError(f"layer {name}: inputs disagree in spatial shape ({in_shape} vs {sh})")
             in_shape = sh
-            conns.append(Connection(src, up, c0, c0 + csrc, src_shape, graded, {}))
+            conns.append(ConnectionCounts(conn, c0, c0 + csrc, src_shape, graded, {}))
             c0 += csrc
         if c0 != cin:
             raise ValueError(f"layer {name}: sources give {c0} channels, layer expects {cin}")
@@ -444,7 +434,7 @@ class NetworkCounter:
             state_bits=state_bits)
 
     @staticmethod
-    def _fanout_maps(c: Connection, w: Optional[np.ndarray], cout: int, out_shape: Shape3,
+    def _fanout_maps(c: ConnectionCounts, w: Optional[np.ndarray], cout: int, out_shape: Shape3,
                      k: Shape3, s: Shape3, p: Shape3) -> Dict[str, np.ndarray]:
         nch = c.channel_stop - c.channel_start
         per_axis = [list(_tapsets_1d(out_shape[a], c.source_shape[a], k[a], s[a], p[a], c.upsample).items())
@@ -482,10 +472,11 @@ class NetworkCounter:
         """Ops if every source neuron fired on every step of every window (dense SNN bound)."""
         return sum(l.ann_macs * l.window for l in self.layers.values())
 
-    def fanout_map(self, layer: str, source: str, variant: str = "dense") -> np.ndarray:
-        """``(C_src, D, H, W)`` synapses from each neuron of ``source`` (e.g. ``"up(enc3)"``) into ``layer``."""
+    def fanout_map(self, layer: str, source: Union[str, Connection], variant: str = "dense") -> np.ndarray:
+        """``(C_src, D, H, W)`` synapses from each neuron of ``source`` (a Connection, its label
+        such as ``"up(enc3)"``, or a source name) into ``layer``."""
         for c in self.layers[layer].connections:
-            if c.label() == source or c.source == source:
+            if c.connection == source or c.label() == source or c.source == source:
                 return c.fanout[variant]
         raise KeyError(f"{source!r} does not feed {layer!r}")
 
