@@ -304,8 +304,14 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
     out_ch: Dict[str, int] = {"input": int(q.in_channels)}
     window: Dict[str, int] = {"input": max(q.enc_windows) if q.enc_windows else 1}
     graded_layers = q.graded_sources - {"input"}
-    for l in q.layers:
+    for i, l in enumerate(q.layers):
         where = f"layer {l.name!r}"
+        # the root windows are the layers' own: encoder level i runs enc_windows[i] steps, every
+        # later layer dec_window (a root value that disagrees would be silently ignored)
+        want = q.enc_windows[i] if i < len(q.enc_windows) else q.dec_window
+        if int(l.time_window) != int(want):
+            raise NetFileError(f"{where}: time_window {l.time_window} disagrees with the root "
+                               f"{'enc_windows[%d]' % i if i < len(q.enc_windows) else 'dec_window'} = {want}")
         if l.neuron not in NEURON_KINDS:
             raise NetFileError(f"{where}: neuron kind {l.neuron!r} not in {NEURON_KINDS}")
         if l.op != "conv3d":

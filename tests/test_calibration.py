@@ -343,6 +343,11 @@ def test_netfile_round_trip_and_contract(qnet, tmp_path):
     with h5py.File(pv, "r+") as f:
         del f.attrs["integration_steps"]
     assert load_qnet(pv).integration_steps == 0
+    # a root time window that disagrees with the layers' is an error, not ignored (issue 18)
+    with h5py.File(pv, "r+") as f:
+        f.attrs["dec_window"] = 1000000
+    with pytest.raises(NetFileError, match="disagrees with the root dec_window"):
+        load_qnet(pv)
 
 
 def test_netfile_records_the_input_schedule(qnet, tmp_path):

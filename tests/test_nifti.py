@@ -226,3 +226,25 @@ def test_field_accepts_torch(tmp_path):
     out, _ = load_field(p)
     np.testing.assert_allclose(out, field[0].numpy())
     assert os.path.getsize(p) > 0
+
+
+def test_a_qform_that_differs_from_the_sform_is_kept(tmp_path):
+    """Scanner qform + template sform: an output on the same grid keeps both (issue 18)."""
+    aff = _ras_affine()
+    q = aff.copy()
+    q[:3, 3] += [1.0, -2.0, 0.5]
+    img = nib.Nifti1Image(np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), aff)
+    img.set_sform(aff, code=2)
+    img.set_qform(q, code=1)
+    src = tmp_path / "in.nii.gz"
+    nib.save(img, str(src))
+    vol, vaff, hdr = load_volume(src)
+    out = nib.load(str(save_volume(tmp_path / "out.nii.gz", vol, vaff, header=hdr)))
+    np.testing.assert_allclose(out.get_sform(), aff)
+    np.testing.assert_allclose(out.get_qform(), q, atol=1e-5)
+    assert int(out.header["qform_code"]) == 1 and int(out.header["sform_code"]) == 2
+    # on another grid the qform follows the output's affine
+    other = aff.copy()
+    other[:3, 3] += 10
+    out2 = nib.load(str(save_volume(tmp_path / "o2.nii.gz", vol, other, header=hdr)))
+    np.testing.assert_allclose(out2.get_qform(), other, atol=1e-5)

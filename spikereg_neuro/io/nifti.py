@@ -228,7 +228,13 @@ def _set_geometry(img: nib.Nifti1Image, affine: np.ndarray, header: Optional[nib
     scode = int(header["sform_code"]) if header is not None else 0
     qcode = int(header["qform_code"]) if header is not None else 0
     img.set_sform(affine, code=scode or 2)  # 2 = aligned to another file / template
-    img.set_qform(affine, code=qcode or 2)
+    # an output on the header's own grid keeps the header's qform when it differs from the sform
+    # (e.g. scanner qform + template sform); otherwise the qform is the output's affine
+    same_grid = header is not None and scode > 0 and np.allclose(header.get_sform(), affine, atol=1e-6)
+    if same_grid and qcode > 0:
+        img.set_qform(header.get_qform(), code=qcode)
+    else:
+        img.set_qform(affine, code=qcode or 2)
     img.header.set_xyzt_units(xyz="mm")
 
 
