@@ -25,13 +25,23 @@ order and packed onto chips in that order (a new chip when ``cores_per_chip``,
 ``neurons_per_chip`` or ``synapses_per_chip`` would be exceeded).
 
 The network is mapped for ONE patch shape; patches run one after another on the same cores.
+
+Caching: inside ``with partition_cache(DIR):`` every :func:`partition_network` result is stored
+in ``DIR`` as JSON, keyed by the sha256 of the network's resources (every layer's shapes and
+per-target fan-in maps), the limits, the neuron caps and this package's mapper source; a later
+call with the same key reads it back instead of cutting again (:data:`CACHE_STATS` counts hits).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -343,10 +353,32 @@ def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None
     """Place every layer of ``res`` on cores and the cores on chips (see the module docstring).
 
     ``neuron_caps`` (layer -> neurons per core, below the limit) cuts those layers finer, as the
-    synaptic-op balancing (:func:`balance_neuron_caps`) asks.
+    synaptic-op balancing (:func:`balance_neuron_caps`) asks. Inside :func:`partition_cache` the
+    result is read from / written to that cache.
     """
     L = limits or CoreLimits()
     caps = dict(neuron_caps or {})
+    cdir = _CACHE_DIR[0]
+    if cdir is None:
+        return _partition_network(res, L, caps)
+    path = cdir / f"{_cache_key(res, L, caps)}.json"
+    part = _read_cached(path, L)
+    if part is not None:
+        CACHE_STATS["hits"] += 1
+        return part
+    part = _partition_network(res, L, caps)
+    CACHE_STATS["misses"] += 1
+    try:
+        from spikereg_neuro.io.atomic import atomic_write_text
+        atomic_write_text(path, json.dumps(_partition_to_dict(part), separators=(",", ":"),
+                                                 default=_json_number))
+    except OSError as e:  # a read-only cache folder only costs time
+        CACHE_STATS["errors"].append(f"{path}: {e}")
+    return part
+
+
+def _partition_network(res: NetworkResources, L: CoreLimits, caps: Dict[str, int]) -> Partition:
+    """:func:`partition_network` without the cache."""
     chosen: Dict[str, Tuple[int, Shape3, Dict[str, np.ndarray], int]] = {}
     for name in reversed(list(res.layers)):
         layer = res.layers[name]
@@ -374,6 +406,130 @@ def partition_network(res: NetworkResources, limits: Optional[CoreLimits] = None
                      "input counts as one), fan-out = destination cores of the core's spikes")
     chips = pack_chips([c for p in plans.values() for c in p.cores], L)
     return Partition(plans, chips, L, notes)
+
+
+# ============================================================================ cache
+#: bump when a partition's meaning changes in a way the mapper source hash below would not show
+CACHE_FORMAT = 1
+#: the folder of the active :func:`partition_cache` (None: no caching)
+_CACHE_DIR: List[Optional[Path]] = [None]
+#: cache use since the process started: hits, misses (computed and stored), write errors
+CACHE_STATS: Dict[str, Any] = {"hits": 0, "misses": 0, "errors": []}
+_CODE_SHA: List[Optional[str]] = [None]
+
+
+@contextlib.contextmanager
+def partition_cache(directory: Optional[str | Path]) -> Iterator[Optional[Path]]:
+    """Cache every :func:`partition_network` result in ``directory`` (created) while inside the
+    block; ``None`` turns caching off. Restores the previous setting on exit."""
+    prev = _CACHE_DIR[0]
+    d = None if directory is None else Path(directory)
+    if d is not None:
+        d.mkdir(parents=True, exist_ok=True)
+    _CACHE_DIR[0] = d
+    try:
+        yield d
+    finally:
+        _CACHE_DIR[0] = prev
+
+
+def _code_sha() -> str:
+    """sha256 of the mapper's source (this module, limits, resources, the kernel geometry): a changed cut rule
+    invalidates every cached partition."""
+    if _CODE_SHA[0] is None:
+        h = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for f in (here / "partition.py", here / "limits.py", here / "resources.py",
+                  here.parent / "spikereg_neuro" / "geometry.py"):
+            if f.is_file():
+                h.update(f.read_bytes())
+        _CODE_SHA[0] = h.hexdigest()
+    return _CODE_SHA[0]
+
+
+def resources_sha256(res: NetworkResources) -> str:
+    """sha256 of everything a partition depends on in ``res``: the input shape, the graded
+    layers, every layer's shapes, kinds and counted synapses, and every connection's groups and
+    per-target stored fan-in map (remembered on ``res``)."""
+    got = getattr(res, "_partition_sha256", None)
+    if got is not None:
+        return got
+    h = hashlib.sha256()
+    h.update(repr((tuple(res.patch_shape), list(res.graded_layers))).encode())
+    for name, l in res.layers.items():
+        h.update(repr((name, l.type, l.neuron_kind, l.spiking, l.in_channels, l.out_channels,
+                       tuple(l.kernel_size), tuple(l.output_shape), l.window, tuple(l.stride), tuple(l.padding),
+                       sorted(l.counter_synapses.items()), l.fan_in_max_dense,
+                       [tuple(c) for c in l.consumers])).encode())
+        for c in l.connections:
+            h.update(repr((c.source, c.upsample, tuple(c.channels), tuple(c.source_shape), c.graded, c.chunks,
+                           c.synapses, c.extra_synapses, c.weight_range, repr(c.groups))).encode())
+            a = np.ascontiguousarray(c.fanin)
+            h.update(repr((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+    out = h.hexdigest()
+    try:
+        res._partition_sha256 = out  # type: ignore[attr-defined]
+    except AttributeError:
+        pass
+    return out
+
+
+def _cache_key(res: NetworkResources, L: CoreLimits, caps: Mapping[str, int]) -> str:
+    blob = json.dumps({"format": CACHE_FORMAT, "code": _code_sha(), "resources": resources_sha256(res),
+                       "limits": dataclasses.asdict(L), "caps": sorted((k, int(v)) for k, v in caps.items())},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:40]
+
+
+def _json_number(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+_CORE_FIELDS = ("id", "layer", "channels", "block", "neurons", "synapses", "synaptic_memory_bits", "state_bytes",
+                "fan_in_axons", "fan_out_axons", "chip", "connections")
+
+
+def _partition_to_dict(part: Partition) -> Dict[str, Any]:
+    """A JSON-able copy of a freshly cut partition (no activity attached, no balancing report)."""
+    return {"format": CACHE_FORMAT, "limits": dataclasses.asdict(part.limits), "notes": list(part.notes),
+            "core_fields": list(_CORE_FIELDS),
+            "plans": [{"layer": p.layer, "channel_group": int(p.channel_group),
+                       "block_shape": [int(x) for x in p.block_shape], "grid": [int(x) for x in p.grid],
+                       "candidates_evaluated": int(p.candidates_evaluated), "neuron_cap": p.neuron_cap,
+                       "cores": [[getattr(c, f) if f != "block" else [list(b) for b in c.block]
+                                  for f in _CORE_FIELDS] for c in p.cores]} for p in part.plans.values()],
+            "chips": [dataclasses.asdict(ch) for ch in part.chips]}
+
+
+def _read_cached(path: Path, L: CoreLimits) -> Optional[Partition]:
+    """The partition stored at ``path``, or None (absent, unreadable or not of these limits)."""
+    if not path.is_file():
+        return None
+    try:
+        d = json.loads(path.read_text())
+        if d.get("format") != CACHE_FORMAT or d.get("limits") != dataclasses.asdict(L) \
+                or d.get("core_fields") != list(_CORE_FIELDS):
+            return None
+        plans: Dict[str, LayerPlan] = {}
+        for p in d["plans"]:
+            cores = []
+            for row in p["cores"]:
+                kw = dict(zip(_CORE_FIELDS, row))
+                kw["channels"] = tuple(kw["channels"])
+                kw["block"] = tuple(tuple(b) for b in kw["block"])
+                cores.append(Core(**kw))
+            plans[p["layer"]] = LayerPlan(p["layer"], p["channel_group"], tuple(p["block_shape"]),
+                                          tuple(p["grid"]), cores, p["candidates_evaluated"], p["neuron_cap"])
+        chips = [Chip(**c) for c in d["chips"]]
+        return Partition(plans, chips, L, list(d["notes"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        CACHE_STATS["errors"].append(f"{path}: unreadable cache entry ({type(e).__name__}), recomputed")
+        return None
 
 
 def _block_hits(conn, axis: int, n_out: int, b_out: int, b_src: int, n_src: int) -> np.ndarray:
@@ -530,5 +686,6 @@ def attach_activity(part: Partition, res: NetworkResources, counts) -> None:
             c.spikes_out_per_step = (spk * c.neurons / layer.neurons).tolist()
 
 
-__all__ = ["Core", "LayerPlan", "Chip", "Partition", "partition_network", "pack_chips",
+__all__ = ["Core", "LayerPlan", "Chip", "Partition", "partition_network", "partition_cache", "CACHE_STATS",
+           "resources_sha256", "pack_chips",
            "attach_activity", "shared_axons", "layer_step_loads_ns", "balance_neuron_caps"]

@@ -10,7 +10,7 @@
 * ``benchmark --out DIR [--pairs N] [--quick] ...`` (no sub-command): the benchmark table
   (:mod:`spikereg_neuro.commands.benchmark_table`): energy, latency, Dice, HD95 and folding of
   every method/platform on the same held-out pairs, each figure labelled measured / estimated;
-  writes ``benchmark.json``, ``benchmark.md`` and ``report/*.png``.
+  writes ``benchmark.json``, ``benchmark.md``, ``report.html`` and ``report/*.png``.
 
 ``benchmark`` is a parser with options of its own (the table) and sub-subcommands
 (``accuracy``, added by :func:`add_accuracy_parser`).
@@ -40,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("benchmark", help="the energy / latency / accuracy table (and 'benchmark accuracy')",
                        description="Without a sub-command: the benchmark table (VoxelMorph GPU/CPU, SpikeReg "
                                    "on Loihi 2 (estimated), GPU simulation, CPU, Lava CPU simulation, ANTs SyN, "
-                                   "identity) on the same held-out pairs; writes benchmark.json, benchmark.md "
-                                   "and report/*.png to --out and prints the table (docs/benchmark.md). "
+                                   "identity) on the same held-out pairs; writes benchmark.json, benchmark.md, "
+                                   "report.html and report/*.png to --out and prints the table (docs/benchmark.md). "
                                    "'benchmark accuracy' compares the accuracy of every method only.")
     add_table_options(p)
     bsub = p.add_subparsers(dest="benchmark_command", metavar="BENCHMARK")
@@ -132,6 +132,9 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the timed runs (default 1)")
     p.add_argument("--config", default=None, help="config whose data section defines the embedded pairs")
     p.add_argument("--cache", help="dataset cache directory")
+    p.add_argument("--no-partition-cache", action="store_true",
+                   help="cut every Loihi 2 mapping afresh instead of reading DIR/cache/partitions (keyed by the "
+                        "network's resources, input shape, limits and the mapper's source)")
     p.add_argument("--no-progress", action="store_true")
 
 

@@ -9,10 +9,12 @@ Every row is computed here, on this machine, from the same held-out pairs (docs/
   ``inference.max_voxels``), measured;
 * SpikeReg quantized (bit-accurate integer emulator) on CPU: one whole-volume registration per
   pair (``register_tensors(..., max_voxels, multiple)``, like the float model), measured; a
-  separate tiled pass (32^3 patches at stride 16) records the exact spike counts that feed
-* SpikeReg on Loihi 2: ESTIMATED by the profiler's model (counts x Loihi 1 per-op energies,
-  Loihi 2 static power, step time from the per-core load of loihi/'s mapping of ONE patch);
-  Dice from the quantized network's fields of that tiled pass;
+  separate tiled pass (32^3 patches at stride 16) and two more counted passes (the whole volume,
+  non-overlapping tiles) record the exact spike counts of each Loihi 2 deployment;
+* SpikeReg on Loihi 2: ESTIMATED by the profiler's model (counts x per-op energies and times,
+  Loihi 2 static power, step time from the per-core load of loihi/'s mapping of each input shape;
+  partitions cached in ``DIR/cache/partitions``); Dice from the quantized network's fields of the
+  same deployment;
 * SpikeReg GPU simulation (SLAYER on a GPU): measured with NVML when a GPU is present,
   otherwise ESTIMATED from the dense MACs SLAYER computes (every layer's conv on every step);
 * SpikeReg Lava CPU simulation: measured on ONE patch; the full-volume figure is extrapolated
@@ -22,6 +24,11 @@ Every row is computed here, on this machine, from the same held-out pairs (docs/
 Each row's ``inference`` says how it covered the volume ("whole volume" / "tiles 32^3 stride 16");
 ``cpu_latency_ratio_vs_voxelmorph`` gives float SpikeReg's and the emulator's CPU latency over
 VoxelMorph's (same threads, same pairs, same run).
+
+Writes ``benchmark.json``, ``benchmark.md`` (linking the figures), ``report.html`` (one
+self-contained page: :func:`spikereg_neuro.profiler.table.report_html`) and ``report/*.png``
+(:mod:`spikereg_neuro.profiler.figures`: one overlay figure per pair, the fields, Dice per label,
+the energy breakdown, spike rates, energy per layer).
 """
 from __future__ import annotations
 
@@ -445,7 +452,7 @@ def run_table(args: argparse.Namespace) -> int:
                             estimate_gpu_latency, estimate_loihi2, load_constants, measure_gpu,
                             nvml_available)
     from ..profiler import figures as figs
-    from ..profiler.table import build_document, make_row, markdown, printable, refusal_row
+    from ..profiler.table import build_document, make_row, markdown, printable, refusal_row, report_html
     from .benchmark import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar
 
     progress = not args.no_progress
@@ -503,18 +510,33 @@ def run_table(args: argparse.Namespace) -> int:
     records: Dict[str, List[Dict[str, Any]]] = {k: [] for k in [*regs, "quantized", "quantized_whole",
                                                                 "loihi_tiles_no_overlap", "loihi_whole"]}
     dep_emus = {"tiles_no_overlap": CountingEmulator(q), "whole": CountingEmulator(q)}
+    main_dep = args.loihi_deployment
     keep: Dict[str, np.ndarray] = {}
+    figures: Dict[str, str] = {}
+    captions: Dict[str, str] = {}
+    fig_notes: List[str] = []
+
+    def figure(key: str, caption: str, draw: Callable[[], Path]) -> None:
+        """Draw one figure; a failure is reported in the notes, never hides the table."""
+        try:
+            figures[key] = os.path.relpath(draw(), out)
+            captions[key] = caption
+        except Exception as e:
+            fig_notes.append(f"figure {key} not written: {_first_line(e)}")
+
+    shown = {"voxelmorph": "VoxelMorph", "spikereg": "SpikeReg float", "quantized": f"SpikeReg quantized ({main_dep})",
+             "ants_syn": "ANTs SyN"}
     bar = tqdm(total=len(pairs) * (len(regs) + 3), desc="benchmark", unit="reg", disable=not progress,
                dynamic_ncols=True)
     for k, pair in enumerate(pairs):
+        fields: Dict[str, np.ndarray] = {}
         for name, reg in regs.items():
             bar.set_postfix(method=name, pair=pair["name"])
             t0 = time.perf_counter()
             field = reg.register(pair["fixed"], pair["moving"], pair.get("affine"))
             secs = time.perf_counter() - t0
             records[name].append({"pair": pair["name"], "seconds": secs, **evaluate_pair(pair, field)})
-            if k == 0:
-                keep[name] = field
+            fields[name] = field
             bar.update(1)
         bar.set_postfix(method="quantized (emulator)", pair=pair["name"])
         r = emulator_registrations(q, emu, pair["fixed"], pair["moving"], emu_max_voxels, emu_multiple)
@@ -526,14 +548,26 @@ def run_table(args: argparse.Namespace) -> int:
                                            "inference": inference_label(pair["fixed"].shape, q.scales, q.patch_size,
                                                                         q.stride, emu_max_voxels, emu_multiple),
                                            **evaluate_pair(pair, r["whole_field"])})
-        if k == 0:
-            keep["quantized"] = r["whole_field"]
+        dep_fields = {"tiles": r["tiled_field"]}
         # counted passes of the other Loihi deployments (exact counts per input shape, Dice of each)
         for dep, kw in (("tiles_no_overlap", {"stride": q.patch_size}),
                         ("whole", {"max_voxels": emu_max_voxels, "multiple": emu_multiple})):
             u = register_deployment(q, dep_emus[dep], pair["fixed"], pair["moving"], **kw)
             records[f"loihi_{dep}"].append({"pair": pair["name"], **evaluate_pair(pair, u)})
+            dep_fields[dep] = u
+        fields["quantized"] = dep_fields[main_dep]   # the quantized field of the Loihi 2 rows
         bar.update(1)
+        warped = {shown[n]: SpikeRegInference.apply_deformation(normalize_intensity(pair["moving"]), fields[n])
+                  for n in shown if n in fields}
+        figure(f"overlays_{pair['name']}",
+               f"{pair['name']} (subjects {pair['subjects']}): fixed and moving once, then each method's warped "
+               "moving image; three orthogonal middle slices with the fixed image's edges (cyan), and "
+               "|image - fixed| on one shared colour scale",
+               lambda: figs.overlay_figure(report / f"overlays_{pair['name']}.png", normalize_intensity(pair["fixed"]),
+                                           normalize_intensity(pair["moving"]), warped,
+                                           title=f"{pair['name']}: fixed, moving and warped"))
+        if k == 0:
+            keep = fields
     bar.close()
     counts = emu.counts
     n_pairs = len(pairs)
@@ -611,16 +645,42 @@ def run_table(args: argparse.Namespace) -> int:
     graded_sources = [l.name for l in q.layers if int(getattr(l, "payload_shift", -1)) >= 0]
     variants: Dict[Tuple[str, str], Dict[str, Any]] = {}
     cache: Dict[Any, Any] = {}
-    for dep in DEPLOYMENTS:
-        for enc in ENCODING_LABELS:
-            log(f"[benchmark] Loihi 2 estimate: {ENCODING_LABELS[enc]}, {dep}")
-            variants[(enc, dep)] = price_loihi2(emu.layers, dep_emus[dep].by_shape, consts, enc, n_pairs, src,
-                                                sensitivity=bracket, cache=cache)
-            variants[(enc, dep)].update(deployment=dep, **_acc(records[f"loihi_{dep}"]))
-    main_dep = args.loihi_deployment
+    from loihi.partition import CACHE_STATS, partition_cache
+    pcache_dir = None if getattr(args, "no_partition_cache", False) else out / "cache" / "partitions"
+    hits0, miss0 = CACHE_STATS["hits"], CACHE_STATS["misses"]
+    t_price = time.perf_counter()
+    with partition_cache(pcache_dir):
+        for dep in DEPLOYMENTS:
+            for enc in ENCODING_LABELS:
+                log(f"[benchmark] Loihi 2 estimate: {ENCODING_LABELS[enc]}, {dep}")
+                variants[(enc, dep)] = price_loihi2(emu.layers, dep_emus[dep].by_shape, consts, enc, n_pairs, src,
+                                                    sensitivity=bracket, cache=cache)
+                variants[(enc, dep)].update(deployment=dep, **_acc(records[f"loihi_{dep}"]))
+    pcache = {"dir": None if pcache_dir is None else os.path.relpath(pcache_dir, out),
+              "hits": CACHE_STATS["hits"] - hits0, "misses": CACHE_STATS["misses"] - miss0,
+              "pricing_seconds": time.perf_counter() - t_price,
+              "key": "sha256 of the network's resources per input shape (every layer's fan-in maps), the core "
+                     "limits (encoding), the neuron caps of the op balancing and the mapper's source",
+              **({"errors": CACHE_STATS["errors"][-5:]} if CACHE_STATS["errors"] else {})}
+    log(f"[benchmark]   Loihi 2 pricing {pcache['pricing_seconds']:.0f} s; partitions "
+        + ("not cached (--no-partition-cache)" if pcache_dir is None else
+           f"cached in {pcache_dir}: {pcache['hits']} read, {pcache['misses']} computed"))
+    from loihi.mapping import mapping_summary
+    from ..io.atomic import atomic_write_text as _awt
+    sparse_json = "written"
     for enc, folder in (("shared", "loihi"), ("sparse", "loihi_sparse")):
         maps = variants[(enc, main_dep)]["_mappings"]
-        write_mapping(maps[max(maps, key=lambda k: maps[k]["totals"]["cores"])], out / folder)
+        big = maps[max(maps, key=lambda k: maps[k]["totals"]["cores"])]
+        if enc == "sparse" and args.quick:
+            # --quick: the conservative bound's per-core mapping.json (tens of MB for the whole volume,
+            # ~10 s of JSON) is not written; its summary is, and benchmark.json says so
+            stale = out / folder / "mapping.json"
+            if stale.is_file():
+                stale.unlink()
+            _awt(out / folder / "mapping_summary.txt", mapping_summary(big))
+            sparse_json = "not written (--quick): mapping_summary.txt only; run without --quick for mapping.json"
+        else:
+            write_mapping(big, out / folder)
     mapping = max(variants[("shared", main_dep)]["_mappings"].values(), key=lambda m: m["totals"]["cores"])
     main_counts = list(dep_emus[main_dep].by_shape.values())
     for enc in ENCODING_LABELS:
@@ -646,7 +706,6 @@ def run_table(args: argparse.Namespace) -> int:
                 "neurobench": [c.neurobench(graded_sources) for c in main_counts], "net": qinfo}))
         rows[-1]["inference"] = DEPLOYMENTS[main_dep]
     main = variants[("shared", main_dep)]
-    est = {"static_energy_mj": main["static_mj"] * n_pairs}
     acc_q = _acc(records["quantized"])
 
     # ---------------------------------------------------------------- SpikeReg GPU simulation
@@ -743,10 +802,10 @@ def run_table(args: argparse.Namespace) -> int:
     notes.append("No CPU energy is reported: this machine exposes no energy counter (RAPL); nothing is estimated "
                  "in its place.")
     notes.append(f"Tiling: the CPU latency rows register as a user does (SpikeReg float: {float_label}; emulator: "
-                 f"{whole_label}; VoxelMorph and ANTs: whole volume). The Loihi 2 row and the SLAYER GPU estimate count "
-                 f"operations per patch ({emu_tiled_label}; the mapping is of one patch, and counts of different "
-                 "shapes cannot be added); the Lava rows run one patch or those tiles. Each row's `inference` in "
-                 "benchmark.json says which.")
+                 f"{whole_label}; VoxelMorph and ANTs: whole volume). The Loihi 2 rows count the operations of the "
+                 f"{main_dep.replace('_', ' ')} deployment ({DEPLOYMENTS[main_dep]}; each input shape mapped and priced "
+                 "on its own); the SLAYER GPU estimate counts the whole-volume calls; the Lava rows run one patch or "
+                 f"the tiles ({emu_tiled_label}). Each row's `inference` in benchmark.json says which.")
     notes.append(f"Loihi 2 figures (estimated) depend on: the spike counts of the quantized network (net.h5: "
                  f"{qinfo['made_by']}), the per-op constants (derived from Hala Point's published totals; Loihi 1 "
                  "Table 2 in benchmark.json's loihi2_sensitivity; Loihi 2's own per-op figures are unpublished), the "
@@ -759,29 +818,44 @@ def run_table(args: argparse.Namespace) -> int:
                      f"{'n/a' if v['dice'] is None else format(v['dice'], '.4f')}" for (e, d), v in variants.items())
     notes.append(f"Loihi 2 variants (estimated, per registration): {vtxt}.")
     # ---------------------------------------------------------------- figures
-    figures: Dict[str, str] = {}
-    try:
-        from ..inference import SpikeRegInference as _SRI
-        p0 = pairs[0]
-        label = {"quantized": "SpikeReg quantized", "spikereg": "SpikeReg float", "voxelmorph": "VoxelMorph",
-                 "ants_syn": "ANTs SyN"}
-        warped = {label[k]: _SRI.apply_deformation(normalize_intensity(p0["moving"]), keep[k])
-                  for k in label if k in keep}
-        figures["overlays"] = str(figs.overlay_figure(report / "overlays.png", normalize_intensity(p0["fixed"]),
-                                                      normalize_intensity(p0["moving"]), warped,
-                                                      title=f"{p0['name']}: middle slice along the first axis"))
-        figures["field"] = str(figs.field_figure(report / "field_detj.png",
-                                                 {label[k]: keep[k] for k in label if k in keep},
-                                                 title=f"{p0['name']}: displacement and det J"))
-        rates = layer_rates(main_counts)
-        figures["spike_rates"] = str(figs.spike_rate_figure(
-            report / "spike_rates.png", rates, title=f"quantized network, {main_dep.replace('_', ' ')}: spikes / neuron / step"))
-        per_layer = layer_energy(main_counts, consts, n_pairs)
-        figures["energy_per_layer"] = str(figs.energy_figure(
-            report / "energy_per_layer.png", per_layer, static_mj=est["static_energy_mj"] / n_pairs))
-    except Exception as e:  # figures must not hide the table; the failure is reported
-        notes.append(f"figures not (all) written: {_first_line(e)}")
-        per_layer = layer_energy(main_counts, consts, n_pairs)
+    fshown = {"identity": "identity (zero field)", **shown}
+    figure("field", f"{pairs[0]['name']}: |u| of every method on one shared colour scale (the identity's zero field "
+                    "first), det J on 0..2, and the det J histogram of every field",
+           lambda: figs.field_figure(report / "field_detj.png", {fshown[k]: keep[k] for k in fshown if k in keep},
+                                     title=f"{pairs[0]['name']}: displacement and det J"))
+    label_names = {int(k): str(v) for k, v in (meta.get("label_names") or {}).items()}
+    dice_methods = {"identity": "identity", "voxelmorph": "VoxelMorph", "spikereg": "SpikeReg float",
+                    f"loihi_{main_dep}": f"SpikeReg quantized ({main_dep})", "ants_syn": "ANTs SyN"}
+    dice_per_label: Dict[str, Dict[str, List[Optional[float]]]] = {}
+    for key, lab in dice_methods.items():
+        if not records.get(key):
+            continue
+        labs = sorted({int(x) for rec in records[key] for x in rec.get("dice_per_label", {})})
+        dice_per_label[lab] = {label_names.get(l, str(l)): [
+            (rec["dice_per_label"].get(l, rec["dice_per_label"].get(str(l)))) for rec in records[key]] for l in labs}
+    if any(dice_per_label.values()):
+        figure("dice_per_label", f"Dice per label ({'box plots over' if n_pairs > 1 else 'bars:'} {n_pairs} pair(s)), "
+                                 "methods side by side, label names from the data set",
+               lambda: figs.dice_per_label_figure(report / "dice_per_label.png", dice_per_label,
+                                                  title=f"Dice per label, {n_pairs} held-out pair(s)"))
+    identity_dice = next((r["dice"] for r in rows if r["method"] == "identity (reference)"), None)
+    figure("energy", "gross energy per registration of every row with an energy: static (or idle) vs dynamic, and "
+                     "against Dice (filled: gross, open: dynamic; dashed: the identity's Dice)",
+           lambda: figs.energy_breakdown_figure(report / "energy.png", rows, identity_dice,
+                                                title="energy per registration (estimated / measured as labelled)"))
+    rates = layer_rates(main_counts)
+    figure("spike_rates", f"spikes per neuron per step of every layer of the quantized network ({main_dep})",
+           lambda: figs.spike_rate_figure(report / "spike_rates.png", rates,
+                                          title=f"quantized network, {main_dep.replace('_', ' ')}: spikes / neuron / step"))
+    per_layer = layer_energy(main_counts, consts, n_pairs)
+    figure("energy_per_layer", "estimated Loihi 2 dynamic energy per layer (synaptic ops, neuron updates, idle updates, "
+                               "spike routing) and the static energy of the whole system (shared kernels, "
+                               f"{main_dep})",
+           lambda: figs.energy_figure(report / "energy_per_layer.png", per_layer, static_mj=main["static_mj"]))
+    for stale in report.glob("*.png") if report.is_dir() else []:
+        if os.path.relpath(stale, out) not in figures.values():
+            stale.unlink()   # a figure of an earlier run (another pair count, an old name)
+    notes += fig_notes
 
     machine = _machine(threads)
     machine["gpu"] = _gpu_name()
@@ -803,15 +877,18 @@ def run_table(args: argparse.Namespace) -> int:
                             "presets": {k: d for k, (d, _) in PRESETS.items()},
                             **main["sensitivity"]},
         cpu_latency_ratio_vs_voxelmorph=cpu_latency_ratios(rows, f"CPU ({threads} thread(s))"),
-        energy_per_layer_mj=per_layer, figures=figures, notes=notes,
+        label_names=label_names, dice_per_label=dice_per_label,
+        loihi_sparse_mapping_json=sparse_json, partition_cache=pcache,
+        energy_per_layer_mj=per_layer, figures=figures, figure_captions=captions, notes=notes,
         seconds=time.perf_counter() - t_start)
     doc = _clean(doc)
     atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")
     atomic_write_text(out / "benchmark.md", markdown(doc))
+    atomic_write_text(out / "report.html", report_html(doc, out))
     print(printable(doc))
     print(ratio_line(doc["cpu_latency_ratio_vs_voxelmorph"]))
-    print(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'} and {len(figures)} figures in {report} "
-          f"({time.perf_counter() - t_start:.0f} s)")
+    print(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}, {out / 'report.html'} and {len(figures)} "
+          f"figures in {report} ({time.perf_counter() - t_start:.0f} s)")
     return 0
 
 
