@@ -18,7 +18,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="SpikeReg checkpoint (default: the shipped model)")
     p.add_argument("--out", required=True, help="where net.h5 goes (the report goes next to it)")
     p.add_argument("--report-dir", help="directory for calibration_report.json/.md (default: --out's directory)")
-    p.add_argument("--data", help="embedded dataset HDF5 (default: build/reuse the one the model was trained on)")
+    p.add_argument("--data", help="embedded dataset HDF5, or a Learn2Reg / pairs.json folder of NIfTI pairs at the "
+                                  "model's spacing (calibration on its training pairs, evaluation on "
+                                  "registration_val or the pairs.json pairs left over; default: build/reuse the "
+                                  "embedded data set the model was trained on)")
     p.add_argument("--cache", help="dataset cache directory")
     p.add_argument("--calib-pairs", type=int, default=2, help="training pairs for calibration (default 2)")
     p.add_argument("--max-calib-patches", type=int, default=32,
@@ -92,26 +95,38 @@ def calibrate_model(
     batch = int(inf.get("batch_size", 4))
     log(f"model: {model_path} (sha256 {sha[:12]}), patch {patch}, stride {stride}, scales {list(net.cfg.scales)}")
 
-    if data:
-        h5 = Path(data)
-        if not h5.is_file():
-            raise FileNotFoundError(f"dataset not found: {h5}")
+    model_mm, mm_source = _model_spacing(ckpt)
+    from spikereg_neuro.train.folder_data import is_folder_data
+
+    if data and is_folder_data(data):
+        train, test, source, cdesc = _folder_calibration_data(data, model_mm, calib_pairs, seed)
+        log(f"calibration: {len(train)} training pairs of {source} ({cdesc['data']['format']}), "
+            f"model spacing {model_mm:g} mm ({mm_source})")
     else:
-        dc = DataConfig.from_dict(ckpt.get("data_config") or {})
-        h5 = build_dataset(dc, cache, progress=False)
-    info = dataset_info(h5)
-    n_train = info["n_subjects"]["train"]
-    cpairs = train_pairs(n_train, epoch=0, seed=10_000 + int(seed), max_pairs=int(calib_pairs))
-    train = load_pairs_numpy(h5, "train", pairs=cpairs)
-    log(f"calibration: {len(train)} train pairs {cpairs} of {h5.name}")
+        if data:
+            h5 = Path(data)
+            if not h5.is_file():
+                raise FileNotFoundError(f"dataset not found: {h5} (--data takes an embedded dataset HDF5, "
+                                        f"or a Learn2Reg / pairs.json folder)")
+        else:
+            dc = DataConfig.from_dict(ckpt.get("data_config") or {})
+            h5 = build_dataset(dc, cache, progress=False)
+        info = dataset_info(h5)
+        n_train = info["n_subjects"]["train"]
+        cpairs = train_pairs(n_train, epoch=0, seed=10_000 + int(seed), max_pairs=int(calib_pairs))
+        train = load_pairs_numpy(h5, "train", pairs=cpairs)
+        test = None
+        source = h5
+        cdesc = {"split": "train", "dataset": h5.name, "dataset_params": info["config"].to_dict(),
+                 "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed={10_000 + int(seed)})[:{calib_pairs}]",
+                 "data": {"kind": "embedded", "path": str(Path(h5).resolve())}}
+        log(f"calibration: {len(train)} train pairs {cpairs} of {h5.name}")
+    cdesc.update({"headroom_bits": headroom_bits, "model_voxel_size_mm": model_mm,
+                  "model_voxel_size_source": mm_source})
 
     t0 = time.time()
     cal = collect_float_stats(net, train, patch, stride, batch, max_patches=max_calib_patches, seed=seed,
-                              description={"split": "train", "dataset": h5.name,
-                                           "dataset_params": info["config"].to_dict(),
-                                           "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed={10_000 + int(seed)})"
-                                                          f"[:{calib_pairs}]",
-                                           "headroom_bits": headroom_bits})
+                              description=cdesc)
     exps, why = choose_weight_exps(net, cal.stats, headroom_bits)
     log(f"  statistics of {cal.n_patches} patches in {time.time() - t0:.1f} s; weight exponents {exps}")
     q = quantize_network(net, exps, source_checkpoint=str(model_path), source_sha256=sha,
@@ -123,7 +138,8 @@ def calibrate_model(
                     for k, v in ver.items() if not k.startswith("_") and "spike_agreement" in v)
         + " (end-to-end/teacher-forced spike agreement)")
 
-    test = load_pairs_numpy(h5, "test")
+    if test is None:
+        test = load_pairs_numpy(h5, "test")
     if eval_pairs:
         test = test[: int(eval_pairs)]
     log(f"evaluation: {len(test)} test pairs, float and quantized through the same tiling and policy")
@@ -136,7 +152,7 @@ def calibrate_model(
         q=q, comparison=cmp_, weight_errors=weight_errors(net, q), float_stats=summarize_stats(cal.stats),
         exp_choice=why, verification=ver, schedule=lava_schedule(q),
         meta={"source_checkpoint": str(model_path), "source_sha256": sha, "net_file": str(out),
-              "dataset": str(h5), "patch_size": patch, "stride": stride, "scales": list(net.cfg.scales),
+              "dataset": str(source), "patch_size": patch, "stride": stride, "scales": list(net.cfg.scales),
               "input_once": bool(q.input_once), "input_steps": int(q.input_steps),
               "calibration": cal.description, "notes": notes,
               "torch_threads": torch.get_num_threads(), "seconds": time.time() - t_start})
@@ -146,6 +162,54 @@ def calibrate_model(
         f"(target <= 0.01: {'met' if rep['meets_target'] else 'NOT met'})")
     log(f"wrote {out}, {paths['json']}, {paths['md']}")
     return rep
+
+
+def _model_spacing(ckpt) -> tuple:
+    """The model's isotropic spacing (mm) and where it came from: the spacing of the NIfTI folder
+    it was trained on (the checkpoint's ``data.spacing_mm``), else as ``register`` reads it."""
+    import numpy as np
+
+    from spikereg_neuro.registration.world import model_spacing
+
+    d = ckpt.get("data")
+    if isinstance(d, dict) and d.get("kind") == "folder" and d.get("spacing_mm"):
+        sp = np.asarray(d["spacing_mm"], dtype=np.float64).ravel()
+        if sp.size == 3 and np.all(sp > 0) and np.allclose(sp, sp[0], rtol=1e-3):
+            return float(sp[0]), "the checkpoint's training data (data.spacing_mm)"
+    return model_spacing(ckpt)
+
+
+def _folder_calibration_data(data, model_mm: float, calib_pairs: int, seed: int):
+    """Calibration and evaluation pairs of a Learn2Reg / pairs.json ``--data`` folder: calibration
+    from its training pairs (``calib_pairs`` drawn with ``seed``), evaluation on its labelled
+    ``registration_val`` pairs, or (pairs.json, no validation list) the labelled pairs left over
+    (all of them when calibration took every pair). Returns ``(train, test, source, description)``."""
+    import numpy as np
+
+    from spikereg_neuro.train.folder_data import FolderPairList, folder_records
+
+    records, val, desc = folder_records(data)
+    hint = "calibrate reads pairs at the model's spacing (resample them first)"
+    rng = np.random.default_rng(10_000 + int(seed))
+    pick = sorted(int(i) for i in rng.choice(len(records), size=min(int(calib_pairs), len(records)),
+                                              replace=False))
+    calib = [records[i] for i in pick]
+    if val:
+        evals, how = [r for r in val if r.has_labels], "registration_val"
+    else:
+        rest = [r for i, r in enumerate(records) if i not in set(pick) and r.has_labels]
+        evals, how = (rest, "the pairs not used for calibration") if rest else (
+            [r for r in records if r.has_labels], "every pair (calibration used them all)")
+    if not evals:
+        raise ValueError(f"--data {data}: no evaluation pair with label maps ({how}): the fidelity report "
+                         f"compares Dice, which needs fixed and moving labels")
+    source = Path(desc["path"])
+    cdesc = {"split": "train", "dataset": source.name,
+             "pair_choice": f"default_rng({10_000 + int(seed)}).choice({len(records)}, {len(calib)}) of the "
+                            f"folder's training pairs",
+             "data": {"kind": "folder", **desc, "calibration_pairs": [r.name for r in calib],
+                      "evaluation": how, "evaluation_pairs": [r.name for r in evals]}}
+    return FolderPairList(calib, model_mm, hint), FolderPairList(evals, model_mm, hint), source, cdesc
 
 
 def _notes(q, ver: Dict[str, Any], cmp_: Dict[str, Any]) -> list:

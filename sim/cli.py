@@ -8,6 +8,7 @@ backend (or the bit-accurate emulator) and write ``run.json``.
      "readout_sha256": sha256 of the integer read-out (int64 little-endian, (3, D, H, W) C order),
      "readout": {"name", "shape", "output_scale", "v": [flat integer read-out], field stats},
      "net", "net_sha256", "pair", "pair_subjects", "patch", "patch_origin", "payload_sha256",
+     "pair_name", "source" (a --data folder's or a --fixed/--moving pair; pair_subjects null there),
      "lava": {timings, processes, synapses, throughput}        (lava backend only),
      "comparison": {per-layer mismatches vs the other backend}  (--compare only)}
 
@@ -47,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="run net.h5 on a real patch with the Lava CPU backend or the emulator",
         description="Run the quantized network (net.h5 from `calibrate`) on a centred patch of demo "
-                    "test pair N, with lava-nc processes under Loihi2SimCfg(select_tag='fixed_pt') "
+                    "test pair N (or a --data folder's evaluation pair N, or --fixed/--moving), with lava-nc processes under Loihi2SimCfg(select_tag='fixed_pt') "
                     "(--backend lava) or the bit-accurate emulator (--backend emulator). Writes run.json "
                     "with per-layer spike counts per time step and the integer read-out (and its "
                     "sha256). See docs/simulation.md.")
@@ -56,7 +57,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="run.json", help="output JSON (default run.json)")
     p.add_argument("--compare", action="store_true",
                    help="also run the other backend and report mismatches per layer (exit 3 if any)")
-    p.add_argument("--data", help="dataset HDF5 (default: build/reuse the data set recorded in net.h5)")
+    p.add_argument("--data", help="dataset HDF5, or a Learn2Reg / pairs.json folder (--pair N: its N-th evaluation "
+                                  "pair, registration_val or the pairs.json list; at the net's spacing) "
+                                  "(default: the data set recorded in net.h5)")
+    p.add_argument("--fixed", help="simulate your own NIfTI pair instead: FIXED image (with --moving; one grid at "
+                                   "the net's spacing, read as `register` reads a same-grid pair)")
+    p.add_argument("--moving", help="MOVING image of --fixed")
     p.add_argument("--cache", help="dataset cache directory")
     p.add_argument("--timeout", type=float, default=1800.0,
                    help="wall-clock limit of the Lava run in seconds (default 1800)")
@@ -79,7 +85,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[int] = (16, 16, 16),
              origin: Optional[Sequence[int]] = None, out: Optional[str] = "run.json", compare: bool = False,
              data: Optional[str] = None, cache: Optional[str] = None, timeout: float = 1800.0,
-             progress: bool = True, log=print) -> Dict[str, Any]:
+             progress: bool = True, log=print, fixed: Optional[str] = None,
+             moving: Optional[str] = None) -> Dict[str, Any]:
     """The simulate command as a function; returns the run.json dictionary (written to ``out``)."""
     from calibration.netfile import load_qnet
     from spikereg_neuro.io.atomic import atomic_write_text
@@ -91,16 +98,19 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
     from spikereg_neuro.io.paths import check_outputs
 
     if out:
-        check_outputs(inputs={"--net": net, "--data": data}, outputs={"--out": out})
+        check_outputs(inputs={"--net": net, "--data": data, "--fixed": fixed, "--moving": moving},
+                      outputs={"--out": out})
 
     def err(msg: str) -> None:
         if progress:
             print(msg, file=sys.stderr, flush=True)
 
     q = load_qnet(net)
-    payload, where = load_patch(q, pair, patch, origin, data, cache)
-    log(f"net {net} ({len(q.layers)} layers); pair {where['pair']} {where['pair_subjects']} of "
-        f"{where['dataset']}; patch {where['patch']} at {where['patch_origin']}")
+    payload, where = load_patch(q, pair, patch, origin, data, cache, fixed, moving)
+    which = (f"pair {where['pair']} {where['pair_subjects']} of {where['dataset']}" if "pair_name" not in where
+             else f"pair {where['pair_name']}" + (f" ({where['pair']} of {where['dataset']})"
+                                                  if where["pair"] is not None else ""))
+    log(f"net {net} ({len(q.layers)} layers); {which}; patch {where['patch']} at {where['patch_origin']}")
 
     def go(b: str):
         t0 = time.perf_counter()
@@ -149,7 +159,8 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
                   stride: Optional[Sequence[int]] = None, out: Optional[str] = "run.json",
                   field_path: Optional[str] = None, batch_size: int = 4, data: Optional[str] = None,
                   cache: Optional[str] = None, timeout: float = 1800.0, progress: bool = True,
-                  log=print, crop: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+                  log=print, crop: Optional[Sequence[int]] = None, fixed: Optional[str] = None,
+                  moving: Optional[str] = None) -> Dict[str, Any]:
     """``simulate --full`` as a function: the whole registration of demo test pair ``pair`` with
     ``backend`` as the patch predictor of the host pipeline (both residual iterations, tiling
     ``tile``/``stride``, default the net's inference ``patch_size``/``stride``), and the emulator
@@ -175,12 +186,17 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
 
     outs = {k: v for k, v in (("--out", out), ("--field", field_path)) if v}
     if outs:
-        check_outputs(inputs={"--net": net, "--data": data}, outputs=outs)
+        check_outputs(inputs={"--net": net, "--data": data, "--fixed": fixed, "--moving": moving}, outputs=outs)
     q = load_qnet(net)
     tile = [int(x) for x in (tile or q.patch_size)]
     stride = [int(x) for x in (stride or q.stride)]
-    pr, h5 = load_pair(q, pair, data, cache)
+    pr, h5 = load_pair(q, pair, data, cache, fixed, moving)
+    nifti = bool(fixed)
     fixed, moving = pr["fixed"], pr["moving"]
+    from .harness import _where
+    where = _where(pr, pair, h5)
+    if nifti:
+        where["pair"] = None
     full_shape = [int(x) for x in fixed.shape]
     if crop:
         crop = [int(x) for x in crop]
@@ -191,7 +207,9 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
         fixed, moving = np.ascontiguousarray(fixed[sl]), np.ascontiguousarray(moving[sl])
     per_scale = count_patches(q, fixed.shape, tile, stride)
     total = sum(per_scale)
-    log(f"net {net}; pair {pair} {list(map(int, pr['pair']))} of {h5.name}, volume {list(fixed.shape)}"
+    which = (f"pair {pair} {where['pair_subjects']} of {h5.name}" if "pair_name" not in where
+             else f"pair {where['pair_name']}")
+    log(f"net {net}; {which}, volume {list(fixed.shape)}"
         f"{f' (centred crop of {full_shape})' if crop else ''}; tiling {tile} stride {stride}, scales "
         f"{list(q.scales)}: {per_scale} patches per iteration ({total}), backend {backend}")
 
@@ -215,8 +233,7 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
     log(f"{backend}: {res.patches} patches in {res.seconds:.1f} s")
     doc: Dict[str, Any] = {
         "backend": backend, "mode": "full registration", "net": str(net), "net_sha256": file_sha256(net),
-        "dataset": h5.name, "pair": int(pair), "pair_subjects": [int(x) for x in pr["pair"]],
-        "volume_shape": [int(x) for x in fixed.shape], "crop": list(crop) if crop else None,
+        **where, "volume_shape": [int(x) for x in fixed.shape], "crop": list(crop) if crop else None,
         "full_volume_shape": full_shape, "tile": tile, "stride": stride, "scales": list(q.scales),
         "integration_steps": int(q.integration_steps), "batch_size": int(batch_size),
         "seconds": res.seconds, "patches": res.patches, "patches_per_iteration": res.patches_per_scale,
@@ -255,6 +272,11 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
 def run(args: argparse.Namespace) -> int:
     from .run import SimError
 
+    if (args.fixed or args.moving) and args.pair:
+        print("spikereg-neuro simulate: error: --pair selects a pair of --data; drop it with --fixed/--moving",
+              file=sys.stderr)
+        return 1
+
     if args.full:
         if args.compare:
             print("spikereg-neuro simulate: error: --full always compares with the emulator; drop --compare",
@@ -263,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             doc = simulate_full(args.net, backend=args.backend, pair=args.pair, tile=args.tile, stride=args.stride,
                                 out=args.out, field_path=args.field, batch_size=args.batch_size, data=args.data,
-                                cache=args.cache, timeout=args.timeout, progress=not args.quiet)
+                                cache=args.cache, timeout=args.timeout, progress=not args.quiet,
+                                fixed=args.fixed, moving=args.moving)
         except (SimError, ValueError, FileNotFoundError) as exc:
             print(f"spikereg-neuro simulate: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
                   file=sys.stderr)
@@ -274,7 +297,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         doc = simulate(args.net, backend=args.backend, pair=args.pair, patch=args.patch, origin=args.origin,
                        out=args.out, compare=args.compare, data=args.data, cache=args.cache,
-                       timeout=args.timeout, progress=not args.quiet)
+                       timeout=args.timeout, progress=not args.quiet, fixed=args.fixed, moving=args.moving)
     except SimError as exc:
         print(f"spikereg-neuro simulate: error: {exc}", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 
 from ..data.learn2reg import PairRecord, find_dataset_json, read_learn2reg, read_pairs_json
 
-__all__ = ["FolderPairs", "folder_records"]
+__all__ = ["FolderPairs", "folder_records", "is_folder_data", "check_at_spacing", "load_pair_at", "FolderPairList"]
 
 
 def _image_list(json_path: Path, data: Dict[str, Any]) -> List[Tuple[Path, Optional[Path]]]:
@@ -139,3 +139,75 @@ class FolderPairs(Dataset):
         out = {name: torch.from_numpy(np.ascontiguousarray(v[0])[None].copy()) for name, v in vols.items()}
         out["pair"] = torch.tensor([k, k], dtype=torch.int64)
         return out
+
+
+# ---------------------------------------------------------------------------------- shared readers
+# ``calibrate --data DIR`` and ``simulate --data DIR`` / ``--fixed/--moving`` read their pairs here
+# (the folder parsing is :func:`folder_records` / :func:`~spikereg_neuro.data.read_pair_folder`).
+
+def is_folder_data(path: str | Path) -> bool:
+    """Whether a ``--data`` argument names a NIfTI folder (a directory or its JSON) rather than an
+    embedded HDF5 data set."""
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() == ".json"
+
+
+def check_at_spacing(spacing, spacing_mm: float, what: str, hint: str = "", rtol: float = 1e-3) -> None:
+    """One-line ``ValueError`` unless ``spacing`` (3 floats, mm) is ``spacing_mm`` on every axis."""
+    sp = np.asarray(spacing, dtype=np.float64)
+    if not np.all(np.abs(sp / float(spacing_mm) - 1.0) <= rtol):
+        raise ValueError(f"{what}: voxel size {'x'.join(f'{v:.4g}' for v in sp)} mm, not the model's "
+                         f"{float(spacing_mm):g} mm" + (f"; {hint}" if hint else ""))
+
+
+def load_pair_at(fixed: str | Path, moving: str | Path, spacing_mm: Optional[float] = None,
+                 fixed_labels: Optional[str | Path] = None, moving_labels: Optional[str | Path] = None,
+                 name: str = "", hint: str = "") -> Dict[str, Any]:
+    """A NIfTI pair as the pipeline reads it: canonical (RAS+), one grid (shape and affine, labels
+    included), intensities scaled to [0, 1] as inference does, and (``spacing_mm``) at the model's
+    spacing, else one-line ``ValueError`` (``hint`` says what to do). Returns ``fixed``,
+    ``moving`` float32, ``fixed_labels``/``moving_labels`` int64 or ``None``, ``affine``,
+    ``spacing``, ``name``."""
+    from ..data.learn2reg import read_nifti_pair
+    from ..inference import normalize_intensity
+
+    what = name or f"{fixed} / {moving}"
+    try:
+        pr = read_nifti_pair(fixed, moving, fixed_labels, moving_labels)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (not on one grid)" + (f"; {hint}" if hint else "")) from None
+    if spacing_mm is not None:
+        check_at_spacing(pr["spacing"], spacing_mm, what, hint)
+    for key, path in (("fixed", fixed), ("moving", moving)):
+        try:
+            pr[key] = normalize_intensity(pr[key])
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    pr["name"] = name
+    return pr
+
+
+class FolderPairList:
+    """Records of a ``--data`` folder as a lazy sequence of pair dicts (the keys of
+    :func:`load_pair_at`, plus ``pair``: ``[k, k]``, the record index), read on access so a large
+    folder need not fit in memory; every pair at ``spacing_mm`` when given."""
+
+    def __init__(self, records: List[PairRecord], spacing_mm: Optional[float] = None, hint: str = "") -> None:
+        self.records = list(records)
+        self.spacing_mm = spacing_mm
+        self.hint = hint
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return FolderPairList(self.records[k], self.spacing_mm, self.hint)
+        r = self.records[k]
+        pr = load_pair_at(r.fixed, r.moving, self.spacing_mm, r.fixed_labels, r.moving_labels,
+                          name=r.name or f"pair {k}", hint=self.hint)
+        pr["pair"] = [int(k), int(k)]
+        return pr
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
