@@ -46,14 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _leaf_parsers(sub: argparse._SubParsersAction):
-    """Every parser that runs a command (nested subcommands included)."""
+    """Every command parser, nested subcommands included (a parser with subcommands may run
+    a command of its own too, as ``benchmark`` does)."""
     for p in dict.fromkeys(sub.choices.values()):   # aliases share a parser
-        nested = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
-        if nested:
-            for n in nested:
-                yield from _leaf_parsers(n)
-        else:
-            yield p
+        yield p
+        for n in [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]:
+            yield from _leaf_parsers(n)
 
 
 def _add_common_flags(p: argparse.ArgumentParser) -> None:

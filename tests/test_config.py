@@ -42,7 +42,8 @@ def test_bad_partial_configs_name_the_problem(tmp_path, text, msg):
 
 @pytest.mark.parametrize("argv", [["train", "-q"], ["-q", "train"], ["train", "--no-progress"],
                                   ["simulate", "--quiet", "--net", "x"], ["data", "build", "-q"],
-                                  ["benchmark", "accuracy", "--out", "o", "--quiet"]])
+                                  ["benchmark", "accuracy", "--out", "o", "--quiet"],
+                                  ["benchmark", "--out", "o", "-q"], ["loihi", "map", "--net", "n", "--out", "o", "-q"]])
 def test_one_quiet_flag_on_every_command(argv):
     from spikereg_neuro.cli import _unify_quiet, build_parser
     args = build_parser().parse_args(argv)
