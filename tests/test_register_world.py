@@ -154,6 +154,10 @@ def test_model_spacing_is_read_from_the_checkpoint_or_the_packaged_config():
     assert mm == 2.5 and "packaged default" in where and "records no" in where
     with pytest.raises(ValueError, match="not a positive size"):
         W.model_spacing({"data_config": {"voxel_size_mm": -1}})
+    # a model trained on a --data folder ran at the folder's spacing, not the config's
+    mm, where = W.model_spacing({"data": {"kind": "folder", "spacing_mm": [1.5, 1.5, 1.5]},
+                                 "data_config": {"voxel_size_mm": 2.5}})
+    assert mm == 1.5 and "training folder" in where
 
 
 def test_spacing_checks_warn_and_refuse():

@@ -85,9 +85,15 @@ class Grid:
 def model_spacing(ckpt: Mapping[str, Any]) -> Tuple[float, str]:
     """The isotropic voxel size (mm) a checkpoint's model was trained at, and where it came from.
 
-    Order: the checkpoint's ``data_config.voxel_size_mm`` (what the trainer records), its
-    ``config.data.voxel_size_mm``, else the packaged default config's ``data.voxel_size_mm``.
+    Order: the spacing of the ``--data`` folder it was trained on (``data.spacing_mm``, for
+    ``data.kind == "folder"``), the checkpoint's ``data_config.voxel_size_mm`` (what the trainer
+    records for the embedded data), its ``config.data.voxel_size_mm``, else the packaged default
+    config's ``data.voxel_size_mm``.
     """
+    data = ckpt.get("data")
+    if isinstance(data, Mapping) and data.get("kind") == "folder" and data.get("spacing_mm") is not None:
+        where = "the checkpoint's training folder (data.spacing_mm)"
+        return _positive_mm(data["spacing_mm"], where), where
     for where, section in (("the checkpoint's data_config", ckpt.get("data_config")),
                            ("the checkpoint's config (data section)", (ckpt.get("config") or {}).get("data")
                             if isinstance(ckpt.get("config"), Mapping) else None)):
