@@ -96,7 +96,7 @@ def calibrate_model(
     log(f"model: {model_path} (sha256 {sha[:12]}), patch {patch}, stride {stride}, scales {list(net.cfg.scales)}")
 
     model_mm, mm_source = _model_spacing(ckpt)
-    from spikereg_neuro.train.folder_data import is_folder_data
+    from spikereg_neuro.train.folder_data import embedded_h5, is_folder_data
 
     if data and is_folder_data(data):
         train, test, source, cdesc = _folder_calibration_data(data, model_mm, calib_pairs, seed)
@@ -104,10 +104,7 @@ def calibrate_model(
             f"model spacing {model_mm:g} mm ({mm_source})")
     else:
         if data:
-            h5 = Path(data)
-            if not h5.is_file():
-                raise FileNotFoundError(f"dataset not found: {h5} (--data takes an embedded dataset HDF5, "
-                                        f"or a Learn2Reg / pairs.json folder)")
+            h5 = embedded_h5(data)
         else:
             dc = DataConfig.from_dict(ckpt.get("data_config") or {})
             h5 = build_dataset(dc, cache, progress=False)

@@ -51,7 +51,7 @@ def load_pair(q, pair: int, data: Optional[str] = None, cache: Optional[str] = N
     Folder and NIfTI pairs have ``pair`` ``None`` and a ``name``."""
     from spikereg_neuro.data import build_dataset, load_pairs_numpy, read_pair_folder
     from spikereg_neuro.data.dataset import DataConfig
-    from spikereg_neuro.train.folder_data import FolderPairList, is_folder_data, load_pair_at
+    from spikereg_neuro.train.folder_data import FolderPairList, embedded_h5, is_folder_data, load_pair_at
 
     if bool(fixed) != bool(moving):
         raise ValueError("--fixed and --moving go together")
@@ -84,10 +84,7 @@ def load_pair(q, pair: int, data: Optional[str] = None, cache: Optional[str] = N
         pr["pair"] = None
         return pr, Path(folder)
     if data:
-        h5 = Path(data)
-        if not h5.is_file():
-            raise FileNotFoundError(f"dataset not found: {h5} (--data takes an embedded dataset HDF5, "
-                                    f"or a Learn2Reg / pairs.json folder)")
+        h5 = embedded_h5(data)
     else:
         params = (q.calibration or {}).get("dataset_params")
         dc = DataConfig.from_dict(params) if params else DataConfig()

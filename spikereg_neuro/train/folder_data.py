@@ -152,6 +152,16 @@ def is_folder_data(path: str | Path) -> bool:
     return p.is_dir() or p.suffix.lower() == ".json"
 
 
+def embedded_h5(path: str | Path) -> Path:
+    """A ``--data`` argument that is not a folder: the embedded data set's HDF5 file, which must
+    exist (a one-line error naming both accepted kinds otherwise)."""
+    h5 = Path(path)
+    if not h5.is_file():
+        raise FileNotFoundError(f"dataset not found: {h5} (--data takes an embedded dataset HDF5, "
+                                f"or a Learn2Reg / pairs.json folder)")
+    return h5
+
+
 def check_at_spacing(spacing, spacing_mm: float, what: str, hint: str = "", rtol: float = 1e-3) -> None:
     """One-line ``ValueError`` unless ``spacing`` (3 floats, mm) is ``spacing_mm`` on every axis."""
     sp = np.asarray(spacing, dtype=np.float64)
