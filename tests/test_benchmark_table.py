@@ -180,26 +180,32 @@ def test_cpu_latency_ratios_equal_the_rows_latencies():
     assert cpu_latency_ratios(rows[1:], plat)["spikereg_float"] is None
 
 
-def test_emulator_registrations_tiled_counts_and_whole_volume(monkeypatch):
-    """Both quantized passes on a tiny net and volume: the tiled one feeds the counts (one
-    counter per 16^3 patch shape), the whole-volume one runs one call per residual iteration
-    and equals the plain emulator on the whole volume."""
+def _tiny_qnet_and_pair(stride: int):
+    """A tiny untrained quantized net (16^3 patches at ``stride``) and a smooth 32^3 pair."""
     import torch.nn.functional as F
 
-    import calibration.emulator as E
     from calibration.quantize import quantize_network
-    from spikereg_neuro.commands.benchmark_table import (CountingEmulator, WHOLE_VOLUME, emulator_registrations,
-                                                         inference_label)
     from spikereg_neuro.model.config import ModelConfig
     from spikereg_neuro.model.unet import SpikeRegUNet
 
     torch.manual_seed(0)
     cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
     q = quantize_network(SpikeRegUNet(cfg).eval(), source_checkpoint="tiny", patch_size=(16, 16, 16),
-                         stride=(16, 16, 16))
+                         stride=(stride,) * 3)
     g = torch.Generator().manual_seed(1)
     f = F.avg_pool3d(torch.rand(1, 1, 32, 32, 32, generator=g), 3, 1, 1)[0, 0].numpy()
-    m = np.roll(f, 1, axis=0)
+    return q, f, np.roll(f, 1, axis=0)
+
+
+def test_emulator_registrations_tiled_counts_and_whole_volume(monkeypatch):
+    """Both quantized passes on a tiny net and volume: the tiled one feeds the counts (one
+    counter per 16^3 patch shape), the whole-volume one runs one call per residual iteration
+    and equals the plain emulator on the whole volume."""
+    import calibration.emulator as E
+    from spikereg_neuro.commands.benchmark_table import (CountingEmulator, WHOLE_VOLUME, emulator_registrations,
+                                                         inference_label)
+
+    q, f, m = _tiny_qnet_and_pair(stride=16)
     calls = []
     real = E.emulator_predictor
 
@@ -222,22 +228,11 @@ def test_loihi2_deployments_priced_per_input_shape():
     """Whole volume (one call per scale, two input shapes) and non-overlapping tiles through the
     counting emulator; each shape mapped once, shared kernels and explicit Sparse; gross = dynamic
     + static on the largest mapping's chips; the bracket and the neuron-weighted mean rate."""
-    import torch.nn.functional as F
-
-    from calibration.quantize import quantize_network
     from spikereg_neuro.commands.benchmark_table import (CountingEmulator, mean_spike_rate, price_loihi2,
                                                          register_deployment)
-    from spikereg_neuro.model.config import ModelConfig
-    from spikereg_neuro.model.unet import SpikeRegUNet
     from spikereg_neuro.profiler.loihi2_energy import PRESETS
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
-    q = quantize_network(SpikeRegUNet(cfg).eval(), source_checkpoint="tiny", patch_size=(16, 16, 16),
-                         stride=(8, 8, 8))
-    g = torch.Generator().manual_seed(1)
-    f = F.avg_pool3d(torch.rand(1, 1, 32, 32, 32, generator=g), 3, 1, 1)[0, 0].numpy()
-    m = np.roll(f, 1, axis=0)
+    q, f, m = _tiny_qnet_and_pair(stride=8)
     whole, tiles = CountingEmulator(q), CountingEmulator(q)
     assert register_deployment(q, whole, f, m, max_voxels=10 ** 6, multiple=q.size_multiple).shape == (3, 32, 32, 32)
     register_deployment(q, tiles, f, m, stride=q.patch_size)

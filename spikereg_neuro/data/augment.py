@@ -32,12 +32,12 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .synth import SynthConfig, random_bias, random_velocity
+from ..registration.losses import gaussian_blur
 from ..registration.transform import compose, integrate_velocity, resize_field, warp, warp_labels
 
-__all__ = ["AugmentConfig", "random_transform", "synth_contrast", "augment_pair"]
+__all__ = ["AugmentConfig", "augment_generator", "random_transform", "synth_contrast", "augment_pair"]
 
 
 @dataclass
@@ -100,6 +100,12 @@ class AugmentConfig:
         return cls(**dict(d or {}))
 
 
+def augment_generator(seed: int) -> np.random.Generator:
+    """The generator of a training run's augmentation draws (seeded from ``train.seed``): the
+    SpikeReg and VoxelMorph trainers both take theirs from here, so they augment alike."""
+    return np.random.default_rng([int(seed), 0xA06])
+
+
 def _affine_field(shape: Sequence[int], cfg: AugmentConfig, rng: np.random.Generator,
                   vox: float = 1.0) -> torch.Tensor:
     """Pull displacement ``(1, 3, D, H, W)`` of a random affine about the volume centre
@@ -145,22 +151,6 @@ def random_transform(shape: Sequence[int], cfg: AugmentConfig, rng: np.random.Ge
     return resize_field(u, shape)
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(1, 1, D, H, W)`` (``sigma`` voxels; 0: unchanged)."""
-    if sigma <= 0.05:
-        return x
-    r = max(1, int(math.ceil(3 * sigma)))
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype) ** 2 / (2 * sigma ** 2))
-    k = k / k.sum()
-    for axis in range(3):
-        shape = [1, 1, 1, 1, 1]
-        shape[2 + axis] = 2 * r + 1
-        pad = [0, 0, 0, 0, 0, 0]
-        pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
-        x = F.conv3d(F.pad(x, pad, mode="replicate"), k.view(shape))
-    return x
-
-
 def synth_contrast(labels: Sequence[torch.Tensor], cfg: AugmentConfig,
                    rng: np.random.Generator) -> List[torch.Tensor]:
     """SynthMorph-style images ``(1, 1, D, H, W)`` in [0, 1] drawn from label maps (one random
@@ -174,7 +164,9 @@ def synth_contrast(labels: Sequence[torch.Tensor], cfg: AugmentConfig,
         img = means[lab.long()].view(1, 1, *shape)
         if cfg.noise_std > 0:
             img = img + torch.as_tensor(rng.normal(0.0, cfg.noise_std, shape), dtype=torch.float32)
-        img = _blur(img, float(rng.uniform(0.0, cfg.blur_sigma)))
+        sigma = float(rng.uniform(0.0, cfg.blur_sigma))
+        if sigma > 0.05:                      # below that the blur changes nothing visible
+            img = gaussian_blur(img, sigma)
         bias = random_bias(shape, SynthConfig(bias_strength=cfg.bias_strength), rng)
         img = img.clamp(min=0) * torch.as_tensor(bias)
         img = img / img.max().clamp(min=1e-6)

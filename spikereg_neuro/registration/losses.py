@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "gaussian_blur",
     "LocalNCC",
     "MSE",
     "GradientSmoothness",
@@ -48,6 +49,24 @@ def _check_field(field: torch.Tensor, name: str = "field") -> None:
     _check_5d(field, name)
     if field.shape[1] != 3:
         raise ValueError(f"{name} must have shape (N, 3, D, H, W), got {tuple(field.shape)}")
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian smoothing of ``(N, C, D, H, W)`` per channel with ``sigma`` voxels
+    (radius ``ceil(3 sigma)``, replicated edges); ``sigma > 0``."""
+    r = max(1, int(math.ceil(3.0 * sigma)))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-0.5 * (t / sigma) ** 2)
+    g = g / g.sum()
+    c = x.shape[1]
+    for axis in range(3):
+        shape = [1, 1, 1]
+        shape[axis] = 2 * r + 1
+        pad = [0] * 6
+        pad[4 - 2 * axis] = pad[5 - 2 * axis] = r     # F.pad lists the last axis first
+        x = F.conv3d(F.pad(x, pad, mode="replicate"), g.reshape(1, 1, *shape).expand(c, 1, *shape),
+                     groups=c)
+    return x
 
 
 class LocalNCC(nn.Module):
@@ -103,20 +122,7 @@ class LocalNCC(nn.Module):
         return x
 
     def _smooth(self, x: torch.Tensor) -> torch.Tensor:
-        """Separable Gaussian smoothing with ``sigma`` (replicated edges)."""
-        r = max(1, int(math.ceil(3.0 * self.sigma)))
-        t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-        g = torch.exp(-0.5 * (t / self.sigma) ** 2)
-        g = g / g.sum()
-        c = x.shape[1]
-        for axis in range(3):
-            shape = [1, 1, 1]
-            shape[axis] = 2 * r + 1
-            pad = [0] * 6
-            pad[4 - 2 * axis] = pad[5 - 2 * axis] = r     # F.pad lists the last axis first
-            x = F.conv3d(F.pad(x, pad, mode="replicate"), g.reshape(1, 1, *shape).expand(c, 1, *shape),
-                         groups=c)
-        return x
+        return gaussian_blur(x, self.sigma)
 
     def forward(self, fixed: torch.Tensor, warped: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
