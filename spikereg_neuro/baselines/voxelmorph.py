@@ -314,7 +314,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
 
     from ..config import load_config
     from ..data import RegistrationPairs, build_dataset
-    from ..data.augment import augment_pair
+    from ..data.augment import augment_generator, augment_pair
     from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
     from ..registration.transform import warp
     from ..train.trainer import field_mse, random_patches
@@ -339,7 +339,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     loader = DataLoader(train_ds, batch_size=1, shuffle=True, generator=loader_gen)
     torch.manual_seed(tc.seed)
     gen = np.random.default_rng(tc.seed)
-    aug_gen = np.random.default_rng([tc.seed, 0xA06])   # as SpikeRegTrainer.aug_gen
+    aug_gen = augment_generator(tc.seed)   # the SpikeReg trainer's draws
     if init is not None:
         net, _ = load_voxelmorph(init, expect=vcfg)
         net = net.to(dev)

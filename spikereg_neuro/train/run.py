@@ -141,8 +141,8 @@ def init_weights(net: Any, path: str) -> None:
         for k in want:
             own[k].copy_(state[k])
         if net.cfg.input_once and not src.input_once and src.neuron.current_decay > 0:
-            w = own["enc.0.synapse.weight"]
-            w.copy_((w / src.neuron.current_decay).clamp(-256 / 64, 254 / 64))
+            w, ws = own["enc.0.synapse.weight"], net.enc[0].neuron.w_scale   # SLAYER's 8-bit grid
+            w.copy_((w / src.neuron.current_decay).clamp(-256 / ws, 254 / ws))
 
 
 def run_training(opts: TrainOptions) -> Dict[str, Any]:

@@ -22,7 +22,7 @@ from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
 from ..registration.metrics import dice_mean
 from ..registration.transform import warp, warp_labels
 from . import distributed as ddp
-from ..data.augment import augment_pair
+from ..data.augment import augment_generator, augment_pair
 
 
 def rate_penalty(rates: Dict[str, torch.Tensor], band: tuple) -> torch.Tensor:
@@ -148,7 +148,7 @@ class SpikeRegTrainer:
         torch.manual_seed(self.tc.seed)
         self.gen = np.random.default_rng(self.tc.seed if self.world == 1 else [self.tc.seed, self.rank])
         #: augmentation draws: one generator, the same on every rank (they augment one pair)
-        self.aug_gen = np.random.default_rng([self.tc.seed, 0xA06])
+        self.aug_gen = augment_generator(self.tc.seed)
 
     # ------------------------------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
