@@ -169,3 +169,33 @@ def test_benchmark_accuracy_on_a_learn2reg_folder(setup, tmp_path, capsys):
                  "--out", str(tmp_path / "b2"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "no 'registration_val' list of pairs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_benchmark_table_on_a_learn2reg_folder(setup, tmp_path, capsys):
+    """`benchmark --data DIR` (the table): the folder's pairs in every row, a fast calibration on
+    the folder's training pairs (not the embedded data's, and not a cache made from them)."""
+    out = tmp_path / "table"
+    args = ["benchmark", "--data", str(setup["l2r"]), "--spikereg-model", str(setup["ckpt"]), "--no-lava",
+            "--no-ants", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    doc = json.loads((out / "benchmark.json").read_text())
+    assert doc["pairs"] == ["S_0000_0000__S_0001_0000"]
+    assert doc["data"]["source"] == str(setup["l2r"].resolve()) and doc["data"]["split"] == "registration_val"
+    assert "S_dataset.json" in (out / "benchmark.md").read_text() or str(setup["l2r"].resolve()) in (
+        out / "benchmark.md").read_text()
+    dice = {r["method"]: r["dice"] for r in doc["rows"] if r.get("dice") is not None}
+    assert dice and all(np.isfinite(v) for v in dice.values())
+    cal = load_qnet(out / "net.h5").calibration
+    assert cal["data_source"] == str(setup["l2r"].resolve()) and cal["data"]["kind"] == "folder"
+    capsys.readouterr()
+    # the same --out on the embedded pairs must not reuse the folder's calibration
+    from spikereg_neuro.commands.benchmark_table import obtain_qnet
+    from pathlib import Path
+    logs = []
+    q, info = obtain_qnet(Path(setup["ckpt"]), None, out, 1, str(setup["cache"]), logs.append, data=None)
+    assert info["made_by"].startswith("fast calibration") and q.calibration["data_source"] == "embedded"
+    # bad input: one line naming the problem
+    assert main(["benchmark", "--data", str(tmp_path / "nowhere"), "--spikereg-model", str(setup["ckpt"]),
+                 "--out", str(tmp_path / "t2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "not found" in err and len(err.strip().splitlines()) == 1

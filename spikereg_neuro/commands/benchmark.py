@@ -99,6 +99,10 @@ def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPa
 def add_table_options(p: argparse.ArgumentParser) -> None:
     """Options of the default ``benchmark`` command (the table)."""
     p.add_argument("--out", help="output directory: benchmark.json, benchmark.md, report/ (required for the table)")
+    p.add_argument("--data", help="Learn2Reg dataset folder or pairs.json folder of NIfTI pairs with label maps, at the "
+                                  "model's voxel size (default: the embedded held-out test pairs)")
+    p.add_argument("--split", default="registration_val",
+                   help="Learn2Reg pair list of --data (default registration_val; a pairs.json folder has one list)")
     p.add_argument("--pairs", type=int, default=0, help="use the first N held-out test pairs (default: all; --quick: 1)")
     p.add_argument("--quick", action="store_true",
                    help="1 pair, 16^3 Lava patch (what `make demo` runs); figures are the same kind")
@@ -251,6 +255,30 @@ def folder_pairs(path: str, split: str = "registration_val") -> Tuple[List[Any],
     except (ValueError, KeyError, FileNotFoundError):
         pass  # a Learn2Reg folder: no label names
     return records, {"source": str(Path(path).resolve()), "split": split, "label_names": label_names}
+
+
+def table_pairs(data: str, split: str, spacing_mm: float,
+                max_pairs: Optional[int] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """The first ``max_pairs`` pairs of a ``--data`` folder for the benchmark table, loaded (canonical
+    RAS+, intensities in [0, 1], one grid) and checked to be at the model's ``spacing_mm``, each with
+    ``name``, ``subjects`` (its fixed and moving file names) and label maps (required: every row
+    reports Dice). ``meta`` as :func:`folder_pairs`, with ``dataset``: the folder."""
+    from ..train.folder_data import FolderPairList
+
+    records, meta = folder_pairs(data, split)
+    records = records[:max_pairs]
+    unlabelled = [r.name or str(r.fixed) for r in records if not r.has_labels]
+    if unlabelled:
+        raise ValueError(f"--data {data}: {len(unlabelled)} pair(s) without fixed and moving label maps "
+                         f"(e.g. {unlabelled[0]}); the benchmark table reports Dice, which needs them")
+    hint = "the benchmark reads pairs at the model's voxel size (resample them first, or `register` them)"
+    pairs = []
+    for k, r in enumerate(records):
+        pr = FolderPairList(records, spacing_mm, hint)[k]
+        pr["name"] = r.name or f"pair_{k:03d}"
+        pr["subjects"] = [Path(r.fixed).name, Path(r.moving).name]
+        pairs.append(pr)
+    return pairs, {**meta, "dataset": meta["source"], "voxel_size_mm": float(spacing_mm)}
 
 
 def _load_pair(p: Any) -> Dict[str, Any]:

@@ -46,12 +46,15 @@ import numpy as np
 
 # ============================================================================ quantized network
 def obtain_qnet(model_path: Path, net_path: Optional[str], out_dir: Path, calib_pairs: int = 1,
-                cache: Optional[str] = None, log: Callable[[str], None] = print) -> Tuple[Any, Dict[str, Any]]:
+                cache: Optional[str] = None, log: Callable[[str], None] = print,
+                data: Optional[str] = None) -> Tuple[Any, Dict[str, Any]]:
     """The quantized network of the Loihi row and where it came from.
 
     ``net_path`` given: that file. Otherwise ``out_dir/net.h5`` if it was made from a model with
-    the same sha256; otherwise a fast calibration of ``model_path`` (statistics from
-    ``calib_pairs`` training pairs, no fidelity report) written to ``out_dir/net.h5``.
+    the same sha256 and on the same data; otherwise a fast calibration of ``model_path``
+    (statistics from ``calib_pairs`` training pairs, no fidelity report) written to
+    ``out_dir/net.h5``: the training pairs of the ``data`` folder when given, else those of the
+    embedded data set the model was trained on.
     """
     from calibration.netfile import load_qnet, save_qnet
     from spikereg_neuro.checkpoint import file_sha256
@@ -71,15 +74,16 @@ def obtain_qnet(model_path: Path, net_path: Optional[str], out_dir: Path, calib_
     if cached.is_file():
         try:
             q = load_qnet(cached)
-            if q.source_sha256 == sha:
+            if q.source_sha256 == sha and (q.calibration or {}).get("data_source") == _calibration_source(data):
                 log(f"[benchmark] quantized network: {cached} (cached, made from {model_path.name} {sha[:12]})")
                 return q, {"path": str(cached), "made_by": "cached fast calibration", "source_sha256": sha,
                            "matches_spikereg_model": True, "calibration": q.calibration}
         except Exception as e:  # a stale or broken cache is rebuilt
             log(f"[benchmark] ignoring {cached}: {e}")
     t0 = time.perf_counter()
-    log(f"[benchmark] fast calibration of {model_path} ({calib_pairs} training pair(s)) -> {cached}")
-    q = fast_calibration(model_path, sha, calib_pairs, cache)
+    log(f"[benchmark] fast calibration of {model_path} ({calib_pairs} training pair(s) of "
+        f"{_calibration_source(data)}) -> {cached}")
+    q = fast_calibration(model_path, sha, calib_pairs, cache, data=data)
     save_qnet(cached, q)
     secs = time.perf_counter() - t0
     log(f"[benchmark]   done in {secs:.0f} s; weight exponents "
@@ -88,8 +92,16 @@ def obtain_qnet(model_path: Path, net_path: Optional[str], out_dir: Path, calib_
                "source_sha256": sha, "matches_spikereg_model": True, "seconds": secs, "calibration": q.calibration}
 
 
-def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Optional[str] = None):
-    """``calibrate``'s quantization (statistics, weight exponents, quantize) without its report."""
+def _calibration_source(data: Optional[str]) -> str:
+    """What a fast calibration's statistics came from (``data_source`` in its description)."""
+    return str(Path(data).resolve()) if data else "embedded"
+
+
+def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Optional[str] = None,
+                     data: Optional[str] = None):
+    """``calibrate``'s quantization (statistics, weight exponents, quantize) without its report:
+    ``calib_pairs`` training pairs of the ``data`` folder (as ``calibrate --data`` draws them), or of
+    the embedded data set the model was trained on."""
     from calibration.calibrate import choose_weight_exps, collect_float_stats
     from calibration.quantize import quantize_network
     from spikereg_neuro.checkpoint import load_network
@@ -106,16 +118,21 @@ def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Op
     st = inf.get("stride")
     stride = ([max(1, x // 2) for x in patch] if st is None else
               [int(st)] * 3 if not isinstance(st, (list, tuple)) else [int(x) for x in st])
-    dc = DataConfig.from_dict(ckpt.get("data_config") or {})
-    h5 = build_dataset(dc, cache, progress=False)
-    info = dataset_info(h5)
-    n_train = info["n_subjects"]["train"]
-    cpairs = train_pairs(n_train, epoch=0, seed=10_000, max_pairs=int(calib_pairs))
-    train = load_pairs_numpy(h5, "train", pairs=cpairs)
+    if data:
+        from calibration.cli import _folder_calibration_data
+        from ..registration.world import model_spacing
+        train, _, _, desc = _folder_calibration_data(data, model_spacing(ckpt)[0], int(calib_pairs), 0)
+    else:
+        dc = DataConfig.from_dict(ckpt.get("data_config") or {})
+        h5 = build_dataset(dc, cache, progress=False)
+        info = dataset_info(h5)
+        n_train = info["n_subjects"]["train"]
+        cpairs = train_pairs(n_train, epoch=0, seed=10_000, max_pairs=int(calib_pairs))
+        train = load_pairs_numpy(h5, "train", pairs=cpairs)
+        desc = {"split": "train", "dataset": h5.name, "dataset_params": info["config"].to_dict(),
+                "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed=10000)[:{calib_pairs}]"}
     cal = collect_float_stats(net, train, patch, stride, int(inf.get("batch_size", 4)), max_patches=1, seed=0,
-                              description={"split": "train", "dataset": h5.name,
-                                           "dataset_params": info["config"].to_dict(),
-                                           "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed=10000)[:{calib_pairs}]",
+                              description={**desc, "data_source": _calibration_source(data),
                                            "headroom_bits": 1.0, "made_by": "spikereg-neuro benchmark (fast)"})
     exps, _ = choose_weight_exps(net, cal.stats, 1.0)
     return quantize_network(net, exps, source_checkpoint=str(model_path), source_sha256=sha,
@@ -453,7 +470,7 @@ def run_table(args: argparse.Namespace) -> int:
                             nvml_available)
     from ..profiler import figures as figs
     from ..profiler.table import build_document, make_row, markdown, printable, refusal_row, report_html
-    from .benchmark import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar
+    from .benchmark import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar, table_pairs
 
     progress = not args.no_progress
     log = print
@@ -469,14 +486,27 @@ def run_table(args: argparse.Namespace) -> int:
                       else "h100_sxm_tf32_peak_macs_per_s")
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
-    pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress, max_pairs=n)
+    model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
+    data = getattr(args, "data", None)
+    if data:
+        if args.config:
+            raise ValueError("--data and --config exclude each other (--config chooses the embedded pairs)")
+        from ..checkpoint import read_checkpoint
+        from ..registration.world import model_spacing
+        if not model_path.is_file():
+            raise FileNotFoundError(f"no SpikeReg model at {model_path}: pass --spikereg-model")
+        spacing_mm, _ = model_spacing(read_checkpoint(model_path))
+        pairs, meta = table_pairs(data, getattr(args, "split", "registration_val"), spacing_mm, n)
+        where = f"pair(s) of {meta['source']}"
+    else:
+        pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress, max_pairs=n)
+        where = "held-out test pair(s)"
     if not pairs:
         raise ValueError("no held-out pairs to benchmark")
     names = [p["name"] for p in pairs]
-    log(f"[benchmark] {len(pairs)} held-out test pair(s): {', '.join(names)}; {threads} CPU thread(s)")
+    log(f"[benchmark] {len(pairs)} {where}: {', '.join(names)}; {threads} CPU thread(s)")
 
-    model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
-    q, qinfo = obtain_qnet(model_path, args.net, out, args.calib_pairs, args.cache, log)
+    q, qinfo = obtain_qnet(model_path, args.net, out, args.calib_pairs, args.cache, log, data=data)
 
     # ---------------------------------------------------------------- registrations (all on CPU)
     regs: Dict[str, Any] = {"identity": make_registrar("identity"),
@@ -560,7 +590,7 @@ def run_table(args: argparse.Namespace) -> int:
         warped = {shown[n]: SpikeRegInference.apply_deformation(normalize_intensity(pair["moving"]), fields[n])
                   for n in shown if n in fields}
         figure(f"overlays_{pair['name']}",
-               f"{pair['name']} (subjects {pair['subjects']}): fixed and moving once, then each method's warped "
+               f"{pair['name']} (subjects {pair.get('subjects')}): fixed and moving once, then each method's warped "
                "moving image; three orthogonal middle slices with the fixed image's edges (cyan), and "
                "|image - fixed| on one shared colour scale",
                lambda: figs.overlay_figure(report / f"overlays_{pair['name']}.png", normalize_intensity(pair["fixed"]),
@@ -864,7 +894,7 @@ def run_table(args: argparse.Namespace) -> int:
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         machine=machine, threads=threads, quick=bool(args.quick),
         data={k: v for k, v in meta.items() if k != "label_names"},
-        pair_subjects={p["name"]: p["subjects"] for p in pairs},
+        pair_subjects={p["name"]: p.get("subjects") for p in pairs},
         per_pair={k: v for k, v in records.items()},
         spike_rates=layer_rates(main_counts),
         mean_spike_rate=mean_spike_rate(main_counts),

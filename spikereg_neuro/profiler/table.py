@@ -175,6 +175,14 @@ def row_notes(rows: Iterable[Mapping[str, Any]]) -> List[str]:
     return out
 
 
+def data_source(doc: Dict[str, Any]) -> str:
+    """Where a benchmark document's pairs came from, in words."""
+    d = doc.get("data") or {}
+    if d.get("source") and d.get("source") != "embedded":
+        return f"{d['source']} ({d.get('split', '?')})"
+    return f"the embedded data set ({d.get('split', 'test')} split)"
+
+
 def markdown(doc: Mapping[str, Any]) -> str:
     """benchmark.md: the table, date, machine, pairs and a note on every row and constant."""
     m = doc.get("machine", {})
@@ -182,8 +190,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
     lines.append(f"Created {doc.get('created', '?')} on {m.get('cpu', m.get('processor', '?'))}, "
                  f"{m.get('cpu_count', '?')} CPU cores, GPU: {m.get('gpu') or 'none'}; "
                  f"{m.get('threads', '?')} torch thread(s) for the timed CPU runs.")
-    lines.append(f"Pairs: {len(doc['pairs'])} held-out pairs ({', '.join(str(p) for p in doc['pairs'])}), the same "
-                 "for every row (the Lava rows use one patch of the first pair).")
+    lines.append(f"Pairs: {len(doc['pairs'])} held-out pairs ({', '.join(str(p) for p in doc['pairs'])}) of "
+                 f"{data_source(doc)}, the same for every row (the Lava rows use one patch of the first pair).")
     lines.append("")
     lines += table_lines(doc["rows"])
     lines.append("")
@@ -396,7 +404,7 @@ def report_html(doc: Mapping[str, Any], out_dir: str | Path) -> str:
     h.append(f"<p>Created {_e(doc.get('created', '?'))} on {_e(m.get('cpu', m.get('processor', '?')))}, "
              f"{_e(m.get('cpu_count', '?'))} CPU cores, GPU: {_e(m.get('gpu') or 'none')}; "
              f"{_e(m.get('threads', '?'))} torch thread(s) for the timed CPU runs. Pairs: {len(doc['pairs'])} "
-             f"held-out pairs ({_e(', '.join(str(p) for p in doc['pairs']))}), the same for every row"
+             f"held-out pairs ({_e(', '.join(str(p) for p in doc['pairs']))}) of {_e(data_source(doc))}, the same for every row"
              f"{' (--quick)' if doc.get('quick') else ''}.</p>")
     h.append("<h2>Table</h2>")
     ident = next((r.get("dice") for r in doc["rows"] if r.get("method") == IDENTITY_METHOD), None)
