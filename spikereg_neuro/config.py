@@ -2,29 +2,25 @@
 ``augment`` (training-time augmentation, :mod:`spikereg_neuro.data.augment`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
-from .model.config import ModelConfig
 from .data.augment import AugmentConfig
+from .data.dataset import DataConfig
+from .dataclass_io import DictIO, checked_kwargs
+from .model.config import ModelConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
 
 
-def _from_dict(cls, d: Dict[str, Any], section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(d or {}) - known
-    if unknown:
-        raise ValueError(f"unknown keys in '{section}': {sorted(unknown)}; known: {sorted(known)}")
-    return cls(**(d or {}))
-
-
 @dataclass
-class TrainConfig:
+class TrainConfig(DictIO):
     """Training hyper-parameters (patch-based, surrogate gradients, AdamW)."""
+
+    _keys_label = "keys in 'train':"
 
     patch_size: int = 32
     batch_size: int = 2
@@ -119,7 +115,7 @@ DEFAULT_MAX_VOXELS = 4_500_000
 
 
 @dataclass
-class InferenceConfig:
+class InferenceConfig(DictIO):
     """How a trained network registers a whole pair.
 
     ``max_voxels > 0``: each residual iteration runs the network once on the whole (padded)
@@ -128,6 +124,8 @@ class InferenceConfig:
     ``max_voxels = 0``: fixed ``patch_size``^3 tiles at ``stride`` (the patch the network was
     trained on; what calibration and the Lava backend use). ``batch_size``: tiles per call.
     """
+
+    _keys_label = "keys in 'inference':"
 
     patch_size: int = 32
     stride: int = 16
@@ -148,43 +146,26 @@ class InferenceConfig:
     @classmethod
     def from_checkpoint(cls, ckpt: Dict[str, Any]) -> "InferenceConfig":
         """The settings a checkpoint records, over the defaults (older checkpoints lack keys)."""
-        return _from_dict(cls, dict(ckpt.get("inference") or {}), "inference")
+        return cls.from_dict(ckpt.get("inference"))
 
 
 @dataclass
-class Config:
-    data: Any = None
+class Config(DictIO):
+    """The whole project configuration: one dataclass per YAML section."""
+
+    data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
-    def __post_init__(self) -> None:
-        if self.data is None:
-            from .data.dataset import DataConfig
-            self.data = DataConfig()
-
-    def to_dict(self) -> Dict[str, Any]:
-        t = asdict(self.train)
-        t["rate_band"] = list(t["rate_band"])
-        return {"data": self.data.to_dict(), "model": self.model.to_dict(), "train": t,
-                "inference": asdict(self.inference), "augment": self.augment.to_dict()}
-
     @classmethod
-    def from_dict(cls, d: Dict[str, Any]) -> "Config":
-        from .data.dataset import DataConfig
-        d = d or {}
-        unknown = set(d) - {"data", "model", "train", "inference", "augment"}
-        if unknown:
-            raise ValueError(f"unknown config sections {sorted(unknown)}; known: data, model, train, "
-                             "inference, augment")
-        return cls(
-            data=DataConfig.from_dict(d.get("data") or {}),
-            model=ModelConfig.from_dict(d.get("model") or {}),
-            train=_from_dict(TrainConfig, d.get("train"), "train"),
-            inference=_from_dict(InferenceConfig, d.get("inference"), "inference"),
-            augment=AugmentConfig.from_dict(d.get("augment") or {}),
-        )
+    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "Config":
+        """Each section through its own dataclass's ``from_dict``; unknown sections are errors."""
+        given = checked_kwargs(cls, d, "config sections")
+        kinds = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig,
+                 "inference": InferenceConfig, "augment": AugmentConfig}
+        return cls(**{k: kind.from_dict(given.get(k)) for k, kind in kinds.items()})
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:

@@ -27,12 +27,13 @@ in checkpoints), so a resumed run augments as an uninterrupted one.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from ..dataclass_io import DictIO
 from .synth import SynthConfig, random_bias, random_velocity
 from ..registration.losses import gaussian_blur
 from ..registration.transform import compose, integrate_velocity, resize_field, warp, warp_labels
@@ -41,8 +42,10 @@ __all__ = ["AugmentConfig", "augment_generator", "random_transform", "synth_cont
 
 
 @dataclass
-class AugmentConfig:
+class AugmentConfig(DictIO):
     """Parameters of :func:`augment_pair` (voxel units of the training grid)."""
+
+    _keys_label = "keys in 'augment':"
 
     enabled: bool = False
     p_deform: float = 0.8
@@ -85,19 +88,6 @@ class AugmentConfig:
         if len(g) != 2 or not 0 < g[0] <= g[1]:
             raise ValueError(f"augment.gamma_range must be (low, high) with 0 < low <= high, got {self.gamma_range}")
         self.gamma_range = g  # type: ignore[assignment]
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["gamma_range"] = list(self.gamma_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d or {}) - known)
-        if unknown:
-            raise ValueError(f"unknown keys in 'augment': {unknown}; known: {sorted(known)}")
-        return cls(**dict(d or {}))
 
 
 def augment_generator(seed: int) -> np.random.Generator:

@@ -31,7 +31,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..dataclass_io import DictIO
 from ..io.atomic import atomic_write
 from ..io.nifti import save_volume
 from ..registration.transform import compose
@@ -77,8 +78,10 @@ DEFAULT_FOV_MM: Tuple[float, float, float] = (160.0, 180.0, 160.0)
 
 
 @dataclass
-class DataConfig:
+class DataConfig(DictIO):
     """Everything that defines the embedded data set."""
+
+    _keys_label = "DataConfig key(s)"
 
     voxel_size_mm: float = 2.5
     shape: Tuple[int, int, int] = (64, 72, 64)
@@ -89,7 +92,7 @@ class DataConfig:
     synth: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.synth, Mapping):
+        if self.synth is None or isinstance(self.synth, Mapping):
             self.synth = SynthConfig.from_dict(self.synth)
         self.voxel_size_mm = float(self.voxel_size_mm)
         if not (math.isfinite(self.voxel_size_mm) and self.voxel_size_mm > 0):
@@ -107,30 +110,6 @@ class DataConfig:
     def n_subjects(self, split: str) -> int:
         _check_split(split)
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}[split]
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "voxel_size_mm": self.voxel_size_mm,
-            "shape": list(self.shape),
-            "n_train": self.n_train,
-            "n_val": self.n_val,
-            "n_test": self.n_test,
-            "seed": self.seed,
-            "synth": self.synth.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "DataConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DataConfig key(s) {unknown}; valid keys: {sorted(known)}")
-        kwargs = dict(data)
-        if "synth" in kwargs and not isinstance(kwargs["synth"], SynthConfig):
-            kwargs["synth"] = SynthConfig.from_dict(kwargs["synth"] or {})
-        if "shape" in kwargs:
-            kwargs["shape"] = tuple(kwargs["shape"])
-        return cls(**kwargs)
 
     def with_voxel_size(self, voxel_size_mm: float, multiple: int = 8) -> "DataConfig":
         """Same config at another voxel size, the shape scaled to keep :data:`DEFAULT_FOV_MM`

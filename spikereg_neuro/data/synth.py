@@ -25,14 +25,15 @@ pair (fixed ``i``, moving ``j``) is ``phi_j^-1 o phi_i``, see :func:`pair_displa
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from ..dataclass_io import DictIO
 from ..registration.transform import compose, integrate_velocity, warp, warp_labels
 
 __all__ = [
@@ -50,8 +51,10 @@ __all__ = [
 
 
 @dataclass
-class SynthConfig:
+class SynthConfig(DictIO):
     """Parameters of the synthetic-subject model (units: voxels of the target grid)."""
+
+    _keys_label = "SynthConfig key(s)"
 
     velocity_magnitude_vox: float = 3.5
     velocity_spacing_vox: float = 8.0
@@ -75,19 +78,6 @@ class SynthConfig:
         if int(self.integration_steps) != self.integration_steps or self.integration_steps < 0:
             raise ValueError(f"integration_steps must be an integer >= 0, got {self.integration_steps!r}")
         self.integration_steps = int(self.integration_steps)
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = asdict(self)
-        d["gamma_range"] = list(self.gamma_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SynthConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SynthConfig key(s) {unknown}; valid keys: {sorted(known)}")
-        return cls(**dict(data))
 
 
 @dataclass

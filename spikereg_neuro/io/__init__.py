@@ -1,14 +1,8 @@
-"""File input/output: atomic writes and NIfTI volumes / displacement fields."""
-from .atomic import atomic_write, atomic_write_text
-from .nifti import check_pair, load_field, load_labels, load_volume, save_field, save_volume
+"""File input/output: atomic writes and NIfTI volumes / displacement fields.
 
-__all__ = [
-    "atomic_write",
-    "atomic_write_text",
-    "load_volume",
-    "load_labels",
-    "save_volume",
-    "save_field",
-    "load_field",
-    "check_pair",
-]
+Re-exports the public names of :mod:`.atomic` and :mod:`.nifti` (their own ``__all__``)."""
+from . import atomic, nifti
+from .atomic import *  # noqa: F401,F403
+from .nifti import *  # noqa: F401,F403
+
+__all__ = [*atomic.__all__, *nifti.__all__]

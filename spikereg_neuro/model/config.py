@@ -1,14 +1,15 @@
 """Model configuration (network shape, time windows, neurons, residual policy)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Tuple
 
+from ..dataclass_io import DictIO
 from .neuron import NeuronConfig
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(DictIO):
     """SpikeReg network and policy hyper-parameters.
 
     ``enc_windows[l]`` is the number of time steps of encoder level ``l`` (decreasing with depth:
@@ -25,6 +26,8 @@ class ModelConfig:
     ``iDecay = 1``, the smallest leak Loihi 2's ATRLIF has): the synapses of the first layer work
     once per patch instead of at every step. ``False`` re-sends the input at every step.
     """
+
+    _keys_label = "model config keys"
 
     in_channels: int = 2
     enc_channels: Tuple[int, ...] = (8, 16, 32, 32)
@@ -99,17 +102,3 @@ class ModelConfig:
     def size_multiple(self) -> int:
         """Spatial sizes must be divisible by this (3 stride-2 levels x the coarsest scale)."""
         return 8 * max(self.scales)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("enc_channels", "dec_channels", "enc_windows", "scales"):
-            d[k] = list(d[k])
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
+
+from ..dataclass_io import DictIO
 
 # lava-dl prints a notice about an optional dataset toolbox (stdout) and torch's extension loader
 # one about CUDA_HOME (stderr) when SLAYER is imported on a CPU machine; neither concerns us.
@@ -25,8 +27,10 @@ NEURON_KINDS = ("alif", "cuba")
 
 
 @dataclass
-class NeuronConfig:
+class NeuronConfig(DictIO):
     """Neuron parameters in SLAYER units (decays are fractions per step, in [0, 1])."""
+
+    _keys_label = "neuron config keys"
 
     kind: str = "alif"
     # 4.0 rather than SLAYER's usual 1.0: weights scale with the threshold, so a larger threshold
@@ -63,17 +67,6 @@ class NeuronConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"neuron {name} must be in [0, 1], got {v}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NeuronConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown neuron config keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 def make_neuron(cfg: NeuronConfig, fused: bool = True) -> torch.nn.Module:
