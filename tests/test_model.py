@@ -350,6 +350,36 @@ def test_fused_alif_equals_slayer_bit_for_bit(graded, step, state, monkeypatch):
         assert torch.equal(ours(x0), theirs(x0))
 
 
+@pytest.mark.parametrize("graded", [False, True])
+def test_fused_alif_slow_current_decay_impulse_stays_float32_and_exact(graded, monkeypatch):
+    """The input-once layer (current decay 1/4096, the image only at step 0): FusedALIF keeps
+    float32 states (the decay's complement form and the impulse's bound) and still equals SLAYER."""
+    from spikereg_neuro.model import fused_alif
+    from spikereg_neuro.model.unet import INPUT_ONCE_CURRENT_DECAY
+
+    picked = []
+    real = fused_alif._regime
+    monkeypatch.setattr(fused_alif, "_regime", lambda *a: picked.append(real(*a)) or picked[-1])
+    cfg = NeuronConfig(graded_spike=graded, current_decay=INPUT_ONCE_CURRENT_DECAY)
+    ours, theirs = make_neuron(cfg), make_neuron(cfg, fused=False)
+    g = torch.Generator().manual_seed(2)
+    x = torch.zeros(2, 3, 5, 4, 3, 8)
+    x[..., 0] = torch.randn(2, 3, 5, 4, 3, generator=g) * 40.0    # an impulse of a large drive
+    x.requires_grad_()
+    s_ref = theirs(x)
+    grad_out = torch.randn(s_ref.shape, generator=g)
+    (gx_ref,) = torch.autograd.grad(s_ref, x, grad_out)
+    s = ours(x)
+    (gx,) = torch.autograd.grad(s, x, grad_out)
+    assert picked == [torch.float32]
+    assert torch.equal(s, s_ref) and torch.equal(gx, gx_ref) and 0 < float((s != 0).float().mean()) < 1
+    # the complement form of the decay is the same integer as trunc(x m / 4096), signs included
+    v = torch.arange(-70000, 70000, 7, dtype=torch.float64)
+    ref = torch.div(v.to(torch.int64) * 4095, 4096, rounding_mode="trunc")
+    assert torch.equal(fused_alif._rstz(v.clone(), 4095).to(torch.int64), ref)
+    assert torch.equal(fused_alif._rstz(v.clone().float(), 4095).to(torch.int64), ref)
+
+
 def test_fused_alif_picks_an_exact_state_type():
     from spikereg_neuro.model.fused_alif import FusedALIF, _Constants, _regime
 

@@ -42,10 +42,23 @@ _FRAC = 12                      # decays are 12-bit fractions (p_scale 4096)
 
 def _rstz(x: torch.Tensor, m: int) -> torch.Tensor:
     """``rstz(x * m, 12)``, SLAYER's decay: in place for floats holding integers (exact when
-    the product fits the mantissa, see :func:`_regime`), by integer division for int64."""
+    the product fits the mantissa, see :func:`_regime`), by integer division for int64.
+
+    Floats take the cheaper of two exact forms: ``trunc(x m / 4096)``, or, when the decay
+    ``d = 4096 - m`` has the smaller odd part (a slow decay such as d = 1), its complement
+    ``x - sign(x) ceil(|x| d / 4096)`` (the same integer, since ``x m / 4096 = x - x d / 4096``),
+    whose product needs ``odd(d)`` instead of ``odd(m)`` times ``|x|`` of mantissa."""
     if x.dtype.is_floating_point:
+        d = (1 << _FRAC) - m
+        if _odd(d) < _odd(m):
+            return x.sub_(x.abs().mul_(d / (1 << _FRAC)).ceil_().copysign_(x))
         return x.mul_(m / (1 << _FRAC)).trunc_()
     return torch.div(x * m, 1 << _FRAC, rounding_mode="trunc")
+
+
+def _cost(m: int) -> int:
+    """How many times ``|x|`` of mantissa :func:`_rstz` needs for the multiplier ``m``."""
+    return min(_odd(m), _odd((1 << _FRAC) - m))
 
 
 def _as_f32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -82,19 +95,20 @@ def _odd(m: int) -> int:
     return max(m, 1)
 
 
-def _regime(k: _Constants, T: int, peak: float) -> torch.dtype:
+def _regime(k: _Constants, T: int, peak: float, drive: float | None = None) -> torch.dtype:
     """The cheapest type in which the recurrences are exact for inputs up to ``peak``.
 
-    Bounds: ``|c| <= T peak``, ``|v| <= T |c|``, ``th <= th0 + T th_step``, ``|r| <= 2 T th``;
-    a product ``x * (m / 4096)`` is exact in a type with ``p`` mantissa bits while
-    ``|x| * odd(m) < 2**p``. float32 (``p = 24``) also needs every state below ``2**24``, where
-    SLAYER's float32 hand-overs round nothing, so the spike test is the integer one.
+    Bounds: ``|c| <= drive`` (the sum over steps of each step's largest input, ``T peak`` when
+    not given), ``|v| <= T |c|``, ``th <= th0 + T th_step``, ``|r| <= 2 T th``; a decay
+    ``rstz(x m, 12)`` is exact in a type with ``p`` mantissa bits while ``|x| * cost(m) < 2**p``
+    (:func:`_cost`). float32 (``p = 24``) also needs every state below ``2**24``, where SLAYER's
+    float32 hand-overs round nothing, so the spike test is the integer one.
     """
-    bc = T * peak
+    bc = T * peak if drive is None else min(float(drive), T * peak)
     bv = T * bc
     th = k.th0 + T * abs(k.th_step)
     br = 2 * T * th
-    need = max(bc * _odd(k.m_c), bv * _odd(k.m_v), br * _odd(k.m_r), T * abs(k.th_step) * _odd(k.m_th),
+    need = max(bc * _cost(k.m_c), bv * _cost(k.m_v), br * _cost(k.m_r), T * abs(k.th_step) * _cost(k.m_th),
                bv + br + th)
     if need < 2.0 ** 24:
         return torch.float32
@@ -127,8 +141,13 @@ def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool, out_div: float = 1
     const_in = T > 1 and x.stride(0) == 0
     xs = x[:1] if const_in else x
     xq = (xs * float(k.s_scale)).trunc_()                       # float32, SLAYER's (4096 x).to(int64)
-    peak = float(torch.linalg.vector_norm(xq, float("inf"))) if xq.numel() else 0.0
-    dtype = dtype or _regime(k, T, peak)
+    if xq.numel() and not const_in and T > 1:   # each step's largest input: the current's bound
+        steps = torch.linalg.vector_norm(xq, float("inf"), dim=tuple(range(1, xq.dim())))
+        peak, drive = float(steps.max()), float(steps.sum())
+    else:
+        peak = float(torch.linalg.vector_norm(xq, float("inf"))) if xq.numel() else 0.0
+        drive = T * peak
+    dtype = dtype or _regime(k, T, peak, drive)
     if xq.shape[0] > 1 and xq.stride(0) < max(xq.stride()):
         xq = xq.contiguous()        # time-first slices (the network's tensors already are)
     xq = xq.to(dtype)               # keeps the layout of each frame (channels-last or not)
