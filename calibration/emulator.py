@@ -127,6 +127,20 @@ class LayerStats:
                 "spikes": self.spikes, "neuron_steps": self.neuron_steps, "rate": self.rate}
 
 
+def _bounded(x: torch.Tensor, overflow: str, bound: Callable[[torch.Tensor], torch.Tensor],
+             stats: Optional[LayerStats], peak: str, counter: str) -> torch.Tensor:
+    """``x`` through lava's 24-bit ``bound`` (wrap or saturation) when ``overflow == 'lava'``;
+    ``stats`` records the peak ``|x|`` (field ``peak``) and the changed elements (``counter``)."""
+    if stats is not None:
+        stats.merge_max(**{peak: int(x.abs().max()) if x.numel() else 0})
+    if overflow != "lava":
+        return x
+    b = bound(x)
+    if stats is not None:
+        setattr(stats, counter, getattr(stats, counter) + int((b != x).sum()))
+    return b
+
+
 def atrlif_step(state: NeuronState, a_in: torch.Tensor, p: NeuronParams, overflow: str = "lava",
                 stats: Optional[LayerStats] = None) -> torch.Tensor:
     """One PyATRLIFModelFixed ``run_spk`` on int64 tensors (in place); returns the spikes (bool).
@@ -135,21 +149,9 @@ def atrlif_step(state: NeuronState, a_in: torch.Tensor, p: NeuronParams, overflo
     ``'none'`` leaves them unbounded (for calibration statistics: the peaks a state would need).
     """
     i = R.decay(state.i, p.i_mult) + a_in * (1 << R.ACT_SHIFT)
-    if stats is not None:
-        stats.merge_max(i_max=int(i.abs().max()) if i.numel() else 0)
-    if overflow == "lava":
-        wi = R.wrap_current(i)
-        if stats is not None:
-            stats.current_wraps += int((wi != i).sum())
-        i = wi
+    i = _bounded(i, overflow, R.wrap_current, stats, "i_max", "current_wraps")
     v = R.decay(state.v, p.v_mult) + i + p.bias
-    if stats is not None:
-        stats.merge_max(v_max=int(v.abs().max()) if v.numel() else 0)
-    if overflow == "lava":
-        sv = R.saturate_voltage(v)
-        if stats is not None:
-            stats.voltage_saturations += int((sv != v).sum())
-        v = sv
+    v = _bounded(v, overflow, R.saturate_voltage, stats, "v_max", "voltage_saturations")
     theta = R.decay(state.theta - p.theta0, p.th_mult) + p.theta0
     r = R.decay(state.r, p.r_mult)
     s = (v - r) >= theta

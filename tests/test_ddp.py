@@ -6,11 +6,10 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import yaml
 
 from spikereg_neuro.cli import main
-from spikereg_neuro.config import Config, load_config
-from spikereg_neuro.data import RegistrationPairs, build_dataset
+from spikereg_neuro.config import Config
+from spikereg_neuro.data import RegistrationPairs
 from spikereg_neuro.model.unet import SpikeRegUNet
 from spikereg_neuro.train.trainer import SpikeRegTrainer, random_patches
 
@@ -29,13 +28,8 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    cfg_path = root / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(TINY))
-    cfg = load_config(cfg_path)
-    h5 = build_dataset(cfg.data, root / "cache", progress=False)
-    return {"root": root, "cfg_path": cfg_path, "cfg": cfg, "h5": h5}
+def tiny(tiny_dataset):
+    return tiny_dataset("ddp", TINY)
 
 
 def _grad_worker(rank: int, world: int, init_file: str, cfg_dict: dict, batch_path: str, out: str) -> None:

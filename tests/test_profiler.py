@@ -23,6 +23,16 @@ torch.set_num_threads(1)
 TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
 
 
+def _tiny_net_and_patches(batch, seed):
+    """The TINY network (eval, weights from torch seed 0) and ``batch`` random 16^3 fixed and
+    moving patches drawn from generator ``seed``."""
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch, 1, 16, 16, 16)
+    return net, torch.rand(*shape, generator=g), torch.rand(*shape, generator=g)
+
+
 def _layer(name, cin, cout, inputs, stride=1, window=2, weight=None, type="conv3d"):
     d = {"name": name, "type": type, "in_channels": cin, "out_channels": cout,
          "kernel_size": [3, 3, 3], "stride": [stride] * 3, "padding": [1, 1, 1],
@@ -106,10 +116,7 @@ def test_nonzero_and_merged_counts_match_the_composite_operator():
 
 
 def test_exact_counts_of_a_real_forward_pass_match_brute_force():
-    torch.manual_seed(0)
-    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
-    g = torch.Generator().manual_seed(1)
-    f, m = torch.rand(1, 1, 16, 16, 16, generator=g), torch.rand(1, 1, 16, 16, 16, generator=g)
+    net, f, m = _tiny_net_and_patches(batch=1, seed=1)
     rec = record_spikes(net, f, m)
     layers = net.export()
     counter = NetworkCounter(layers, (16, 16, 16))
@@ -154,10 +161,7 @@ def test_exact_counts_of_a_real_forward_pass_match_brute_force():
 
 
 def test_counts_add_over_patches_and_batches():
-    torch.manual_seed(0)
-    net = SpikeRegUNet(ModelConfig(**TINY)).eval()
-    g = torch.Generator().manual_seed(2)
-    f, m = torch.rand(2, 1, 16, 16, 16, generator=g), torch.rand(2, 1, 16, 16, 16, generator=g)
+    net, f, m = _tiny_net_and_patches(batch=2, seed=2)
     both = count_patch(net, f, m)
     a, b = count_patch(net, f[:1], m[:1]), count_patch(net, f[1:], m[1:])
     s = a + b

@@ -10,7 +10,7 @@ import yaml
 
 from spikereg_neuro.cli import main
 from spikereg_neuro.config import Config, load_config
-from spikereg_neuro.data import RegistrationPairs, build_dataset
+from spikereg_neuro.data import RegistrationPairs
 from spikereg_neuro.inference import SpikeRegInference
 from spikereg_neuro.model.unet import SpikeRegUNet
 from spikereg_neuro.train.trainer import SpikeRegTrainer, random_patches, rate_penalty
@@ -25,20 +25,16 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    cfg_path = root / "tiny.yaml"
-    cfg_path.write_text(yaml.safe_dump(TINY))
-    cfg = load_config(cfg_path)
-    h5 = build_dataset(cfg.data, root / "cache", progress=False)
+def tiny(tiny_dataset):
+    setup = tiny_dataset("tiny", TINY)
+    root, cfg, h5 = setup["root"], setup["cfg"], setup["h5"]
     torch.manual_seed(0)
     net = SpikeRegUNet(cfg.model)
     trainer = SpikeRegTrainer(net, cfg, root / "run", progress=False)
     loader = torch.utils.data.DataLoader(RegistrationPairs(h5, "train"), batch_size=1, shuffle=True)
     val = torch.utils.data.DataLoader(RegistrationPairs(h5, "val"), batch_size=1)
     summary = trainer.train(loader, val)
-    return {"root": root, "cfg_path": cfg_path, "cfg": cfg, "h5": h5, "summary": summary,
-            "ckpt": root / "run" / "best.pt", "trainer": trainer}
+    return {**setup, "summary": summary, "ckpt": root / "run" / "best.pt", "trainer": trainer}
 
 
 def test_load_config_defaults_and_errors(tmp_path):

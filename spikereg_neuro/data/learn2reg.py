@@ -40,6 +40,7 @@ __all__ = [
     "PAIRS_FORMAT",
     "PAIRS_VERSION",
     "find_dataset_json",
+    "read_json_object",
     "read_learn2reg",
     "read_pairs_json",
     "read_pairs_meta",
@@ -124,7 +125,9 @@ def _check_exist(records: Sequence[PairRecord], source: Path) -> None:
         raise FileNotFoundError(f"{source}: {len(missing)} file(s) missing: {', '.join(missing[:5])}{more}")
 
 
-def _read_json(path: Path) -> Dict[str, Any]:
+def read_json_object(path: Path) -> Dict[str, Any]:
+    """The JSON object (top-level mapping) in ``path``; clear errors for a missing file,
+    invalid JSON or another top level."""
     if not path.is_file():
         raise FileNotFoundError(f"JSON file not found: {path}")
     try:
@@ -185,7 +188,7 @@ def read_learn2reg(
     """
     p = Path(path)
     json_path = find_dataset_json(p) if p.is_dir() else p
-    data = _read_json(json_path)
+    data = read_json_object(json_path)
     root = json_path.parent
     key = split if split in data else _SPLIT_ALIASES.get(split, split)
     if key not in data:
@@ -237,7 +240,7 @@ def write_pairs_json(folder: PathLike, records: Iterable[PairRecord], meta: Opti
 def _pairs_doc(path: PathLike) -> Tuple[Path, Dict[str, Any]]:
     p = Path(path)
     json_path = p / "pairs.json" if p.is_dir() else p
-    doc = _read_json(json_path)
+    doc = read_json_object(json_path)
     if doc.get("format") != PAIRS_FORMAT:
         raise ValueError(f"{json_path}: not a {PAIRS_FORMAT} file (format={doc.get('format')!r})")
     if int(doc.get("version", -1)) > PAIRS_VERSION:

@@ -18,6 +18,23 @@ def _init_weight(synapse: Conv3dSynapse, gain: float) -> None:
         synapse.weight.normal_(0.0, gain / math.sqrt(fan_in))
 
 
+def _synapse_export(name: str, kind: str, synapse: Conv3dSynapse, weight_scale: int) -> Dict[str, Any]:
+    """The part of a block's ``export()`` that describes its synapse: geometry and the integer
+    weight mantissas (the quantizer's grid, descaled)."""
+    w = synapse.weight if synapse.pre_hook_fx is None else synapse.pre_hook_fx(synapse.weight, descale=True)
+    return {
+        "name": name,
+        "type": kind,
+        "in_channels": synapse.in_channels,
+        "out_channels": synapse.out_channels,
+        "kernel_size": list(synapse.kernel_size),
+        "stride": list(synapse.stride),
+        "padding": list(synapse.padding),
+        "weight": w.detach().cpu().numpy(),
+        "weight_scale": int(weight_scale),
+    }
+
+
 class SpikingConvBlock(torch.nn.Module):
     """3D conv synapse followed by a SLAYER neuron; spikes in, spikes out, time last.
 
@@ -51,18 +68,8 @@ class SpikingConvBlock(torch.nn.Module):
 
     def export(self) -> Dict[str, Any]:
         """Block description: geometry, integer weight mantissas, neuron device parameters."""
-        syn = self.synapse
-        w = syn.weight if syn.pre_hook_fx is None else syn.pre_hook_fx(syn.weight, descale=True)
         return {
-            "name": self.name,
-            "type": "conv3d",
-            "in_channels": syn.in_channels,
-            "out_channels": syn.out_channels,
-            "kernel_size": list(syn.kernel_size),
-            "stride": list(syn.stride),
-            "padding": list(syn.padding),
-            "weight": w.detach().cpu().numpy(),
-            "weight_scale": int(self.neuron.w_scale),
+            **_synapse_export(self.name, "conv3d", self.synapse, self.neuron.w_scale),
             "neuron_kind": self.neuron_cfg.kind,
             "neuron": device_params(self.neuron),
             "neuron_config": self.neuron_cfg.to_dict(),
@@ -120,18 +127,9 @@ class ReadoutBlock(torch.nn.Module):
         return v * (self.scale / t)
 
     def export(self) -> Dict[str, Any]:
-        syn = self.synapse
-        w = syn.weight if syn.pre_hook_fx is None else syn.pre_hook_fx(syn.weight, descale=True)
+        """Read-out description: geometry, integer weight mantissas, integrator parameters."""
         return {
-            "name": self.name,
-            "type": "readout3d",
-            "in_channels": syn.in_channels,
-            "out_channels": syn.out_channels,
-            "kernel_size": list(syn.kernel_size),
-            "stride": list(syn.stride),
-            "padding": list(syn.padding),
-            "weight": w.detach().cpu().numpy(),
-            "weight_scale": self.w_scale,
+            **_synapse_export(self.name, "readout3d", self.synapse, self.w_scale),
             "neuron_kind": "integrator",
             "neuron": {"iDecay": 4096, "vDecay": 0, "spiking": False},
             "output_scale": self.scale,

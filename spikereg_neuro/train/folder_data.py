@@ -14,7 +14,6 @@ Images are read in canonical (RAS+) orientation and scaled to [0, 1] as inferenc
 """
 from __future__ import annotations
 
-import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.learn2reg import PairRecord, find_dataset_json, read_learn2reg, read_pairs_json
+from ..data.learn2reg import PairRecord, find_dataset_json, read_json_object, read_learn2reg, read_pairs_json
 
 __all__ = ["FolderPairs", "folder_records", "is_folder_data", "check_at_spacing", "load_pair_at", "FolderPairList"]
 
@@ -57,12 +56,7 @@ def folder_records(path: str | Path) -> Tuple[List[PairRecord], List[PairRecord]
         train = read_pairs_json(p)
         return train, [], {"format": "pairs.json", "path": str(p.resolve())}
     json_path = find_dataset_json(p) if p.is_dir() else p
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{json_path}: invalid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{json_path}: expected a JSON object at the top level")
+    data = read_json_object(json_path)
     if data.get("training_paired_images"):
         train = read_learn2reg(json_path, "training_paired_images")
     else:
