@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --upgrade --quiet "pip>=23" 
 	@echo "installing spikereg-neuro and its dependencies (first time: torch 2.3.1 is a ~2.5 GB CUDA build; a few minutes)"
 	$(PY) -m pip install --progress-bar off -e ".[test,baselines]"
+	@$(PY) -c "from spikereg_neuro.model import native; print('FusedALIF time loop:', native.status())"
 	@touch $(STAMP)
 
 test: $(STAMP)

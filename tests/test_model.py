@@ -453,3 +453,46 @@ def test_input_once_sends_the_image_at_the_first_step_and_enc0_holds_it():
     assert grads["enc.0.synapse.weight"].grad.abs().sum() > 0
     with pytest.raises(ValueError, match="input_once"):
         ModelConfig(input_once="yes")
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_native_alif_loop_equals_the_torch_loop(graded, monkeypatch):
+    """The C time loop (model/native.py) and the pure-torch loop give the same spikes and input
+    gradients bit for bit: channels-last frames, a constant input, several threads."""
+    import shutil
+
+    from spikereg_neuro.model import fused_alif, native
+
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler: the torch loop is the only one")
+    assert native.available(), native.status()
+    neuron = make_neuron(NeuronConfig(graded_spike=graded))
+    g = torch.Generator().manual_seed(3)
+    frames = torch.randn(8 * 2, 3, 9, 10, 11, generator=g).mul(4.0).contiguous(
+        memory_format=torch.channels_last_3d)
+    x = frames.view(8, 2, 3, 9, 10, 11).movedim(0, -1).requires_grad_()   # (N, C, D, H, W, T), time-first memory
+    x0 = torch.rand(2, 3, 5, 6, 7, 1, generator=g).mul(30).expand(2, 3, 5, 6, 7, 5).requires_grad_()
+    big = (x.detach() * 3e4).requires_grad_()     # beyond float32's exact range: the kernel declines
+    old = torch.get_num_threads()
+    runs = {}
+    calls = []
+    real_forward, real_backward = native.forward, native.backward
+    monkeypatch.setattr(native, "forward", lambda *a: calls.append("f") or real_forward(*a))
+    monkeypatch.setattr(native, "backward", lambda *a: calls.append("b") or real_backward(*a))
+    monkeypatch.setattr(native, "MIN_PER_THREAD", 1000)     # split over both threads
+    try:
+        for kind in ("native", "torch"):
+            if kind == "torch":
+                assert calls == ["f", "b"] * 3
+                monkeypatch.setattr(native, "available", lambda: False)
+            torch.set_num_threads(2)
+            out = []
+            for inp in (x, x0, big):
+                s = neuron(inp, payload_div=4.0)
+                (gx,) = torch.autograd.grad(s, inp, torch.ones_like(s) + s)
+                out += [s, gx]
+            runs[kind] = out
+    finally:
+        torch.set_num_threads(old)
+    assert all(torch.equal(a, b) for a, b in zip(runs["native"], runs["torch"]))
+    assert 0 < float((runs["native"][0] != 0).float().mean()) < 1

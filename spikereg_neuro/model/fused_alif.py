@@ -25,6 +25,10 @@ hand-overs round nothing and its float spike test is the integer one), float64 w
 53 bits (with SLAYER's float32 roundings applied), else int64. Outputs and gradients are
 bit-identical to SLAYER's (``tests/test_model.py``). An input that is constant over time (a
 stride-0 time axis, as the graded image input of the first layer) is quantized once.
+
+In the float32 regime without threshold adaptation (SpikeReg's neurons) the loops run in C
+(:mod:`~spikereg_neuro.model.native`) when its kernel could be built, with the same numbers;
+otherwise in torch.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from typing import Tuple
 
 import torch
 
+from . import native
 from .neuron import slayer_alif
 
 # SLAYER ALIF's surrogate-gradient multipliers (slayer/neuron/alif.py: TAU_RHO_MULT, SCALE_RHO_MULT)
@@ -140,6 +145,12 @@ def _forward_loop(x: torch.Tensor, k: _Constants, keep: bool, out_div: float = 1
     T = x.shape[0]
     const_in = T > 1 and x.stride(0) == 0
     xs = x[:1] if const_in else x
+    if dtype is None and not k.th_step and x.numel() and native.available():
+        spikes = _empty_steps(xs[0], T)
+        margin = _empty_steps(xs[0], T) if keep else None
+        if native.same_dense_frames(xs, spikes, *([margin] if keep else [])) and native.forward(
+                xs, const_in, T, spikes, margin, k, out_div):
+            return spikes, margin       # the C loop, exact in float32 (it checked every value)
     xq = (xs * float(k.s_scale)).trunc_()                       # float32, SLAYER's (4096 x).to(int64)
     if xq.numel() and not const_in and T > 1:   # each step's largest input: the current's bound
         steps = torch.linalg.vector_norm(xq, float("inf"), dim=tuple(range(1, xq.dim())))
@@ -217,6 +228,9 @@ class _FusedALIFFunction(torch.autograd.Function):
             g = k.scale / 2 / k.tau * torch.exp(-torch.abs(margin) / k.tau) * grad
         g_v, g_c = k.g_v.to(g.device), k.g_c.to(g.device)
         out = torch.empty_like(g)
+        if native.available() and native.same_dense_frames(g, out):
+            native.backward(g, out, float(g_v), float(g_c))
+            return out, None, None
         gv = gc = None
         for t in range(g.shape[0] - 1, -1, -1):   # voltage, then current leaky integrator
             gv = g[t] if gv is None else g_v * gv + g[t]
