@@ -27,14 +27,17 @@ Training (:func:`train_voxelmorph`)
     ordered pair per step, ``random_patches`` draws ``batch_size`` aligned ``patch_size^3``
     crops of it), loss ``LocalNCC(ncc_window)(fixed, warp(moving, u)) + w_smooth *
     GradientSmoothness('l2')(u) (+ w_dice * Dice on warped one-hot labels)`` on the
-    displacement ``u``, AdamW(lr, weight_decay), gradient-norm clip ``grad_clip``,
-    ``epochs x steps_per_epoch`` steps, validation Dice on whole validation volumes after each
-    epoch, best-validation checkpoint kept. SpikeReg-only terms (firing-rate penalty, residual
-    coarse-to-fine iterations) have no VoxelMorph counterpart. With the config's ``augment``
+    displacement ``u``, AdamW(lr, weight_decay), gradient-norm clip ``grad_clip``, the SpikeReg
+    trainer's learning-rate schedule (:mod:`spikereg_neuro.train.schedule`: ``train.lr_schedule``,
+    cosine from ``lr`` to 0 over ``epochs x steps_per_epoch`` steps by default), a fresh pass
+    over the shuffled pairs every ``steps_per_epoch`` steps, validation Dice on whole validation
+    volumes after each epoch, best-validation checkpoint kept. SpikeReg-only terms (firing-rate
+    penalty, residual coarse-to-fine iterations) have no VoxelMorph counterpart. With the config's ``augment``
     section enabled, every pair is augmented (:func:`spikereg_neuro.data.augment.augment_pair`)
     from a generator seeded as the SpikeReg trainer's, so both see the same augmented pairs and
     patches. ``init`` starts from a VoxelMorph checkpoint's weights (fine-tuning, like
-    ``spikereg-neuro train --init``).
+    ``spikereg-neuro train --init``); ``resume`` continues a run from its ``last.pt`` to the same
+    schedule end, bitwise like the uninterrupted run (like ``spikereg-neuro train --resume``).
 """
 from __future__ import annotations
 
@@ -295,39 +298,90 @@ def _validate(net: torch.nn.Module, val_ds, max_pairs: int, device: torch.device
             "val_disp_mean": float(np.mean(mags)) if mags else float("nan")}
 
 
+def _resume_state(path: PathLike) -> Dict[str, Any]:
+    """A ``last.pt`` of :func:`train_voxelmorph` with the state a resumed run needs (clear errors)."""
+    from ..io.safe_load import safe_torch_load
+
+    ckpt = safe_torch_load(path, "VoxelMorph checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"cannot resume from {path}: not a spikereg-neuro VoxelMorph checkpoint")
+    if "resume" not in ckpt:
+        raise ValueError(f"cannot resume from {path}: it holds no optimiser/RNG state (resume from a run's "
+                         "last.pt, not best.pt or a shipped model; --init fine-tunes from those)")
+    return ckpt
+
+
 def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: Optional[int] = None,
                      vxm_config: Optional[VoxelMorphConfig] = None, cache_dir: Optional[PathLike] = None,
                      progress: bool = True, device: Optional[str] = None,
-                     init: Optional[PathLike] = None) -> Dict[str, Any]:
+                     init: Optional[PathLike] = None, resume: Optional[PathLike] = None) -> Dict[str, Any]:
     """Train VoxelMorph like SpikeReg is trained (see the module docstring) and return a summary.
 
-    ``config``: a :class:`spikereg_neuro.config.Config` (default: the packaged default config);
-    its ``data`` section picks the embedded data set and its ``train`` section the budget,
-    patch size, loss weights, optimiser and seed. ``steps`` overrides the total number of
-    optimiser steps (default ``epochs * steps_per_epoch``); validation runs every
-    ``steps_per_epoch`` steps and at the end. Writes to ``out_dir``: ``best.pt`` (best
-    validation Dice; weights + configs + history, no optimiser state), ``last.pt``,
-    ``train_log.csv`` and ``summary.json``.
+    ``config``: a :class:`spikereg_neuro.config.Config` (default: the packaged default config,
+    or with ``resume`` the checkpoint's); its ``data`` section picks the embedded data set and
+    its ``train`` section the budget, patch size, loss weights, optimiser, seed and learning-rate
+    schedule (:class:`spikereg_neuro.train.schedule.LRSchedule`: ``lr_schedule`` from ``lr`` to 0
+    over ``epochs x steps_per_epoch`` steps, as the SpikeReg trainer). ``steps``: the global step
+    to stop at (default: the planned ``epochs x steps_per_epoch``; fewer stops early on the same
+    curve, more runs past its end at rate 0 for a cosine); validation runs every
+    ``steps_per_epoch`` steps and at the end. Each block of ``steps_per_epoch`` steps iterates
+    the shuffled training loader afresh (the SpikeReg trainer's epochs: the same pair order).
+    ``init``: start from a VoxelMorph checkpoint's weights with a fresh optimiser and schedule
+    (fine-tuning). ``resume``: continue a run from its ``last.pt`` (weights, optimiser, step,
+    schedule end, every random state, history), bitwise like the uninterrupted run.
+
+    Writes to ``out_dir``: ``best.pt`` (best validation Dice; weights + configs + history, no
+    optimiser state), ``last.pt`` (also the ``resume`` state), ``train_log.csv`` (appended on
+    resume) and ``summary.json``.
     """
     from tqdm.auto import tqdm
     from torch.utils.data import DataLoader
 
-    from ..config import load_config
+    from ..config import Config, load_config
     from ..data import RegistrationPairs, build_dataset
     from ..data.augment import augment_generator, augment_pair
     from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
     from ..registration.transform import warp
+    from ..train.schedule import LRSchedule, resumed_total
     from ..train.trainer import field_mse, random_patches
 
-    cfg = config if config is not None else load_config()
+    if init is not None and resume is not None:
+        raise ValueError("give init (fine-tune from weights) or resume (continue a run), not both")
+    ckpt = _resume_state(resume) if resume is not None else None
+    if config is not None:
+        cfg = config
+    elif ckpt is not None:
+        cfg = Config.from_dict(ckpt["train_config"])
+    else:
+        cfg = load_config()
     tc = cfg.train
+    if ckpt is not None:
+        ck_vcfg = VoxelMorphConfig.from_dict(ckpt["vxm_config"])
+        if vxm_config is not None and vxm_config.to_dict() != ck_vcfg.to_dict():
+            raise ValueError(f"cannot resume from {resume}: it was made with VoxelMorph config "
+                             f"{ck_vcfg.to_dict()}, not {vxm_config.to_dict()}")
+        vxm_config = ck_vcfg
     vcfg = vxm_config or VoxelMorphConfig()
     if tc.patch_size % vcfg.size_multiple:
         raise ValueError(f"train.patch_size {tc.patch_size} must be a multiple of {vcfg.size_multiple} "
                          f"for VoxelMorph nb_features {list(vcfg.nb_features)}")
-    total = int(steps) if steps is not None else tc.epochs * tc.steps_per_epoch
+    start = int(ckpt["steps"]) if ckpt is not None else 0
+    spe = tc.steps_per_epoch
+    # the schedule's end: the plan of epochs x steps_per_epoch, from the last whole epoch on a resume
+    plan = resumed_total(start - start % spe, start // spe, tc.epochs, spe)
+    planned = ((ckpt or {}).get("scheduler") or {}).get("total_steps")
+    if planned is not None and int(planned) != plan and tc.lr_schedule == "cosine":
+        print(f"[voxelmorph] the cosine schedule now ends at step {plan} (epoch {tc.epochs}); "
+              f"the checkpoint planned step {int(planned)}", flush=True)
+    total = int(steps) if steps is not None else plan
     if total < 1:
         raise ValueError(f"steps must be >= 1, got {total}")
+    if total <= start:
+        raise ValueError(f"{resume} is already at step {start}: steps must be more than that, got {total}")
+    schedule = LRSchedule.from_train(tc, plan)
+    if tc.lr_schedule == "cosine" and total > plan:
+        print(f"[voxelmorph] steps {plan + 1}..{total} run after the end of the cosine schedule (learning "
+              f"rate 0); raise train.epochs to plan a longer schedule", flush=True)
     dev = torch.device(device or tc.device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -355,24 +409,63 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
             **({"init": str(init)} if init is not None else {}),
             "loss": f"LocalNCC({tc.ncc_window}{f', sigma {tc.ncc_sigma:g}' if tc.ncc_sigma else ''}) + {tc.w_smooth} * Grad-l2(u) + {tc.w_dice} * Dice"
                     + (f" + {tc.w_field} * |u - u_true|^2" if tc.w_field > 0 else "")}
+    epoch_start = loader_gen.get_state()  # the loader's state when the current epoch's pass began
+    pos = 0                               # steps done in the current epoch
+    if ckpt is not None:
+        net.load_state_dict(ckpt["state_dict"], strict=True)
+        opt.load_state_dict(ckpt["resume"]["optimizer"])
+        rng = ckpt["resume"]["rng"]
+        gen.bit_generator.state = rng["numpy"]
+        aug_gen.bit_generator.state = rng["augment"]
+        torch.set_rng_state(rng["torch"])
+        epoch_start, pos = rng["loader_epoch_start"], int(ckpt["resume"]["epoch_step"])
+        history = list(ckpt.get("history", []))
+        best = {"val_dice": float(ckpt.get("best_val_dice", -1.0)), "step": int(ckpt.get("best_step", 0))}
+        meta = {**{k: ckpt[k] for k in ("init",) if k in ckpt}, **meta, "resumed_from": str(resume)}
+    init_val = _validate(net, val_ds, tc.val_pairs, dev) if init is not None else None
+    if init_val is not None:
+        meta["init_val_dice"] = init_val["val_dice"]
 
     def extra(step: int) -> Dict[str, Any]:
         return {**meta, "steps": step, "best_val_dice": best["val_dice"], "best_step": best["step"],
-                "history": history}
+                "scheduler": schedule.state(step), "history": history}
+
+    def resume_state(step: int) -> Dict[str, Any]:
+        at_end = step % spe == 0
+        return {"optimizer": opt.state_dict(), "epoch_step": 0 if at_end else pos,
+                "rng": {"numpy": gen.bit_generator.state, "augment": aug_gen.bit_generator.state,
+                        "torch": torch.get_rng_state(),
+                        "loader_epoch_start": loader_gen.get_state() if at_end else epoch_start}}
+
+    it = None
+
+    def next_pair() -> Dict[str, torch.Tensor]:
+        nonlocal it
+        try:
+            return next(it)
+        except StopIteration:  # fewer pairs than steps per epoch: another pass within the epoch
+            it = iter(loader)
+            return next(it)
+
+    loader_gen.set_state(epoch_start)
+    if pos:  # resumed inside an epoch: replay its pass up to where the run stopped (no training)
+        it = iter(loader)
+        for _ in range(pos):
+            next_pair()
 
     t0 = time.time()
-    it = iter(loader)
     agg: Dict[str, List[float]] = {}
     log_path = out / "train_log.csv"
+    append = ckpt is not None and log_path.is_file()
     writer = None
-    bar = tqdm(range(1, total + 1), desc="train voxelmorph", disable=not progress, dynamic_ncols=True)
-    with open(log_path, "w", newline="") as fh:
+    bar = tqdm(range(start + 1, total + 1), desc="train voxelmorph", disable=not progress, dynamic_ncols=True)
+    with open(log_path, "a" if append else "w", newline="") as fh:
         for step in bar:
-            try:
-                full = next(it)
-            except StopIteration:
-                it = iter(loader)
-                full = next(it)
+            if (step - 1) % spe == 0:  # a new epoch: a fresh pass over the shuffled pairs
+                epoch_start = loader_gen.get_state()
+                it, pos = iter(loader), 0
+            full = next_pair()
+            pos += 1
             if cfg.augment.enabled:
                 full = augment_pair(full, cfg.augment, aug_gen)
             batch = random_patches(full, tc.batch_size, tc.patch_size, gen, tc.min_foreground)
@@ -391,15 +484,16 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = torch.nn.utils.clip_grad_norm_(net.parameters(), tc.grad_clip)
+            lr = schedule.apply(opt.param_groups, step - 1)  # 0-based global step, as the SpikeReg trainer
             opt.step()
             stats = {"loss": float(loss), "ncc": float(sim), "smooth": float(smooth),
-                     "dice_loss": float(dice), "grad_norm": float(gnorm),
+                     "dice_loss": float(dice), "grad_norm": float(gnorm), "lr": lr,
                      **({"field_mse": float(field_err)} if tc.w_field > 0 else {})}
             for k, v in stats.items():
                 agg.setdefault(k, []).append(v)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", ncc=f"{stats['ncc']:.3f}")
-            if step % tc.steps_per_epoch == 0 or step == total:
-                row: Dict[str, Any] = {"step": step, "epoch": -(-step // tc.steps_per_epoch),
+            if step % spe == 0 or step == total:
+                row: Dict[str, Any] = {"step": step, "epoch": -(-step // spe),
                                        "seconds": round(time.time() - t0, 1),
                                        **{k: float(np.mean(v)) for k, v in agg.items()}}
                 agg = {}
@@ -407,7 +501,8 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
                 history.append(row)
                 if writer is None:
                     writer = csv.DictWriter(fh, fieldnames=list(row))
-                    writer.writeheader()
+                    if not append:
+                        writer.writeheader()
                 writer.writerow(row)
                 fh.flush()
                 msg = "[voxelmorph] " + " ".join(
@@ -416,19 +511,24 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
                 if np.isfinite(row["val_dice"]) and row["val_dice"] > best["val_dice"]:
                     best.update(val_dice=row["val_dice"], step=step)
                     save_voxelmorph(out / "best.pt", net, extra(step))
-                save_voxelmorph(out / "last.pt", net, extra(step))
+                save_voxelmorph(out / "last.pt", net, {**extra(step), "resume": resume_state(step)})
     bar.close()
     seconds = time.time() - t0
+    run = total - start
     summary = {
         "model": "voxelmorph.nn.models.VxmPairwise",
         "voxelmorph_version": voxelmorph_available()[1],
         "vxm_config": vcfg.to_dict(),
         "parameters": n_params,
         "steps": total,
+        "steps_run": run,
+        **({"init": str(init), "init_val_dice": init_val["val_dice"]} if init_val is not None else {}),
+        **({"resumed_from": str(resume), "resumed_at": start} if ckpt is not None else {}),
+        "schedule": schedule.state(total),
         "patches_per_step": tc.batch_size,
         "patch_size": tc.patch_size,
         "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / total, 4),
+        "seconds_per_step": round(seconds / run, 4),
         "torch_threads": torch.get_num_threads(),
         "final_loss": history[-1]["loss"] if history else None,
         "final_ncc": history[-1]["ncc"] if history else None,

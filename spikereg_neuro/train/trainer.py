@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import math
 import sys
 import time
 from dataclasses import asdict
@@ -22,6 +21,7 @@ from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
 from ..registration.metrics import dice_mean
 from ..registration.transform import warp, warp_labels
 from . import distributed as ddp
+from .schedule import LRSchedule, cosine_lr, resumed_total  # noqa: F401  (cosine_lr: re-exported)
 from ..data.augment import augment_generator, augment_pair
 
 
@@ -67,14 +67,6 @@ def field_mse(field: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
 def default_out_dir() -> Path:
     """``runs/<YYYYmmdd-HHMMSS>`` under the current folder (the trainer's default run folder)."""
     return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-
-
-def cosine_lr(base: float, step: int, total: int) -> float:
-    """Cosine decay from ``base`` at step 0 to 0 at ``total``; stays at 0 past the end (no restart)."""
-    if total <= 0:
-        return base
-    s = min(max(int(step), 0), int(total))
-    return 0.5 * base * (1.0 + math.cos(math.pi * s / total))
 
 
 def _generator_of(loader: Any) -> Optional[torch.Generator]:
@@ -151,11 +143,14 @@ class SpikeRegTrainer:
         self.aug_gen = augment_generator(self.tc.seed)
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def schedule(self) -> LRSchedule:
+        """The learning-rate schedule (:mod:`spikereg_neuro.train.schedule`), ending at ``total_steps``."""
+        return LRSchedule.from_train(self.tc, self.total_steps)
+
     def lr_at(self, step: int) -> float:
         """Learning rate of global step ``step`` (0-based)."""
-        if self.tc.lr_schedule == "constant":
-            return self.tc.lr
-        return cosine_lr(self.tc.lr, step, self.total_steps)
+        return self.schedule.lr_at(step)
 
     def _rng_state(self) -> Dict[str, Any]:
         return {"numpy": self.gen.bit_generator.state, "torch": torch.get_rng_state()}
@@ -175,8 +170,7 @@ class SpikeRegTrainer:
             "inference": asdict(self.cfg.inference),
             **({"data": self.data_info} if self.data_info is not None else {}),
             "optimizer": self.opt.state_dict(),
-            "scheduler": {"kind": self.tc.lr_schedule, "step": self.global_step,
-                          "total_steps": self.total_steps, "base_lr": self.tc.lr},
+            "scheduler": self.schedule.state(self.global_step),
             "rng": rng,
             "history": self.history,
         }
@@ -201,7 +195,7 @@ class SpikeRegTrainer:
         old_steps = (ckpt.get("config") or {}).get("train", {}).get("steps_per_epoch", self.tc.steps_per_epoch)
         # older checkpoints hold a CosineAnnealingLR state: its last_epoch is the step count
         self.global_step = int(sched.get("step", sched.get("last_epoch", self.epoch * old_steps)))
-        self.total_steps = self.global_step + max(self.tc.epochs - self.epoch, 0) * self.tc.steps_per_epoch
+        self.total_steps = resumed_total(self.global_step, self.epoch, self.tc.epochs, self.tc.steps_per_epoch)
         planned = sched.get("total_steps", sched.get("T_max"))
         if (self.is_main and planned is not None and int(planned) != self.total_steps
                 and self.tc.lr_schedule == "cosine"):
@@ -302,9 +296,7 @@ class SpikeRegTrainer:
         if self.world > 1:
             ddp.average_gradients(self.net.parameters())
         gnorm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.tc.grad_clip)
-        lr = self.lr_at(self.global_step)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        lr = self.schedule.apply(self.opt.param_groups, self.global_step)
         self.opt.step()
         self.global_step += 1
         stats = {"loss": float(loss), "ncc": float(sim), "ncc_identity": ncc_identity,
