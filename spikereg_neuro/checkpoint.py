@@ -91,7 +91,7 @@ def load_network(path: str | Path, expect: Optional[ModelConfig] = None) -> tupl
     another config is an error naming the differing fields).
     """
     ckpt = read_checkpoint(path)
-    cfg = ModelConfig.from_dict(ckpt["model_config"])
+    cfg = ModelConfig.from_stored(ckpt["model_config"])
     if expect is not None and cfg.to_dict() != expect.to_dict():
         a, b = cfg.to_dict(), expect.to_dict()
         diff = {k: (a[k], b[k]) for k in a if a[k] != b.get(k)}

@@ -22,11 +22,14 @@ from spikereg_neuro.cli import main
 from spikereg_neuro.data.dataset import DataConfig
 from spikereg_neuro.inference import register_tensors
 from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.neuron import NeuronConfig
 from spikereg_neuro.model.unet import SpikeRegUNet
 
 torch.set_num_threads(1)
 
-TINY = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+# the dataclass defaults of before they became the packaged config's, which these tests were written for
+TINY = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+                   readout_scale=0.5, weight_gain=8.0, readout_levels=1, neuron=NeuronConfig(graded_spike=False))
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,43 @@
 import pytest
 import yaml
 
-from spikereg_neuro.config import DEFAULT_CONFIG, load_config, overlay
+from dataclasses import replace
+
+from spikereg_neuro.checkpoint import DEFAULT_MODEL, read_checkpoint
+from spikereg_neuro.config import DEFAULT_CONFIG, Config, load_config, overlay
+from spikereg_neuro.model.config import ModelConfig
+
+
+def test_the_dataclass_defaults_are_the_packaged_yaml():
+    """One source of defaults: ``Config()`` is the packaged default.yaml, key for key."""
+    assert Config().to_dict() == load_config().to_dict()
+    expected = Config().to_dict()
+
+    def same(yaml_part, ref, where):
+        for k, v in yaml_part.items():
+            if isinstance(v, dict):
+                same(v, ref[k], f"{where}{k}.")
+            else:
+                assert ref[k] == v, f"{where}{k}: dataclass {ref[k]!r}, default.yaml {v!r}"
+
+    same(yaml.safe_load(DEFAULT_CONFIG.read_text()), expected, "")
+
+
+def test_a_one_key_yaml_builds_the_shipped_model(tmp_path):
+    """The shipped model is the packaged config with the input sent once: one key."""
+    p = tmp_path / "once.yaml"
+    p.write_text("model:\n  input_once: true\n")
+    cfg = load_config(p).model
+    assert cfg == replace(ModelConfig(), input_once=True)
+    assert cfg.to_dict() == read_checkpoint(DEFAULT_MODEL)["model_config"]
+
+
+def test_a_stored_model_config_without_newer_keys_keeps_their_old_meaning():
+    """Checkpoints written before the defaults moved: an absent key means the value it had."""
+    old = ModelConfig.from_stored({"scales": [2, 1], "neuron": {"threshold": 4.0}})
+    assert (old.readout_scale, old.weight_gain, old.readout_levels, old.neuron.graded_spike) == (0.5, 8.0, 1, False)
+    full = ModelConfig().to_dict()
+    assert ModelConfig.from_stored(full) == ModelConfig()
 
 
 def test_a_partial_config_changes_only_its_keys(tmp_path):

@@ -24,7 +24,9 @@ from spikereg_neuro.model.unet import SpikeRegUNet
 
 torch.set_num_threads(1)
 
-TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+# the dataclass defaults of before they became the packaged config's, which these tests were written for
+TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+            readout_scale=0.5, weight_gain=8.0)
 
 
 def _qnet(graded: bool, readout_levels: int = 1, seed: int = 0, **neuron) -> QuantizedNet:

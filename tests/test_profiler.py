@@ -10,6 +10,7 @@ import torch.nn.functional as F
 import yaml
 
 from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.neuron import NeuronConfig
 from spikereg_neuro.model.unet import SpikeRegUNet, upsample_spikes
 from spikereg_neuro.profiler import (DEFAULT_CONSTANTS_YAML, VARIANTS, LayerCounts, Loihi2Constants,
                                      NetworkCounter, ProfileCounts, calibration_check, count_patch,
@@ -20,7 +21,9 @@ from spikereg_neuro.profiler import gpu_energy
 from spikereg_neuro.connections import Connection
 
 torch.set_num_threads(1)
-TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+# the dataclass defaults of before they became the packaged config's, which these tests were written for
+TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+            readout_scale=0.5, weight_gain=8.0, readout_levels=1, neuron=NeuronConfig(graded_spike=False))
 
 
 def _tiny_net_and_patches(batch, seed):

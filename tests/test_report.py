@@ -181,10 +181,13 @@ def test_partition_cache_reads_back_the_same_partition(tmp_path):
     from loihi.partition import CACHE_STATS, partition_cache, partition_network
     from loihi.resources import NetworkResources, layers_from_qnet
     from spikereg_neuro.model.config import ModelConfig
+    from spikereg_neuro.model.neuron import NeuronConfig
     from spikereg_neuro.model.unet import SpikeRegUNet
 
     torch.manual_seed(0)
-    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+                      readout_scale=0.5, weight_gain=8.0, readout_levels=1,  # the defaults it was written for
+                      neuron=NeuronConfig(graded_spike=False))
     q = quantize_network(SpikeRegUNet(cfg).eval(), source_checkpoint="tiny", patch_size=(16, 16, 16),
                          stride=(16, 16, 16))
     res = NetworkResources(layers_from_qnet(q), (16, 16, 16))

@@ -21,14 +21,16 @@ from sim.run import SimTimeout, run_lava
 from spikereg_neuro.cli import main
 from spikereg_neuro.data.dataset import DataConfig
 from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.neuron import NeuronConfig
 from spikereg_neuro.model.unet import SpikeRegUNet
 
 torch.set_num_threads(1)
 
 #: the brief's tiny network; weight_gain 16 so that every layer fires on a 16^3 patch (and the
 #: folded upsampling weights overflow 8 bits, which exercises the split into several Sparse)
+#: (readout_scale, readout_levels, binary spikes: the dataclass defaults these tests were written for)
 TINY = ModelConfig(enc_channels=(2, 2, 4, 4), dec_channels=(4, 2, 2), enc_windows=(4, 3, 2, 2), dec_window=2,
-                   weight_gain=16.0)
+                   weight_gain=16.0, readout_scale=0.5, readout_levels=1, neuron=NeuronConfig(graded_spike=False))
 LAVA_TIMEOUT = 90.0
 
 

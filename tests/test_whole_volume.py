@@ -8,6 +8,7 @@ from spikereg_neuro.checkpoint import save_checkpoint
 from spikereg_neuro.config import InferenceConfig
 from spikereg_neuro.inference import SpikeRegInference, count_calls, register_tensors
 from spikereg_neuro.model.config import ModelConfig
+from spikereg_neuro.model.neuron import NeuronConfig
 from spikereg_neuro.model.policy import residual_registration
 from spikereg_neuro.model.unet import SpikeRegUNet
 from spikereg_neuro.tiling import count_tiles, plan_tiles
@@ -17,7 +18,9 @@ TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3
 
 def _net():
     torch.manual_seed(0)
-    return SpikeRegUNet(ModelConfig(**TINY, weight_gain=3.0)).eval()
+    # readout_scale, readout_levels and binary spikes: the dataclass defaults it was written with
+    return SpikeRegUNet(ModelConfig(**TINY, weight_gain=3.0, readout_scale=0.5, readout_levels=1,
+                                    neuron=NeuronConfig(graded_spike=False))).eval()
 
 
 def _pair(shape):

@@ -7,6 +7,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from .config import ModelConfig
 from .fused_alif import FusedALIF
 from .neuron import NeuronConfig, device_params, make_neuron, reset_neuron
 from .synapse import Conv3dSynapse, Upsampled, sum_steps
@@ -44,7 +45,7 @@ class SpikingConvBlock(torch.nn.Module):
     """
 
     def __init__(self, name: str, in_channels: int, out_channels: int, neuron: NeuronConfig,
-                 kernel_size: int = 3, stride: int = 1, weight_gain: float = 2.0,
+                 kernel_size: int = 3, stride: int = 1, weight_gain: float = ModelConfig.weight_gain,
                  quantize: bool = True) -> None:
         super().__init__()
         self.name = name
@@ -89,7 +90,7 @@ class ReadoutBlock(torch.nn.Module):
 
     def __init__(self, name: str, in_channels: int, out_channels: int, scale: float,
                  kernel_size: int = 3, w_scale: int = 64, quantize: bool = True,
-                 init_quanta: float = 0.5) -> None:
+                 init_quanta: float = ModelConfig.readout_init) -> None:
         super().__init__()
         self.name = name
         self.scale = float(scale)

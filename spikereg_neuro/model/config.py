@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from ..dataclass_io import DictIO
 from .neuron import NeuronConfig
@@ -35,10 +35,10 @@ class ModelConfig(DictIO):
     enc_windows: Tuple[int, ...] = (8, 6, 4, 4)
     dec_window: int = 4
     input_bits: int = 8
-    readout_scale: float = 0.5
+    readout_scale: float = 0.1  # field (voxels) = readout_scale x integrator voltage / T
     readout_init: float = 0.5   # std of the read-out's initial weights, in 8-bit quanta
-    weight_gain: float = 8.0
-    readout_levels: int = 1     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
+    weight_gain: float = 3.0    # initial weight std = weight_gain / sqrt(fan_in)
+    readout_levels: int = 2     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
     integration_steps: int = 0  # 0: read-out = displacement; n: velocity, exp by n squarings (host)
     input_once: bool = False    # True: the image input is sent at enc0's first step only (see below)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
@@ -102,3 +102,23 @@ class ModelConfig(DictIO):
     def size_multiple(self) -> int:
         """Spatial sizes must be divisible by this (3 stride-2 levels x the coarsest scale)."""
         return 8 * max(self.scales)
+
+    @classmethod
+    def from_stored(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        """A model config recorded by an earlier version (a checkpoint's ``model_config``): a
+        key it lacks means what it meant when it was written, :data:`STORED_DEFAULTS`, not
+        today's default (every config this version writes names every key)."""
+        d = dict(d)
+        for k, v in STORED_DEFAULTS.items():
+            if k != "neuron":
+                d.setdefault(k, v)
+        neuron = d.get("neuron")
+        if neuron is None or isinstance(neuron, Mapping):
+            d["neuron"] = {**STORED_DEFAULTS["neuron"], **(neuron or {})}
+        return cls.from_dict(d)
+
+
+#: what an absent key of a stored model config stands for: the values the dataclass had before
+#: its defaults became the packaged config's (2026-12), so older checkpoints load unchanged
+STORED_DEFAULTS: Dict[str, Any] = {"readout_scale": 0.5, "weight_gain": 8.0, "readout_levels": 1,
+                                   "neuron": {"graded_spike": False}}

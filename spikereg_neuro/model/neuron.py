@@ -9,19 +9,14 @@ twin of lava-nc's ``LIF`` process.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from dataclasses import dataclass
 
 import torch
 
 from ..dataclass_io import DictIO
+from .slayer import alif as slayer_alif
+from .slayer import cuba as slayer_cuba
 
-# lava-dl prints a notice about an optional dataset toolbox (stdout) and torch's extension loader
-# one about CUDA_HOME (stderr) when SLAYER is imported on a CPU machine; neither concerns us.
-with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-    from lava.lib.dl.slayer.neuron import alif as slayer_alif
-    from lava.lib.dl.slayer.neuron import cuba as slayer_cuba
 
 NEURON_KINDS = ("alif", "cuba")
 
@@ -52,9 +47,9 @@ class NeuronConfig(DictIO):
     # Graded spikes (Loihi 2): a spike carries the neuron's voltage as its payload instead of 1
     # (SLAYER's ``graded_spike``). The block passes ``payload / threshold`` downstream, so a spike
     # is worth >= 1 "threshold" and the activation is unbounded above, like a thresholded ReLU;
-    # binary spikes bound a layer's output at one per step. Off in this dataclass (older configs
-    # and checkpoints stay binary); the packaged config turns it on. See docs/model.md.
-    graded_spike: bool = False
+    # binary spikes bound a layer's output at one per step. On, as in the packaged config (a
+    # stored config without the key is binary: ModelConfig.from_stored). See docs/model.md.
+    graded_spike: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
