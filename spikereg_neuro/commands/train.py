@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
         if opts.data is None:
             build_dataset(cfg.data, opts.cache)  # once, before the processes read it
-        spawn_training(opts, opts.ddp)  # rank 0 prints the summary line
+        spawn_training(run_training, opts, opts.ddp)  # rank 0 prints the summary line
         return 0
     run_training(opts)
     return 0

@@ -19,7 +19,7 @@ import datetime as _dt
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -109,26 +109,27 @@ def barrier() -> None:
 _USER_ERRORS = ("ValueError", "FileNotFoundError", "KeyError", "NotADirectoryError", "PermissionError")
 
 
-def _worker(rank: int, world: int, init_file: str, opts: Any, result_file: str) -> None:
-    """One spawned rank: join the group, train, leave (rank 0 writes the summary)."""
+def _worker(rank: int, world: int, init_file: str, train: Callable[[Any], dict], opts: Any,
+            result_file: str) -> None:
+    """One spawned rank: join the group, ``train(opts)``, leave (rank 0 writes the summary)."""
     import json
-
-    from .run import run_training
 
     device = str(opts.device or "cpu")
     dist.init_process_group(backend_for(device), init_method=f"file://{init_file}", rank=rank,
                             world_size=world, timeout=TIMEOUT)
     try:
         torch.set_num_threads(default_rank_threads(world))
-        summary = run_training(opts)
+        summary = train(opts)
         if rank == 0:
             Path(result_file).write_text(json.dumps(summary, default=float))
     finally:
         dist.destroy_process_group()
 
 
-def spawn_training(opts: Any, nprocs: int) -> dict:
-    """Run :func:`~spikereg_neuro.train.run.run_training` on ``nprocs`` local processes.
+def spawn_training(train: Callable[[Any], dict], opts: Any, nprocs: int) -> dict:
+    """Run ``train(opts)`` (:func:`~spikereg_neuro.train.run.run_training`, passed in so this
+    module needs nothing of the trainer's) on ``nprocs`` local processes; ``train`` must be a
+    module-level function (it is pickled to the spawned processes).
 
     Returns rank 0's summary. A failure on any rank raises ``RuntimeError`` naming it.
     """
@@ -142,7 +143,7 @@ def spawn_training(opts: Any, nprocs: int) -> dict:
         init_file = str(Path(tmp) / "rendezvous")
         result_file = str(Path(tmp) / "summary.json")
         try:
-            mp.spawn(_worker, args=(nprocs, init_file, opts, result_file), nprocs=nprocs, join=True)
+            mp.spawn(_worker, args=(nprocs, init_file, train, opts, result_file), nprocs=nprocs, join=True)
         except mp.ProcessRaisedException as exc:
             lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
             last = lines[-1] if lines else str(exc)
