@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     bsub = p.add_subparsers(dest="benchmark_command", metavar="BENCHMARK")
     p.set_defaults(func=run_table)
     add_accuracy_parser(bsub)
+    add_pareto_parser(bsub)
 
     b = sub.add_parser("baseline", help="train the learned baselines (VoxelMorph)",
                        description="Baseline methods of the benchmark.")
@@ -94,6 +95,32 @@ def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPa
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=run_accuracy)
     return a
+
+
+def add_pareto_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """``benchmark pareto RUN RUN ... --out DIR``: energy vs Dice of several benchmark runs."""
+    a = bsub.add_parser("pareto", help="energy vs Dice of several SpikeReg models' benchmark runs",
+                        description="Reads the benchmark.json of two or more `benchmark` runs (e.g. models trained "
+                                    "with different firing-rate bands, on the same pairs and constants) and writes "
+                                    "pareto.json, pareto.md and pareto.png (gross and dynamic Loihi 2 energy against "
+                                    "the quantized Dice, the Pareto front joined, VoxelMorph GPU and the identity "
+                                    "drawn) to --out.")
+    a.add_argument("runs", nargs="+", help="benchmark output folders (or their benchmark.json)")
+    a.add_argument("--labels", help="comma-separated names of the runs (default: the folder names)")
+    a.add_argument("--out", required=True, help="output directory")
+    a.set_defaults(func=run_pareto)
+    return a
+
+
+def run_pareto(args: argparse.Namespace) -> int:
+    from ..profiler import pareto
+
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    doc = pareto.build(args.runs, labels)
+    paths = pareto.write(args.out, doc)
+    print(pareto.markdown(doc))
+    print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")
+    return 0
 
 
 def add_table_options(p: argparse.ArgumentParser) -> None:

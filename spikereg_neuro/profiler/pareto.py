@@ -1,0 +1,187 @@
+"""The energy-vs-Dice trade-off of several SpikeReg models: ``spikereg-neuro benchmark pareto``.
+
+Each point is one ``benchmark`` run (its ``benchmark.json``), typically of models trained with
+different firing-rate bands: its main Loihi 2 row (gross and dynamic energy, estimated), the Dice
+of that row (the quantized network on Loihi 2) and of the float model, and the network's mean and
+largest per-layer spike rate. The runs must share their pairs, data and Loihi 2 constants, so
+the points are priced on one basis. A point is on the front when no other point has both less
+gross energy and a higher Dice. The VoxelMorph GPU row and the identity's Dice of the first run
+are drawn for reference.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+PARETO_FORMAT = "spikereg-neuro/pareto"
+PARETO_VERSION = 1
+
+
+def _main_loihi_row(doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The benchmark's main Loihi 2 row: the first SpikeReg row on Loihi 2 (shared kernels, the
+    run's deployment)."""
+    for r in doc.get("rows", []):
+        if str(r.get("platform", "")).startswith("Loihi 2") and r.get("energy_mj") is not None:
+            return r
+    raise ValueError("no Loihi 2 row with an energy")
+
+
+def _row(doc: Mapping[str, Any], method_prefix: str, platform_prefix: str) -> Optional[Mapping[str, Any]]:
+    return next((r for r in doc.get("rows", []) if str(r.get("method", "")).startswith(method_prefix)
+                 and str(r.get("platform", "")).startswith(platform_prefix)), None)
+
+
+def read_point(path: str | Path, label: Optional[str] = None) -> Dict[str, Any]:
+    """One point from a benchmark output folder (or its ``benchmark.json``)."""
+    p = Path(path)
+    j = p / "benchmark.json" if p.is_dir() else p
+    if not j.is_file():
+        raise FileNotFoundError(f"no benchmark.json in {p} (run `spikereg-neuro benchmark --out {p}` first)")
+    try:
+        doc = json.loads(j.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{j}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or "rows" not in doc:
+        raise ValueError(f"{j}: not a benchmark.json (no rows)")
+    loihi = _main_loihi_row(doc)
+    flt = _row(doc, "SpikeReg (float", "CPU")
+    vxm = _row(doc, "VoxelMorph", "GPU")
+    ident = _row(doc, "identity", "")
+    rates = {k: v for k, v in (doc.get("spike_rates") or {}).items() if v is not None}
+    return {
+        "label": label or p.name,
+        "path": str(j),
+        "energy_mj": float(loihi["energy_mj"]),
+        "dynamic_mj": None if loihi.get("dynamic_mj") is None else float(loihi["dynamic_mj"]),
+        "energy_source": loihi.get("energy_source"),
+        "latency_ms": loihi.get("latency_ms"),
+        "platform": loihi.get("platform"),
+        "dice_quantized": loihi.get("dice"),
+        "dice_float": None if flt is None else flt.get("dice"),
+        "mean_spike_rate": doc.get("mean_spike_rate"),
+        "max_layer_rate": max(rates.values()) if rates else None,
+        "max_layer": max(rates, key=rates.get) if rates else None,
+        "pairs": list(doc.get("pairs", [])),
+        "data": doc.get("data"),
+        "constants": {k: (v.get("value") if isinstance(v, Mapping) else v)
+                      for k, v in (doc.get("constants") or {}).items()},
+        "voxelmorph_gpu": None if vxm is None else {"energy_mj": vxm.get("energy_mj"),
+                                                     "dynamic_mj": vxm.get("dynamic_mj"),
+                                                     "energy_source": vxm.get("energy_source"),
+                                                     "dice": vxm.get("dice"), "platform": vxm.get("platform")},
+        "identity_dice": None if ident is None else ident.get("dice"),
+    }
+
+
+def front(points: Sequence[Mapping[str, Any]], dice_key: str = "dice_quantized") -> List[bool]:
+    """Whether each point is on the Pareto front (no other point with less gross energy AND a
+    higher Dice; points without a Dice are not)."""
+    out = []
+    for p in points:
+        if p.get(dice_key) is None:
+            out.append(False)
+            continue
+        out.append(not any(q is not p and q.get(dice_key) is not None and q["energy_mj"] <= p["energy_mj"]
+                           and q[dice_key] >= p[dice_key]
+                           and (q["energy_mj"] < p["energy_mj"] or q[dice_key] > p[dice_key]) for q in points))
+    return out
+
+
+def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """The pareto document of several benchmark runs (checked to share pairs, data and constants)."""
+    if len(paths) < 2:
+        raise ValueError("benchmark pareto needs at least 2 benchmark runs")
+    if labels is not None and len(labels) != len(paths):
+        raise ValueError(f"--labels has {len(labels)} names for {len(paths)} runs")
+    pts = [read_point(p, None if labels is None else labels[i]) for i, p in enumerate(paths)]
+    ref = pts[0]
+    for p in pts[1:]:
+        for key, what in (("pairs", "pairs"), ("data", "data"), ("constants", "Loihi 2 constants")):
+            if p[key] != ref[key]:
+                raise ValueError(f"{p['path']} and {ref['path']} differ in their {what}: the points would "
+                                 "not be priced or scored on one basis")
+    on = front(pts)
+    for p, f in zip(pts, on):
+        p["on_front"] = f
+    return {"format": PARETO_FORMAT, "version": PARETO_VERSION, "pairs": ref["pairs"], "data": ref["data"],
+            "energy_basis": "gross (static + dynamic), estimated, one constant set for every point",
+            "voxelmorph_gpu": ref["voxelmorph_gpu"], "identity_dice": ref["identity_dice"],
+            "points": [{k: v for k, v in p.items() if k not in ("pairs", "data", "constants", "voxelmorph_gpu",
+                                                                 "identity_dice")} for p in pts]}
+
+
+def _f(v: Any, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def markdown(doc: Mapping[str, Any]) -> str:
+    """The table of points (front marked) and the references."""
+    lines = ["# SpikeReg energy vs Dice (Loihi 2, estimated)", "",
+             f"{len(doc['points'])} models on the same {len(doc['pairs'])} pair(s); energy basis: "
+             f"{doc['energy_basis']}. `*`: on the Pareto front (no other model with less gross energy "
+             "and a higher quantized Dice).", "",
+             "| model | gross mJ | dynamic mJ | latency ms | Dice (Loihi 2, quantized) | Dice (float) | mean spike rate | "
+             "largest layer rate | front |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|:---:|"]
+    for p in doc["points"]:
+        lr = "n/a" if p["max_layer_rate"] is None else f"{100 * p['max_layer_rate']:.1f} % ({p['max_layer']})"
+        lines.append(f"| {p['label']} | {p['energy_mj']:.2f} | {_f(p['dynamic_mj'], '.2f')} | "
+                     f"{_f(p['latency_ms'], '.3g')} | {_f(p['dice_quantized'], '.4f')} | {_f(p['dice_float'], '.4f')} | "
+                     f"{'n/a' if p['mean_spike_rate'] is None else format(100 * p['mean_spike_rate'], '.1f') + ' %'} | "
+                     f"{lr} | {'*' if p['on_front'] else ''} |")
+    v = doc.get("voxelmorph_gpu")
+    lines += ["", f"Identity (no registration) Dice: {_f(doc.get('identity_dice'), '.4f')}."]
+    if v:
+        lines.append(f"VoxelMorph, {v['platform']}: {_f(v['energy_mj'], '.2f')} mJ gross "
+                     f"({v['energy_source']}), Dice {_f(v['dice'], '.4f')}.")
+    return "\n".join(lines) + "\n"
+
+
+def figure(path: Path, doc: Mapping[str, Any]) -> Path:
+    """Gross (filled) and dynamic (open) energy against Dice, the front joined, the VoxelMorph GPU
+    point and the identity's Dice drawn; each point labelled with its mean spike rate."""
+    from .figures import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    pts = [p for p in doc["points"] if p.get("dice_quantized") is not None]
+    for p in pts:
+        ax.scatter(p["dice_quantized"], p["energy_mj"], s=46, color="C0" if p["on_front"] else "C7", zorder=3)
+        if p.get("dynamic_mj") is not None:
+            ax.scatter(p["dice_quantized"], p["dynamic_mj"], s=46, facecolors="none",
+                       edgecolors="C0" if p["on_front"] else "C7", zorder=3)
+        rate = "" if p["mean_spike_rate"] is None else f" ({100 * p['mean_spike_rate']:.1f} %)"
+        ax.annotate(p["label"] + rate, (p["dice_quantized"], p["energy_mj"]), textcoords="offset points",
+                    xytext=(5, 5), fontsize=8)
+    fr = sorted((p for p in pts if p["on_front"]), key=lambda p: p["dice_quantized"])
+    if len(fr) > 1:
+        ax.plot([p["dice_quantized"] for p in fr], [p["energy_mj"] for p in fr], color="C0", lw=1, zorder=2,
+                label="front (gross)")
+    v = doc.get("voxelmorph_gpu")
+    if v and v.get("energy_mj") is not None and v.get("dice") is not None:
+        ax.scatter(v["dice"], v["energy_mj"], marker="s", s=46, color="C3", zorder=3,
+                   label=f"VoxelMorph GPU ({v['energy_source']})")
+    if doc.get("identity_dice") is not None:
+        ax.axvline(doc["identity_dice"], color="k", ls="--", lw=0.8, label="identity Dice")
+    ax.set_yscale("log")
+    ax.set_xlabel("Dice (mean over the pairs; SpikeReg quantized, Loihi 2 rows)")
+    ax.set_ylabel("energy per registration (mJ, estimated)")
+    ax.set_title("SpikeReg energy vs Dice: filled gross, open dynamic")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, Path(path))
+
+
+def write(out_dir: str | Path, doc: Mapping[str, Any]) -> Dict[str, Path]:
+    """``pareto.json``, ``pareto.md`` and ``pareto.png`` in ``out_dir`` (atomically)."""
+    from ..io.atomic import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / "pareto.json", "md": out / "pareto.md", "png": out / "pareto.png"}
+    atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False))
+    md = markdown(doc) + "\n![energy vs Dice](pareto.png)\n"
+    figure(paths["png"], doc)
+    atomic_write_text(paths["md"], md)
+    return paths

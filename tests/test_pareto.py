@@ -1,0 +1,56 @@
+"""`benchmark pareto`: energy vs Dice of several benchmark runs (front, one basis, files)."""
+import json
+
+import pytest
+
+from spikereg_neuro.cli import main
+from spikereg_neuro.profiler import pareto
+
+
+def _run(tmp_path, name, energy, dynamic, dice, rate, pairs=("pair_000",), e_synop=6.1):
+    d = tmp_path / name
+    d.mkdir()
+    rows = [{"method": "VoxelMorph", "platform": "GPU (no GPU here: estimate)", "energy_mj": 6.4, "dynamic_mj": 5.8,
+             "energy_source": "estimated", "dice": 0.69},
+            {"method": "SpikeReg (quantized)", "platform": "Loihi 2 (estimated; shared kernels, whole)",
+             "energy_mj": energy, "dynamic_mj": dynamic, "energy_source": "estimated", "latency_ms": 0.6, "dice": dice},
+            {"method": "SpikeReg (quantized)", "platform": "Loihi 2 (estimated; explicit Sparse)",
+             "energy_mj": 99.0, "dynamic_mj": 9.0, "energy_source": "estimated", "dice": dice},
+            {"method": "SpikeReg (float SLAYER)", "platform": "CPU (1 thread(s))", "energy_mj": None, "dice": dice + 0.001},
+            {"method": "identity (reference)", "platform": "CPU", "energy_mj": None, "dice": 0.66}]
+    doc = {"rows": rows, "pairs": list(pairs), "data": {"source": "embedded", "split": "test"},
+           "constants": {"e_synop_pj": {"value": e_synop, "citation": "x"}}, "mean_spike_rate": rate,
+           "spike_rates": {"enc0": rate * 1.2, "dec0": rate * 0.5}}
+    (d / "benchmark.json").write_text(json.dumps(doc))
+    return d
+
+
+def test_pareto_front_table_and_figure(tmp_path, capsys):
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    c = _run(tmp_path, "c", 8.0, 5.0, 0.675, 0.06)        # dominated by b: more energy, lower Dice
+    out = tmp_path / "p"
+    assert main(["benchmark", "pareto", str(a), str(b), str(c), "--labels", "A,B,C", "--out", str(out)]) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    pts = {p["label"]: p for p in doc["points"]}
+    assert [pts[k]["on_front"] for k in "ABC"] == [True, True, False]
+    assert pts["B"]["energy_mj"] == 7.0 and pts["B"]["dice_quantized"] == 0.679      # the main Loihi 2 row
+    assert pts["A"]["max_layer"] == "enc0" and pts["A"]["max_layer_rate"] == pytest.approx(0.108)
+    assert doc["voxelmorph_gpu"]["energy_mj"] == 6.4 and doc["identity_dice"] == 0.66
+    md = (out / "pareto.md").read_text()
+    assert "| B | 7.00 | 4.00 |" in md and "pareto.png" in md
+    assert (out / "pareto.png").stat().st_size > 1000
+    capsys.readouterr()
+
+
+def test_pareto_refuses_runs_on_another_basis(tmp_path, capsys):
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055, pairs=("pair_000", "pair_001"))
+    c = _run(tmp_path, "c", 7.0, 4.0, 0.679, 0.055, e_synop=23.6)
+    with pytest.raises(ValueError, match="pairs"):
+        pareto.build([a, b])
+    with pytest.raises(ValueError, match="constants"):
+        pareto.build([a, c])
+    assert main(["benchmark", "pareto", str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    assert "no benchmark.json" in err and len(err.strip().splitlines()) == 1
