@@ -37,12 +37,12 @@ from typing import Tuple
 import torch
 
 from . import native
-from .neuron import slayer_alif
+from .native import FRAC as _FRAC, decay_cost as _cost, odd_part as _odd
+from .slayer import alif as slayer_alif
 
 # SLAYER ALIF's surrogate-gradient multipliers (slayer/neuron/alif.py: TAU_RHO_MULT, SCALE_RHO_MULT)
 _TAU_RHO_MULT = slayer_alif.TAU_RHO_MULT
 _SCALE_RHO_MULT = slayer_alif.SCALE_RHO_MULT
-_FRAC = 12                      # decays are 12-bit fractions (p_scale 4096)
 
 
 def _rstz(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -60,10 +60,6 @@ def _rstz(x: torch.Tensor, m: int) -> torch.Tensor:
         return x.mul_(m / (1 << _FRAC)).trunc_()
     return torch.div(x * m, 1 << _FRAC, rounding_mode="trunc")
 
-
-def _cost(m: int) -> int:
-    """How many times ``|x|`` of mantissa :func:`_rstz` needs for the multiplier ``m``."""
-    return min(_odd(m), _odd((1 << _FRAC) - m))
 
 
 def _as_f32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -91,13 +87,6 @@ class _Constants:
         self.tau = torch.tensor(n.tau_rho * _TAU_RHO_MULT, dtype=torch.float32)
         self.scale = torch.tensor(n.scale_rho * _SCALE_RHO_MULT, dtype=torch.float32)
         self.graded = bool(n.graded_spike)
-
-
-def _odd(m: int) -> int:
-    """The odd part of ``m`` (a product with ``m / 4096`` needs that many more bits)."""
-    while m and not m & 1:
-        m >>= 1
-    return max(m, 1)
 
 
 def _regime(k: _Constants, T: int, peak: float, drive: float | None = None) -> torch.dtype:

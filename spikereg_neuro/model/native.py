@@ -30,6 +30,20 @@ _tried = False
 _pool: Optional[ThreadPoolExecutor] = None
 
 _F, _I, _P, _L = ctypes.c_float, ctypes.c_int, ctypes.c_void_p, ctypes.c_int64
+FRAC = 12                           # SLAYER's decays are 12-bit fractions (p_scale 4096)
+
+
+def odd_part(m: int) -> int:
+    """The odd part of ``m`` (a product with ``m / 4096`` needs that many more bits)."""
+    while m and not m & 1:
+        m >>= 1
+    return max(m, 1)
+
+
+def decay_cost(m: int) -> int:
+    """How many times ``|x|`` of mantissa the decay ``rstz(x m, 12)`` needs in its cheaper exact
+    form (direct, or the complement for ``d = 4096 - m``; ``fused_alif._rstz``)."""
+    return min(odd_part(m), odd_part((1 << FRAC) - m))
 MIN_PER_THREAD = 65536              # elements per thread below which one thread does it all
 
 
@@ -136,10 +150,8 @@ def _split(n: int, fn) -> None:
 
 
 def _decay_args(m: int):
-    from .fused_alif import _FRAC, _odd
-
-    d = (1 << _FRAC) - m
-    return m / (1 << _FRAC), d / (1 << _FRAC), int(_odd(d) < _odd(m))
+    d = (1 << FRAC) - m
+    return m / (1 << FRAC), d / (1 << FRAC), int(odd_part(d) < odd_part(m))
 
 
 def forward(x: torch.Tensor, const_in: bool, T: int, spikes: torch.Tensor, margin: Optional[torch.Tensor],
@@ -148,14 +160,12 @@ def forward(x: torch.Tensor, const_in: bool, T: int, spikes: torch.Tensor, margi
     ``const_in``) into ``spikes`` (and ``margin``) for the constants ``k`` (``fused_alif._Constants``,
     no threshold adaptation); see ``alif_kernel.c``. False: some value left float32's exact range
     (or was not finite) and the outputs are to be computed another way."""
-    from .fused_alif import _cost
-
     lib = _load()
     n = spikes[0].numel()
     xs = 0 if const_in else x.stride(0)
     big = float(1 << 24)
     args = (float(k.s_scale), *_decay_args(k.m_c), *_decay_args(k.m_v), *_decay_args(k.m_r),
-            big / _cost(k.m_c), big / _cost(k.m_v), big / _cost(k.m_r),
+            big / decay_cost(k.m_c), big / decay_cost(k.m_v), big / decay_cost(k.m_r),
             float(k.th0), float(2 * k.th0), int(k.graded), float(k.s_scale * out_div), float(1.0 / k.s_scale))
     xp, sp, ts = x.data_ptr(), spikes.data_ptr(), spikes.stride(0)
     mp = margin.data_ptr() if margin is not None else None

@@ -136,7 +136,7 @@ def init_weights(net: Any, path: str) -> None:
     if missing or bad:
         raise ValueError(f"--init {path}: its network differs from the config's "
                          f"(missing {missing[:3]}, other shapes {bad[:3]})")
-    src = ModelConfig.from_dict(ckpt["model_config"])
+    src = ModelConfig.from_stored(ckpt["model_config"])
     with torch.no_grad():
         for k in want:
             own[k].copy_(state[k])
