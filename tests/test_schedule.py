@@ -129,3 +129,17 @@ def test_voxelmorph_resume_errors(tiny, tmp_path):
     with pytest.raises(ValueError, match="already at step 2"):
         train_voxelmorph(resume=tmp_path / "a" / "last.pt", out_dir=tmp_path / "x", steps=2,
                          cache_dir=tiny[1], progress=False)
+
+
+def test_cli_train_voxelmorph_init_resume_flags_refuse_in_one_line(tmp_path, capsys):
+    from spikereg_neuro.cli import main
+
+    ck = tmp_path / "a.pt"
+    ck.write_bytes(b"x")
+    assert main(["baseline", "train-voxelmorph", "--out", str(tmp_path / "o"), "--init", str(ck),
+                 "--resume", str(ck)]) == 1
+    assert "exclude each other" in capsys.readouterr().err
+    assert main(["baseline", "train-voxelmorph", "--out", str(tmp_path / "o"), "--init", str(tmp_path / "no.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "--init: no checkpoint" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()

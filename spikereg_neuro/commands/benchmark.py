@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import os
+from pathlib import Path
 
 from ..accuracy import (ACCURACY_FORMAT, ACCURACY_VERSION, METHODS, SpikeRegRegistrar,  # noqa: F401 (API)
                         _clean, _load_pair, _machine, accuracy_benchmark, accuracy_markdown, embedded_pairs,
@@ -56,6 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--cache", help="dataset cache directory (default $SPIKEREG_CACHE or ~/.cache/spikereg-neuro)")
     t.add_argument("--device", help="override train.device (cpu, cuda)")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's default)")
+    t.add_argument("--init", help="fine-tune: start from this VoxelMorph checkpoint's weights (new optimiser and "
+                                  "schedule, e.g. the shipped one)")
+    t.add_argument("--resume", help="continue a run from its last.pt to the same schedule end (its own config "
+                                    "unless --config is given)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(func=run_train_voxelmorph)
 
@@ -225,12 +230,21 @@ def run_train_voxelmorph(args: argparse.Namespace) -> int:
         torch.set_num_threads(int(args.threads))
     if args.steps is not None and args.steps < 1:
         raise ValueError("--steps must be >= 1")
-    cfg = load_config(args.config)
+    init, resume = getattr(args, "init", None), getattr(args, "resume", None)
+    if init and resume:
+        raise ValueError("--init and --resume exclude each other")
+    for flag, path in (("--init", init), ("--resume", resume)):
+        if path and not Path(path).is_file():
+            raise FileNotFoundError(f"{flag}: no checkpoint at {path}")
+    cfg = None if (resume and not args.config) else load_config(args.config)
     if args.device:
+        if cfg is None:
+            raise ValueError("--device with --resume needs --config (the run's config is read from the checkpoint)")
         cfg.train.device = args.device
-    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but torch sees no CUDA device")
-    s = train_voxelmorph(cfg, args.out, steps=args.steps, cache_dir=args.cache, progress=not args.no_progress)
+    from ..devices import check_device
+    check_device(cfg.train.device if cfg is not None else "cpu", "train.device")
+    s = train_voxelmorph(cfg, args.out, steps=args.steps, cache_dir=args.cache, progress=not args.no_progress,
+                         init=init, resume=resume)
     print(f"VoxelMorph: {s['steps']} steps in {s['seconds']:.0f} s, final loss {s['final_loss']:.4f}, "
           f"best validation Dice {s['best_val_dice']:.4f} (step {s['best_step']}); checkpoints in {args.out}")
     return 0
