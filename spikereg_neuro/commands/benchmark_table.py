@@ -39,7 +39,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -351,6 +351,136 @@ def _size(v) -> str:
     return str(v[0]) if len(set(v)) == 1 else "x".join(map(str, v))
 
 
+# ============================================================================ recorded GPU measurements
+#: the format of scripts/gpu_session.py's record (benchmarks/results/gpu_nvml.json)
+GPU_RECORD_FORMAT = "spikereg-neuro/gpu-nvml"
+#: record key -> the row it can fill
+GPU_RECORD_MODELS = {"voxelmorph": "VoxelMorph", "spikereg_slayer": "SpikeReg"}
+
+
+def default_gpu_record() -> Optional[Path]:
+    """``benchmarks/results/gpu_nvml.json`` of the repository this package sits in, or None when
+    the package is not in a checkout (no ``benchmarks`` folder beside it, e.g. an installed wheel)."""
+    bench = Path(__file__).resolve().parents[2] / "benchmarks"
+    return bench / "results" / "gpu_nvml.json" if bench.is_dir() else None
+
+
+def load_gpu_record(path: Any) -> Dict[str, Any]:
+    """A record of ``scripts/gpu_session.py``; ValueError for a file that is not one."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path} is not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != GPU_RECORD_FORMAT or not isinstance(doc.get("models"), dict):
+        raise ValueError(f"{path} is not a scripts/gpu_session.py record (format {GPU_RECORD_FORMAT!r})")
+    doc["_path"] = str(path)
+    return doc
+
+
+def _record_gpu(record: Mapping[str, Any]) -> str:
+    m = record.get("machine") or {}
+    return str(m.get("gpu") or m.get("gpu_nvml_name") or "an unnamed GPU")
+
+
+def gpu_record_row(est_row: Dict[str, Any], record: Optional[Mapping[str, Any]], key: str,
+                   sha256: Optional[str], shape: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """The GPU row of model ``key`` (``voxelmorph`` / ``spikereg_slayer``) from a recorded NVML
+    measurement, or the estimate ``est_row`` kept.
+
+    The record is used when it holds a measurement of ``key`` whose checkpoint sha256 equals
+    ``sha256`` (the model file of this run) and, with ``shape``, was measured on a pair of that
+    volume shape: then a new row with the recorded gross / dynamic energy and latency
+    (``energy_source`` / ``latency_source`` ``"measured"``), the platform naming the record's date
+    and GPU, the accuracy of ``est_row`` (this run's CPU registrations) and in ``details`` the
+    record (``gpu``, ``gpu_record``) and the estimate (``estimate``). Otherwise ``est_row`` with a
+    note saying why the record was not used (no record: unchanged).
+    """
+    if not record:
+        return est_row
+    path = record.get("_path", "the GPU record")
+    date = str(record.get("date") or "?")
+    gpu = _record_gpu(record)
+    entry = (record.get("models") or {}).get(key) or {}
+    m = entry.get("measurement") or {}
+    why = None
+    if not m or m.get("energy_source") != "measured" or m.get("energy_mj") is None or m.get("latency_ms") is None:
+        why = f"holds no NVML measurement of this model ({entry.get('error') or 'none recorded'})"
+    elif not sha256 or entry.get("sha256") != sha256:
+        why = (f"is for another model (recorded checkpoint {entry.get('checkpoint')} sha256 "
+               f"{str(entry.get('sha256'))[:12]}, this run's {str(sha256)[:12]})")
+    elif shape is not None and (record.get("pair") or {}).get("shape") not in (None, [int(x) for x in shape]):
+        why = (f"was measured on a {'x'.join(map(str, record['pair']['shape']))} pair, this run's first pair is "
+               f"{'x'.join(map(str, shape))}")
+    if why:
+        row = dict(est_row)
+        row["note"] = (row.get("note", "") + f" The recorded GPU measurement {path} ({date} on {gpu}) {why}: "
+                       "kept the estimate.").strip()
+        row.setdefault("details", {})
+        row["details"] = {**row["details"], "gpu_record": {"path": path, "date": date, "gpu": gpu, "used": False,
+                                                           "why": why}}
+        return row
+    from ..profiler.table import make_row
+
+    day = date[:10]
+    pair = record.get("pair") or {}
+    plat = (f"GPU (recorded {day} on {gpu}, scripts/gpu_session.py)" if key == "voxelmorph" else
+            f"GPU simulation (SLAYER; recorded {day} on {gpu}, scripts/gpu_session.py)")
+    mach = record.get("machine") or {}
+    rec_info = {"path": path, "date": date, "gpu": gpu, "used": True, "machine": mach,
+                "pair": {k: pair.get(k) for k in ("name", "subjects", "shape", "source", "dataset", "arrays_sha256")},
+                **{k: entry.get(k) for k in ("checkpoint", "sha256", "what", "macs", "seconds")}}
+    estimate = {k: est_row.get(k) for k in ("platform", "energy_mj", "dynamic_mj", "energy_source", "latency_ms",
+                                            "latency_source", "note", "details")}
+    row = make_row(
+        est_row["method"], plat, energy_mj=m["energy_mj"], dynamic_mj=m.get("dynamic_mj"), energy_source="measured",
+        latency_ms=m["latency_ms"], latency_source="measured",
+        dice=est_row.get("dice"), hd95=est_row.get("hd95"), folding_pct=est_row.get("folding_pct"),
+        note=(f"MEASURED elsewhere, recorded {date} on {gpu} (driver {mach.get('driver', '?')}, torch "
+              f"{mach.get('torch', '?')}, CUDA {mach.get('cuda', '?')}, host {mach.get('hostname', '?')}) by "
+              f"scripts/gpu_session.py ({path}): NVML energy counter over {m.get('n_calls', '?')} calls of "
+              f"{entry.get('what', key)} on {pair.get('name', 'pair 0')} ({'x'.join(map(str, pair.get('shape') or []))}); "
+              f"gross, dynamic = minus the idle power ({m.get('idle_power_w', float('nan')):.1f} W). Same model file "
+              f"as this run (sha256 {str(sha256)[:12]}). Dice/HD95/folding from this run's CPU registrations. "
+              f"No GPU here; the estimate ({est_row.get('energy_mj') or float('nan'):.3g} mJ, "
+              f"{est_row.get('latency_ms') or float('nan'):.3g} ms) is in details.estimate."),
+        details={"gpu": m, "gpu_record": rec_info, "estimate": estimate})
+    if "inference" in est_row:
+        row["inference"] = est_row["inference"]
+    return row
+
+
+def resolve_gpu_record(args: argparse.Namespace, log: Callable[[str], None] = print
+                       ) -> Tuple[Optional[Dict[str, Any]], Dict[str, Any]]:
+    """The GPU record the table may read (``--gpu-record FILE``, default :func:`default_gpu_record`;
+    none with ``--no-gpu-record``) and what benchmark.json says about it. A given file that is
+    missing or not a record is an error; a missing default is not."""
+    if getattr(args, "no_gpu_record", False):
+        return None, {"used_for": [], "why": "not read (--no-gpu-record)"}
+    given = getattr(args, "gpu_record", None)
+    path = Path(given) if given else default_gpu_record()
+    if path is None:
+        return None, {"used_for": [], "why": "no benchmarks/ folder beside the package (not a checkout)"}
+    try:
+        shown = os.path.relpath(path.resolve(), Path(__file__).resolve().parents[2])
+        shown = str(path) if shown.startswith("..") else shown
+    except ValueError:
+        shown = str(path)
+    if not path.is_file():
+        if given:
+            raise FileNotFoundError(f"--gpu-record {given}: no such file")
+        return None, {"path": shown, "used_for": [], "why": "no record (scripts/gpu_session.py not run on a GPU yet)"}
+    try:
+        rec = load_gpu_record(path)
+    except ValueError as e:
+        if given:
+            raise
+        log(f"[benchmark] ignoring the GPU record: {e}")
+        return None, {"path": shown, "used_for": [], "why": str(e)}
+    rec["_path"] = shown
+    return rec, {"path": shown, "date": rec.get("date"), "gpu": _record_gpu(rec), "used_for": []}
+
+
 #: the ``inference`` of a row whose method registers the volume in one call
 WHOLE_VOLUME = "whole volume"
 
@@ -470,7 +600,7 @@ def run_table(args: argparse.Namespace) -> int:
                             nvml_available)
     from ..profiler import figures as figs
     from ..profiler.table import build_document, make_row, markdown, printable, refusal_row, report_html
-    from .benchmark import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar, table_pairs
+    from ..accuracy import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar, table_pairs
 
     progress = not args.no_progress
     log = print
@@ -484,6 +614,7 @@ def run_table(args: argparse.Namespace) -> int:
         raise ValueError(f"--gpu-basis must be one of {sorted(GPU_CONSTANTS)}, got {gpu_basis!r}")
     gpu_throughput = ("h100_sxm_fp32_peak_macs_per_s" if gpu_basis == "h100_sxm_fp32_peak_pj_per_mac"
                       else "h100_sxm_tf32_peak_macs_per_s")
+    gpu_record, gpu_record_info = resolve_gpu_record(args, log)
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
     model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
@@ -610,6 +741,8 @@ def run_table(args: argparse.Namespace) -> int:
     constants: Dict[str, Dict[str, Any]] = dict(consts.as_dict())
     gpu_present = bool(torch.cuda.is_available())
     gpu_measurable = gpu_present and nvml_available("cuda")
+    if gpu_measurable and gpu_record is not None:
+        gpu_record, gpu_record_info["why"] = None, "not used: the GPU rows are measured on this machine"
 
     def cpu_ms(name: str) -> Optional[float]:
         return 1e3 * float(np.mean([r["seconds"] for r in records[name]]))
@@ -634,7 +767,10 @@ def run_table(args: argparse.Namespace) -> int:
         if gpu_measurable:
             gnet = vnet.to("cuda")
             fg, mg = ft.cuda(), mt.cuda()
-            g = measure_gpu(lambda: predict_field(gnet, fg, mg), n_repeats=10)
+            def vcall():
+                with torch.no_grad():
+                    return predict_field(gnet, fg, mg)
+            g = measure_gpu(vcall, n_repeats=10)
             vnet.to("cpu")
             rows.append(make_row("VoxelMorph", f"{g['device']}", energy_mj=g["energy_mj"], dynamic_mj=g["dynamic_mj"],
                                  energy_source="measured",
@@ -648,16 +784,23 @@ def run_table(args: argparse.Namespace) -> int:
             e = estimate_gpu(vmacs["macs"], basis=gpu_basis, latency_ms=lat["latency_ms"])
             constants.update(e["constants"])
             constants.update(lat["constants"])
-            rows.append(make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=e["energy_mj"],
-                                 dynamic_mj=e["dynamic_mj"],
-                                 energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated",
-                                 **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
-                                              f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
-                                              f"pJ/MAC ({gpu_basis}) + idle power x latency (gross); latency = {lat['latency_basis']} "
-                                              "(H100 SXM datasheet peaks: a lower bound, no kernel launches). No GPU on "
-                                              "this machine. Dice/HD95/folding from the CPU runs."),
-                                 details={"macs": vmacs["macs"], "uncounted_modules": vmacs["uncounted"],
-                                          "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"], basis="horowitz_fp32_mac_pj")["energy_mj"]}))
+            vrow = make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=e["energy_mj"],
+                            dynamic_mj=e["dynamic_mj"],
+                            energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated",
+                            **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
+                                         f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
+                                         f"pJ/MAC ({gpu_basis}) + idle power x latency (gross); latency = {lat['latency_basis']} "
+                                         "(H100 SXM datasheet peaks: a lower bound, no kernel launches). No GPU on "
+                                         "this machine. Dice/HD95/folding from the CPU runs."),
+                            details={"macs": vmacs["macs"], "uncounted_modules": vmacs["uncounted"],
+                                     "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"], basis="horowitz_fp32_mac_pj")["energy_mj"]})
+            if gpu_record is not None:
+                from ..checkpoint import file_sha256
+                vrow = gpu_record_row(vrow, gpu_record, "voxelmorph", file_sha256(regs["voxelmorph"].checkpoint),
+                                      p0["fixed"].shape)
+                if vrow["energy_source"] == "measured":
+                    gpu_record_info["used_for"].append("voxelmorph")
+            rows.append(vrow)
         rows.append(make_row("VoxelMorph", f"CPU ({threads} thread(s))", energy_note="no CPU energy counter (RAPL) "
                              "readable on this machine", latency_ms=cpu_ms("voxelmorph"), latency_source="measured",
                              **acc, note="wall time of the whole-volume registration call (model loaded).",
@@ -760,7 +903,7 @@ def run_table(args: argparse.Namespace) -> int:
         e = estimate_gpu(slayer_macs, basis=gpu_basis, latency_ms=lat["latency_ms"])
         constants.update(e["constants"])
         constants.update(lat["constants"])
-        rows.append(make_row(
+        srow = make_row(
             "SpikeReg", "GPU simulation (SLAYER; no GPU here: estimate)", energy_mj=e["energy_mj"],
             dynamic_mj=e["dynamic_mj"],
             energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated", **acc_f,
@@ -770,8 +913,16 @@ def run_table(args: argparse.Namespace) -> int:
                   f"idle power x latency (gross); latency = {lat['latency_basis']} (H100 SXM datasheet peaks: a lower "
                   "bound; neuron dynamics and kernel launches not counted). No GPU on this machine. Dice/HD95/folding "
                   "from the CPU runs of the same model."),
-            details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs, basis="horowitz_fp32_mac_pj")["energy_mj"]}))
-        rows[-1]["inference"] = f"{WHOLE_VOLUME} (MACs counted per call)"
+            details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs, basis="horowitz_fp32_mac_pj")["energy_mj"]})
+        srow["inference"] = f"{WHOLE_VOLUME} (MACs counted per call)"
+        if gpu_record is not None:
+            from ..checkpoint import file_sha256
+            srow = gpu_record_row(srow, gpu_record, "spikereg_slayer", file_sha256(regs["spikereg"].checkpoint),
+                                  pairs[0]["fixed"].shape)
+            if srow["energy_source"] == "measured":
+                srow["inference"] = float_label
+                gpu_record_info["used_for"].append("spikereg_slayer")
+        rows.append(srow)
 
     # ---------------------------------------------------------------- SpikeReg CPU (float) and emulator
     if "spikereg" in regs:
@@ -826,7 +977,14 @@ def run_table(args: argparse.Namespace) -> int:
                          latency_ms=cpu_ms("identity"), latency_source="measured", **_acc(records["identity"]),
                          note="no registration: the accuracy before registration."))
 
-    if not gpu_present:
+    if not gpu_present and gpu_record_info["used_for"]:
+        notes.append(f"No GPU on this machine: the GPU row(s) of {', '.join(gpu_record_info['used_for'])} are NVML "
+                     f"measurements recorded {gpu_record_info.get('date')} on {gpu_record_info.get('gpu')} by "
+                     f"scripts/gpu_session.py ({gpu_record_info.get('path')}) for the same model files (sha256), "
+                     "'measured' there, not on this machine; their Dice is this run's CPU registrations. Each such "
+                     "row keeps the estimate from counted MACs in details.estimate. Any other GPU row is an "
+                     "estimate (best case, lower bound); --no-gpu-record shows the estimates alone.")
+    elif not gpu_present:
         notes.append("No GPU on this machine: the GPU rows are estimates from counted MACs (energy per MAC and peak "
                       "throughput from cited datasheet/paper figures); both are best cases (lower bounds).")
     notes.append("No CPU energy is reported: this machine exposes no energy counter (RAPL); nothing is estimated "
@@ -909,7 +1067,7 @@ def run_table(args: argparse.Namespace) -> int:
         cpu_latency_ratio_vs_voxelmorph=cpu_latency_ratios(rows, f"CPU ({threads} thread(s))"),
         label_names=label_names, dice_per_label=dice_per_label,
         loihi_sparse_mapping_json=sparse_json, partition_cache=pcache,
-        energy_per_layer_mj=per_layer, figures=figures, figure_captions=captions, notes=notes,
+        energy_per_layer_mj=per_layer, gpu_record=gpu_record_info, figures=figures, figure_captions=captions, notes=notes,
         seconds=time.perf_counter() - t_start)
     doc = _clean(doc)
     atomic_write_text(out / "benchmark.json", json.dumps(doc, indent=2, allow_nan=False) + "\n")

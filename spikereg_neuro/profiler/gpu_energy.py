@@ -88,7 +88,8 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
     Convolutions count ``output elements x C_in / groups x prod(kernel)`` (padding taps included,
     the convention of FLOP counters); linear layers ``output elements x in_features``; per layer
     also the bytes it moves (input + output + parameters, ``bytes_per_layer``; ``layers`` lists
-    ``(macs, bytes)`` per module for :func:`estimate_gpu_latency`). Other
+    ``(macs, bytes)`` per module for :func:`estimate_gpu_latency`; a module whose input is a list of
+    tensor parts, like SpikeReg's synapses, counts the bytes of every part). Other
     layers (activations, upsampling, the spatial transformer) are not counted and are listed in
     ``uncounted``.
     """
@@ -116,8 +117,7 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
             return
         macs[0] += int(n)
         per[name] = per.get(name, 0) + int(n)
-        x = args[0]
-        nbytes = x.numel() * x.element_size() + out.numel() * out.element_size() + sum(
+        nbytes = _tensor_bytes(args[0]) + _tensor_bytes(out) + sum(
             p.numel() * p.element_size() for p in mod.parameters(recurse=False))
         per_bytes[name] = per_bytes.get(name, 0) + int(nbytes)
 
@@ -136,6 +136,17 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
             h.remove()
     return {"macs": macs[0], "per_layer": per, "bytes_per_layer": per_bytes,
             "layers": [(per[k], per_bytes[k]) for k in per], "uncounted": sorted(uncounted)}
+
+
+def _tensor_bytes(x: Any) -> int:
+    """Bytes of the tensors in ``x``: a tensor, or a (named) tuple / list of them, as a synapse
+    reads a list of parts (``Upsampled``, ``Impulse``); other values count nothing."""
+    import torch
+    if isinstance(x, torch.Tensor):
+        return int(x.numel() * x.element_size())
+    if isinstance(x, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in x)
+    return 0
 
 
 def estimate_gpu_latency(macs: float, basis: str = DEFAULT_GPU_THROUGHPUT,
