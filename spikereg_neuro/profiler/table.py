@@ -205,9 +205,10 @@ def markdown(doc: Mapping[str, Any]) -> str:
         lines.append("")
     lines.append("Energy and latency are per registration of one pair (mean over the pairs) unless the platform "
                  "says otherwise; energy is gross (static or idle power x time + dynamic), the dynamic part beside "
-                 "it. *meas.* = measured on this machine; *est.* = estimated by a model from counted "
+                 "it. *meas.* = measured on this machine, or on the GPU machine a row's platform names (a recorded NVML "
+                 "run); *est.* = estimated by a model from counted "
                  "operations and the named constants below (not a measurement); *n/a* = not available here "
-                 "(reason below). Dice: mean over the 18 labels; HD95 in mm; folding: % voxels with det J <= 0.")
+                 "(reason below). Dice: mean over the labels; HD95 in mm; folding: % voxels with det J <= 0.")
     warn = identity_warnings(doc["rows"])
     if warn:
         lines += [f"**Not above the identity:** {w}" for w in warn] + [""]
