@@ -146,14 +146,17 @@ def figure(path: Path, doc: Mapping[str, Any]) -> Path:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7.0, 4.6))
     pts = [p for p in doc["points"] if p.get("dice_quantized") is not None]
-    for p in pts:
+    for i, p in enumerate(pts):
         ax.scatter(p["dice_quantized"], p["energy_mj"], s=46, color="C0" if p["on_front"] else "C7", zorder=3)
         if p.get("dynamic_mj") is not None:
             ax.scatter(p["dice_quantized"], p["dynamic_mj"], s=46, facecolors="none",
                        edgecolors="C0" if p["on_front"] else "C7", zorder=3)
-        rate = "" if p["mean_spike_rate"] is None else f" ({100 * p['mean_spike_rate']:.1f} %)"
-        ax.annotate(p["label"] + rate, (p["dice_quantized"], p["energy_mj"]), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+        ax.annotate(str(i + 1), (p["dice_quantized"], p["energy_mj"]), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)     # numbered: close points stay legible, named in the key
+    key = [f"{i + 1}: {p['label']}" + ("" if p["mean_spike_rate"] is None else
+                                        f" ({100 * p['mean_spike_rate']:.1f} % spikes)") for i, p in enumerate(pts)]
+    ax.text(0.02, 0.98, "\n".join(key), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
+            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
     fr = sorted((p for p in pts if p["on_front"]), key=lambda p: p["dice_quantized"])
     if len(fr) > 1:
         ax.plot([p["dice_quantized"] for p in fr], [p["energy_mj"] for p in fr], color="C0", lw=1, zorder=2,
