@@ -38,11 +38,10 @@ def read_point(path: str | Path, label: Optional[str] = None) -> Dict[str, Any]:
     j = p / "benchmark.json" if p.is_dir() else p
     if not j.is_file():
         raise FileNotFoundError(f"no benchmark.json in {p} (run `spikereg-neuro benchmark --out {p}` first)")
-    try:
-        doc = json.loads(j.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{j}: not JSON ({exc})") from None
-    if not isinstance(doc, dict) or "rows" not in doc:
+    from ..data.learn2reg import read_json_object
+
+    doc = read_json_object(j)
+    if "rows" not in doc:
         raise ValueError(f"{j}: not a benchmark.json (no rows)")
     loihi = _main_loihi_row(doc)
     flt = _row(doc, "SpikeReg (float", "CPU")
