@@ -54,3 +54,17 @@ def test_pareto_refuses_runs_on_another_basis(tmp_path, capsys):
     assert main(["benchmark", "pareto", str(a), str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err
     assert "no benchmark.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_point_from_a_run_in_progress_matches_its_written_file(tmp_path):
+    """The table's --pareto-with puts the running benchmark's own point (its rows in memory)
+    next to finished runs: the same numbers as reading its benchmark.json, one basis."""
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    doc = json.loads((a / "benchmark.json").read_text())
+    this = pareto.point_from_doc(doc, "this run")
+    same = pareto.read_point(a, "this run")
+    assert {k: v for k, v in this.items() if k != "path"} == {k: v for k, v in same.items() if k != "path"}
+    out = pareto.build_points([this, pareto.read_point(b)])
+    assert [p["on_front"] for p in out["points"]] == [True, True]
+    assert pareto.figure(tmp_path / "p.png", out).stat().st_size > 1000

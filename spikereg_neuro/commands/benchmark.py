@@ -162,6 +162,10 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lava-full", action="store_true",
                    help="measure the 'Lava, full registration' row here: pair 0 through Lava (minutes; with "
                         "--quick only a tile-sized centred crop, and the row says so)")
+    p.add_argument("--pareto-with", nargs="+", metavar="RUN",
+                   help="other benchmark runs (output folders) of other SpikeReg models on the same pairs and "
+                        "constants: the report gets an energy-vs-Dice figure of this run's model and theirs "
+                        "(report/pareto.png; `benchmark pareto` makes the same from finished runs)")
     p.add_argument("--no-ants", action="store_true", help="skip ANTs SyN (its row says so)")
     p.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 (default ANTsPy's)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the timed runs (default 1)")

@@ -1040,6 +1040,17 @@ def run_table(args: argparse.Namespace) -> int:
                                "spike routing) and the static energy of the whole system (shared kernels, "
                                f"{main_dep})",
            lambda: figs.energy_figure(report / "energy_per_layer.png", per_layer, static_mj=main["static_mj"]))
+    pareto_with = list(getattr(args, "pareto_with", None) or [])
+    if pareto_with:   # this run's point next to other models' benchmark runs, on one basis
+        from ..profiler import pareto as _pareto
+        this = {"rows": rows, "pairs": names, "data": {k: v for k, v in meta.items() if k != "label_names"},
+                "constants": constants, "mean_spike_rate": mean_spike_rate(main_counts), "spike_rates": rates}
+        figure("pareto", "estimated Loihi 2 energy (gross filled, dynamic open) against the quantized Dice of this "
+                         f"run's model (1) and of {len(pareto_with)} other benchmark run(s) on the same pairs and "
+                         "constants (--pareto-with); the front joined",
+               lambda: _pareto.figure(report / "pareto.png", _pareto.build_points(
+                   [_pareto.point_from_doc(_clean(this), "this run")]
+                   + [_pareto.read_point(p) for p in pareto_with])))
     for stale in report.glob("*.png") if report.is_dir() else []:
         if os.path.relpath(stale, out) not in figures.values():
             stale.unlink()   # a figure of an earlier run (another pair count, an old name)

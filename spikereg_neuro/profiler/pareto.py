@@ -43,14 +43,19 @@ def read_point(path: str | Path, label: Optional[str] = None) -> Dict[str, Any]:
     doc = read_json_object(j)
     if "rows" not in doc:
         raise ValueError(f"{j}: not a benchmark.json (no rows)")
+    return point_from_doc(doc, label or p.name, str(j))
+
+
+def point_from_doc(doc: Mapping[str, Any], label: str, path: str = "") -> Dict[str, Any]:
+    """One point from a benchmark document (a ``benchmark.json``'s content, or the run in progress)."""
     loihi = _main_loihi_row(doc)
     flt = _row(doc, "SpikeReg (float", "CPU")
     vxm = _row(doc, "VoxelMorph", "GPU")
     ident = _row(doc, "identity", "")
     rates = {k: v for k, v in (doc.get("spike_rates") or {}).items() if v is not None}
     return {
-        "label": label or p.name,
-        "path": str(j),
+        "label": label,
+        "path": path,
         "energy_mj": float(loihi["energy_mj"]),
         "dynamic_mj": None if loihi.get("dynamic_mj") is None else float(loihi["dynamic_mj"]),
         "energy_source": loihi.get("energy_source"),
@@ -93,7 +98,12 @@ def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -
         raise ValueError("benchmark pareto needs at least 2 benchmark runs")
     if labels is not None and len(labels) != len(paths):
         raise ValueError(f"--labels has {len(labels)} names for {len(paths)} runs")
-    pts = [read_point(p, None if labels is None else labels[i]) for i, p in enumerate(paths)]
+    return build_points([read_point(p, None if labels is None else labels[i]) for i, p in enumerate(paths)])
+
+
+def build_points(pts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The pareto document of points (:func:`read_point` / :func:`point_from_doc`), checked to
+    share pairs, data and constants."""
     ref = pts[0]
     for p in pts[1:]:
         for key, what in (("pairs", "pairs"), ("data", "data"), ("constants", "Loihi 2 constants")):
