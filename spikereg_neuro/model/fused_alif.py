@@ -37,7 +37,7 @@ from typing import Tuple
 import torch
 
 from . import native
-from .native import FRAC as _FRAC, decay_cost as _cost, odd_part as _odd
+from .native import FRAC as _FRAC, decay_cost as _cost, use_complement
 from .slayer import alif as slayer_alif
 
 # SLAYER ALIF's surrogate-gradient multipliers (slayer/neuron/alif.py: TAU_RHO_MULT, SCALE_RHO_MULT)
@@ -54,12 +54,10 @@ def _rstz(x: torch.Tensor, m: int) -> torch.Tensor:
     ``x - sign(x) ceil(|x| d / 4096)`` (the same integer, since ``x m / 4096 = x - x d / 4096``),
     whose product needs ``odd(d)`` instead of ``odd(m)`` times ``|x|`` of mantissa."""
     if x.dtype.is_floating_point:
-        d = (1 << _FRAC) - m
-        if _odd(d) < _odd(m):
-            return x.sub_(x.abs().mul_(d / (1 << _FRAC)).ceil_().copysign_(x))
+        if use_complement(m):
+            return x.sub_(x.abs().mul_(((1 << _FRAC) - m) / (1 << _FRAC)).ceil_().copysign_(x))
         return x.mul_(m / (1 << _FRAC)).trunc_()
     return torch.div(x * m, 1 << _FRAC, rounding_mode="trunc")
-
 
 
 def _as_f32(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

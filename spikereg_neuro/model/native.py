@@ -25,6 +25,7 @@ import torch
 
 _SOURCE = Path(__file__).with_name("alif_kernel.c")
 _lib: Optional[ctypes.CDLL] = None
+_lib_path: Optional[Path] = None    # the compiled kernel that is loaded
 _why: Optional[str] = None          # why the kernel is not used (None: not tried yet, or loaded)
 _tried = False
 _pool: Optional[ThreadPoolExecutor] = None
@@ -40,10 +41,18 @@ def odd_part(m: int) -> int:
     return max(m, 1)
 
 
+def use_complement(m: int) -> bool:
+    """Whether the decay ``rstz(x m, 12)`` is cheaper in its complement form
+    ``x - sign(x) ceil(|x| d / 4096)`` (``d = 4096 - m``; ``fused_alif._rstz`` and the C kernel)."""
+    return odd_part((1 << FRAC) - m) < odd_part(m)
+
+
 def decay_cost(m: int) -> int:
     """How many times ``|x|`` of mantissa the decay ``rstz(x m, 12)`` needs in its cheaper exact
-    form (direct, or the complement for ``d = 4096 - m``; ``fused_alif._rstz``)."""
+    form (direct, or the complement: :func:`use_complement`)."""
     return min(odd_part(m), odd_part((1 << FRAC) - m))
+
+
 MIN_PER_THREAD = 65536              # elements per thread below which one thread does it all
 
 
@@ -104,7 +113,7 @@ def build(force: bool = False) -> Path:
 
 
 def _load() -> Optional[ctypes.CDLL]:
-    global _lib, _why, _tried
+    global _lib, _lib_path, _why, _tried
     if _tried:
         return _lib
     _tried = True
@@ -112,13 +121,14 @@ def _load() -> Optional[ctypes.CDLL]:
         _why = "disabled by SPIKEREG_NATIVE=0"
         return None
     try:
-        lib = ctypes.CDLL(str(build()))
+        path = build()
+        lib = ctypes.CDLL(str(path))
         lib.alif_forward.argtypes = [_P, _L, _L, _L, _L, _L, _P, _P, _F, _F, _F, _I, _F, _F, _I, _F, _F, _I,
                                      _F, _F, _F, _F, _F, _I, _F, _F]
         lib.alif_forward.restype = ctypes.c_int
         lib.alif_backward.argtypes = [_P, _L, _L, _L, _L, _P, _F, _F]
         lib.alif_backward.restype = None
-        _lib = lib
+        _lib, _lib_path = lib, path
     except Exception as exc:  # no compiler, read-only cache, ...: the torch loop runs instead
         _why = f"not built: {exc}"
     return _lib
@@ -127,7 +137,7 @@ def _load() -> Optional[ctypes.CDLL]:
 def status() -> str:
     """Which FusedALIF time loop runs here, in words."""
     lib = _load()
-    return f"C kernel ({_library_path(shutil.which('cc') or 'cc').name})" if lib else f"pure torch ({_why})"
+    return f"C kernel ({_lib_path})" if lib else f"pure torch ({_why})"
 
 
 def available() -> bool:
@@ -150,8 +160,7 @@ def _split(n: int, fn) -> None:
 
 
 def _decay_args(m: int):
-    d = (1 << FRAC) - m
-    return m / (1 << FRAC), d / (1 << FRAC), int(odd_part(d) < odd_part(m))
+    return m / (1 << FRAC), ((1 << FRAC) - m) / (1 << FRAC), int(use_complement(m))
 
 
 def forward(x: torch.Tensor, const_in: bool, T: int, spikes: torch.Tensor, margin: Optional[torch.Tensor],
