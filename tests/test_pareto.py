@@ -68,3 +68,11 @@ def test_point_from_a_run_in_progress_matches_its_written_file(tmp_path):
     out = pareto.build_points([this, pareto.read_point(b)])
     assert [p["on_front"] for p in out["points"]] == [True, True]
     assert pareto.figure(tmp_path / "p.png", out).stat().st_size > 1000
+
+
+def test_table_refuses_a_missing_pareto_run_before_any_work(tmp_path, capsys):
+    out = tmp_path / "t"
+    assert main(["benchmark", "--out", str(out), "--no-progress", "--pareto-with", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "no benchmark.json" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -367,12 +367,11 @@ def default_gpu_record() -> Optional[Path]:
 
 def load_gpu_record(path: Any) -> Dict[str, Any]:
     """A record of ``scripts/gpu_session.py``; ValueError for a file that is not one."""
+    from ..data.learn2reg import read_json_object
+
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path} is not JSON: {e}") from None
-    if not isinstance(doc, dict) or doc.get("format") != GPU_RECORD_FORMAT or not isinstance(doc.get("models"), dict):
+    doc = read_json_object(path)
+    if doc.get("format") != GPU_RECORD_FORMAT or not isinstance(doc.get("models"), dict):
         raise ValueError(f"{path} is not a scripts/gpu_session.py record (format {GPU_RECORD_FORMAT!r})")
     doc["_path"] = str(path)
     return doc
@@ -615,6 +614,11 @@ def run_table(args: argparse.Namespace) -> int:
     gpu_throughput = ("h100_sxm_fp32_peak_macs_per_s" if gpu_basis == "h100_sxm_fp32_peak_pj_per_mac"
                       else "h100_sxm_tf32_peak_macs_per_s")
     gpu_record, gpu_record_info = resolve_gpu_record(args, log)
+    pareto_with = list(getattr(args, "pareto_with", None) or [])
+    if pareto_with:
+        from ..profiler import pareto as _pareto
+        for run in pareto_with:          # each must be a finished benchmark run, checked before any work
+            _pareto.read_point(run)
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
     model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
@@ -1040,9 +1044,7 @@ def run_table(args: argparse.Namespace) -> int:
                                "spike routing) and the static energy of the whole system (shared kernels, "
                                f"{main_dep})",
            lambda: figs.energy_figure(report / "energy_per_layer.png", per_layer, static_mj=main["static_mj"]))
-    pareto_with = list(getattr(args, "pareto_with", None) or [])
     if pareto_with:   # this run's point next to other models' benchmark runs, on one basis
-        from ..profiler import pareto as _pareto
         this = {"rows": rows, "pairs": names, "data": {k: v for k, v in meta.items() if k != "label_names"},
                 "constants": constants, "mean_spike_rate": mean_spike_rate(main_counts), "spike_rates": rates}
         figure("pareto", "estimated Loihi 2 energy (gross filled, dynamic open) against the quantized Dice of this "

@@ -192,8 +192,7 @@ def write(out_dir: str | Path, doc: Mapping[str, Any]) -> Dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "pareto.json", "md": out / "pareto.md", "png": out / "pareto.png"}
+    figure(paths["png"], doc)      # the figure first: a failure leaves no json / md without it
     atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False))
-    md = markdown(doc) + "\n![energy vs Dice](pareto.png)\n"
-    figure(paths["png"], doc)
-    atomic_write_text(paths["md"], md)
+    atomic_write_text(paths["md"], markdown(doc) + "\n![energy vs Dice](pareto.png)\n")
     return paths
