@@ -95,8 +95,10 @@ def calibrate_model(
     batch = int(inf.get("batch_size", 4))
     log(f"model: {model_path} (sha256 {sha[:12]}), patch {patch}, stride {stride}, scales {list(net.cfg.scales)}")
 
-    model_mm, mm_source = _model_spacing(ckpt)
+    from spikereg_neuro.registration.world import model_spacing
     from spikereg_neuro.train.folder_data import embedded_h5, is_folder_data
+
+    model_mm, mm_source = model_spacing(ckpt)
 
     if data and is_folder_data(data):
         train, test, source, cdesc = _folder_calibration_data(data, model_mm, calib_pairs, seed)
@@ -159,21 +161,6 @@ def calibrate_model(
         f"(target <= 0.01: {'met' if rep['meets_target'] else 'NOT met'})")
     log(f"wrote {out}, {paths['json']}, {paths['md']}")
     return rep
-
-
-def _model_spacing(ckpt) -> tuple:
-    """The model's isotropic spacing (mm) and where it came from: the spacing of the NIfTI folder
-    it was trained on (the checkpoint's ``data.spacing_mm``), else as ``register`` reads it."""
-    import numpy as np
-
-    from spikereg_neuro.registration.world import model_spacing
-
-    d = ckpt.get("data")
-    if isinstance(d, dict) and d.get("kind") == "folder" and d.get("spacing_mm"):
-        sp = np.asarray(d["spacing_mm"], dtype=np.float64).ravel()
-        if sp.size == 3 and np.all(sp > 0) and np.allclose(sp, sp[0], rtol=1e-3):
-            return float(sp[0]), "the checkpoint's training data (data.spacing_mm)"
-    return model_spacing(ckpt)
 
 
 def _folder_calibration_data(data, model_mm: float, calib_pairs: int, seed: int):
