@@ -84,15 +84,9 @@ def calibrate_model(
     net, ckpt = load_network(model_path)
     net.eval()
     sha = file_sha256(model_path)
-    inf = ckpt.get("inference") or {}
-    ps = inf.get("patch_size", 32)
-    st = inf.get("stride", None)
-    patch = [int(ps)] * 3 if not isinstance(ps, (list, tuple)) else [int(x) for x in ps]
-    if st is None:
-        stride = [max(1, x // 2) for x in patch]
-    else:
-        stride = [int(st)] * 3 if not isinstance(st, (list, tuple)) else [int(x) for x in st]
-    batch = int(inf.get("batch_size", 4))
+    from spikereg_neuro.config import InferenceConfig
+    inf = InferenceConfig.from_checkpoint(ckpt)
+    patch, stride, batch = inf.patch3, inf.stride3, inf.batch_size
     log(f"model: {model_path} (sha256 {sha[:12]}), patch {patch}, stride {stride}, scales {list(net.cfg.scales)}")
 
     from spikereg_neuro.registration.world import model_spacing

@@ -119,10 +119,9 @@ def run_export(args: argparse.Namespace) -> int:
         from calibration.quantize import quantize_network
         from spikereg_neuro.checkpoint import load_network
         net, ckpt = load_network(path)
-        ps = (ckpt.get("inference") or {}).get("patch_size", 32)
-        patch = [int(ps)] * 3 if not isinstance(ps, (list, tuple)) else [int(x) for x in ps]
+        from spikereg_neuro.config import InferenceConfig
         q = quantize_network(net, source_checkpoint=str(path), source_sha256=file_sha256(path),
-                             patch_size=patch)
+                             patch_size=InferenceConfig.from_checkpoint(ckpt).patch3)
         print("loihi export: note: a checkpoint was given: default weight exponents, NOT data-calibrated "
               "(use `spikereg-neuro calibrate` and export its net.h5 for deployment)", file=sys.stderr)
     info = export_deployable(q, args.out, patch_shape=args.patch, source_file=str(path),

@@ -81,9 +81,8 @@ def load_layers(net: Optional[str | Path] = None, *, untrained: bool = False, se
         return layers_from_qnet(q), meta
     from spikereg_neuro.checkpoint import load_network
     model, ckpt = load_network(path)
-    ps = (ckpt.get("inference") or {}).get("patch_size", 32)
-    patch = [int(ps)] * 3 if not isinstance(ps, (list, tuple)) else [int(x) for x in ps]
-    meta.update(kind="checkpoint", patch=patch)
+    from spikereg_neuro.config import InferenceConfig
+    meta.update(kind="checkpoint", patch=InferenceConfig.from_checkpoint(ckpt).patch3)
     return model.export(), meta
 
 

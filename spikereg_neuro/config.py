@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -144,9 +144,26 @@ class InferenceConfig(DictIO):
             raise ValueError(f"inference.max_voxels must be >= 0 (0: fixed tiles), got {self.max_voxels}")
 
     @classmethod
-    def from_checkpoint(cls, ckpt: Dict[str, Any]) -> "InferenceConfig":
-        """The settings a checkpoint records, over the defaults (older checkpoints lack keys)."""
-        return cls.from_dict(ckpt.get("inference"))
+    def from_checkpoint(cls, ckpt: Mapping[str, Any]) -> "InferenceConfig":
+        """The settings a checkpoint records, over the defaults (older checkpoints lack keys).
+
+        A checkpoint that records its patch but no stride tiles at half the patch (the overlap
+        every stage assumed before the stride was stored).
+        """
+        d = dict(ckpt.get("inference") or {})
+        if "patch_size" in d and "stride" not in d and isinstance(d["patch_size"], int):
+            d["stride"] = max(1, d["patch_size"] // 2)
+        return cls.from_dict(d)
+
+    @property
+    def patch3(self) -> List[int]:
+        """The tile shape, one entry per axis."""
+        return [self.patch_size] * 3
+
+    @property
+    def stride3(self) -> List[int]:
+        """The tile stride, one entry per axis."""
+        return [self.stride] * 3
 
 
 @dataclass

@@ -144,7 +144,8 @@ def test_every_stage_reads_the_model_export_alike():
 
     torch.manual_seed(0)
     net = SpikeRegUNet(ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), readout_levels=2))
-    exported = {d["name"]: [Connection.parse(x) for x in d["inputs"]] for d in net.export()}
+    exported = {d["name"]: d["inputs"] for d in net.export()}
+    assert all(isinstance(c, Connection) for cs in exported.values() for c in cs)   # typed, not labels
     edges = _inputs(net)
     assert {n: [e.connection for e in es] for n, es in edges.items()} == exported
     rec = LayerInput.from_dict({"source": "enc0", "channels": [0, 4]})      # older files: no transform
@@ -152,5 +153,5 @@ def test_every_stage_reads_the_model_export_alike():
     counter = NetworkCounter(net.export(), (16, 16, 16))
     assert {n: [c.connection for c in l.connections] for n, l in counter.layers.items()} == exported
     assert counter.structure()[-1]["inputs"] == [str(c) for c in exported["readout"]]
-    layers = [dict(d, inputs=exported[d["name"]]) for d in net.export()]
-    assert NetworkCounter(layers, (16, 16, 16)).structure() == counter.structure()
+    labels = [dict(d, inputs=[str(c) for c in exported[d["name"]]]) for d in net.export()]
+    assert NetworkCounter(labels, (16, 16, 16)).structure() == counter.structure()   # labels still read

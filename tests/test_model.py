@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from spikereg_neuro.connections import Connection
 from spikereg_neuro.checkpoint import load_network, read_checkpoint, save_checkpoint
 from spikereg_neuro.model.blocks import SpikingConvBlock
 from spikereg_neuro.model.config import ModelConfig
@@ -302,11 +303,11 @@ def test_two_level_readout_reads_dec0_and_upsampled_dec1_spikes():
     d1 = x[:, TINY["dec_channels"][2]:]
     assert torch.equal(d1, upsample_spikes(d1[:, :, ::2, ::2, ::2])) and d1.sum() > 0
     exp = {d["name"]: d for d in net.export()}
-    assert exp["readout"]["inputs"] == ["dec0", "up(dec1)"]
+    assert exp["readout"]["inputs"] == [Connection("dec0"), Connection("dec1", 2)]
     (u ** 2).mean().backward()
     g = net.readout.synapse.weight.grad
     assert g[:, TINY["dec_channels"][2]:].abs().sum() > 0
-    assert SpikeRegUNet(ModelConfig(**TINY)).export()[-1]["inputs"] == ["dec0"]
+    assert SpikeRegUNet(ModelConfig(**TINY)).export()[-1]["inputs"] == [Connection("dec0")]
     with pytest.raises(ValueError, match="readout_levels"):
         ModelConfig(readout_levels=3)
 

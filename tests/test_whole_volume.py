@@ -83,3 +83,15 @@ def test_inference_settings_from_checkpoint_and_api(tmp_path):
     for bad in ({"max_voxels": -1}, {"stride": 40}, {"batch_size": 0}, {"max_voxels": 1.5}):
         with pytest.raises(ValueError, match="inference"):
             InferenceConfig(**bad)
+
+
+def test_inference_config_from_checkpoint_rule():
+    # one rule for every stage: recorded keys over the defaults; a recorded patch without a
+    # stride tiles at half the patch (older checkpoints)
+    assert InferenceConfig.from_checkpoint({}) == InferenceConfig()
+    old = InferenceConfig.from_checkpoint({"inference": {"patch_size": 24}})
+    assert (old.patch3, old.stride3) == ([24] * 3, [12] * 3)
+    new = InferenceConfig.from_checkpoint({"inference": {"patch_size": 24, "stride": 24, "batch_size": 2}})
+    assert (new.stride3, new.batch_size) == ([24] * 3, 2)
+    with pytest.raises(ValueError, match="inference"):
+        InferenceConfig.from_checkpoint({"inference": {"patch_size": 24, "tile": 3}})

@@ -105,6 +105,7 @@ def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Op
     from calibration.calibrate import choose_weight_exps, collect_float_stats
     from calibration.quantize import quantize_network
     from spikereg_neuro.checkpoint import load_network
+    from spikereg_neuro.config import InferenceConfig
     from spikereg_neuro.data import build_dataset, load_pairs_numpy
     from spikereg_neuro.data.dataset import DataConfig, dataset_info, train_pairs
 
@@ -112,12 +113,8 @@ def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Op
         raise ValueError("--calib-pairs must be >= 1")
     net, ckpt = load_network(model_path)
     net.eval()
-    inf = ckpt.get("inference") or {}
-    ps = inf.get("patch_size", 32)
-    patch = [int(ps)] * 3 if not isinstance(ps, (list, tuple)) else [int(x) for x in ps]
-    st = inf.get("stride")
-    stride = ([max(1, x // 2) for x in patch] if st is None else
-              [int(st)] * 3 if not isinstance(st, (list, tuple)) else [int(x) for x in st])
+    inf = InferenceConfig.from_checkpoint(ckpt)
+    patch, stride = inf.patch3, inf.stride3
     if data:
         from calibration.cli import _folder_calibration_data
         from ..registration.world import model_spacing

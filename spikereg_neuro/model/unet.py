@@ -6,6 +6,7 @@ from typing import Dict, List
 
 import torch
 
+from ..connections import INPUT, Connection
 from .blocks import ReadoutBlock, SpikingConvBlock
 from .config import ModelConfig
 from .encoding import encode_graded
@@ -134,13 +135,15 @@ class SpikeRegUNet(torch.nn.Module):
         return self.readout(x, prev if cfg.readout_levels == 2 else None)
 
     def export(self) -> List[dict]:
-        """Per-block descriptions in execution order, with the graph's connectivity."""
+        """Per-block descriptions in execution order; ``inputs``: the block's incoming
+        :class:`~spikereg_neuro.connections.Connection` s, in channel order."""
         cfg = self.cfg
         out = []
-        inputs = {"enc0": ["input"], "enc1": ["enc0"], "enc2": ["enc1"], "enc3": ["enc2"],
-                  "dec2": ["up(enc3)", "enc2"], "dec1": ["up(dec2)", "enc1"],
-                  "dec0": ["up(dec1)", "enc0"],
-                  "readout": ["dec0"] + (["up(dec1)"] if cfg.readout_levels == 2 else [])}
+        C = Connection
+        inputs = {"enc0": [C(INPUT)], "enc1": [C("enc0")], "enc2": [C("enc1")], "enc3": [C("enc2")],
+                  "dec2": [C("enc3", 2), C("enc2")], "dec1": [C("dec2", 2), C("enc1")],
+                  "dec0": [C("dec1", 2), C("enc0")],
+                  "readout": [C("dec0")] + ([C("dec1", 2)] if cfg.readout_levels == 2 else [])}
         windows = dict(zip(["enc0", "enc1", "enc2", "enc3"], cfg.enc_windows))
         for b in self.blocks():
             d = b.export()
