@@ -20,13 +20,14 @@ from typing import Union
 import numpy as np
 import torch
 
+from spikereg_neuro.hardware import STATE_BITS, WEIGHT_BITS
+
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 # ---------------------------------------------------------------------------- synaptic weights
 #: weight mantissa bits. lava/proc/dense/models.py AbstractPyDenseModelBitAcc.run_spk (and
 #: proc/sparse/models.py AbstractPySparseModelBitAcc.run_spk): ``num_weight_bits`` defaults to 8
-#: and ``clip_weights(..., num_bits=8)``.
-WEIGHT_BITS = 8
+#: and ``clip_weights(..., num_bits=8)``: ``WEIGHT_BITS`` (spikereg_neuro/hardware.py).
 #: lava/utils/weightutils.py clip_weights: mixed-sign weights are clipped to
 #: ``[-2**8, 2**8 - 1]``; then truncate_weights drops ``8 - num_weight_bits + 1`` = 1 LSB in
 #: mixed-sign mode (``(w >> 1) << 1``). So the values a mixed-sign connection really uses are the
@@ -67,8 +68,8 @@ ACT_SHIFT = 6
 #: PyATRLIFModelFixed.__init__ ``theta_unity = 2**6`` / scale_threshold: ``theta_0`` and
 #: ``theta_step`` are multiplied by 64 once (LIF: ``vth_shift = 6``, ``np.left_shift(vth, 6)``).
 THRESHOLD_SHIFT = 6
-#: PyATRLIFModelFixed: ``iv_bitwidth = 24``, ``max_iv_val = 2**23``.
-STATE_BITS = 24
+#: PyATRLIFModelFixed: ``iv_bitwidth = 24`` (``STATE_BITS``, spikereg_neuro/hardware.py),
+#: ``max_iv_val = 2**23``.
 STATE_MAX = 1 << (STATE_BITS - 1)         # 2**23
 #: PyATRLIFModelFixed.subthr_dynamics: voltage is clipped (saturates) to ``[-(2**23) + 1,
 #: 2**23 - 1]``.

@@ -44,6 +44,7 @@ import torch
 
 from spikereg_neuro.connections import Connection
 from spikereg_neuro.geometry import up2_group_matrices
+from spikereg_neuro.hardware import neuron_kind
 from spikereg_neuro.model.unet import SpikeRegUNet
 
 from . import loihi_rules as R
@@ -217,7 +218,8 @@ def quantize_network(
                 output_scale=readout_output_scale(d["output_scale"], e, T, gain),
                 slayer={"neuron": d["neuron"], "output_scale": d["output_scale"]})
         else:
-            if d["neuron_kind"] != "alif":
+            kind = neuron_kind(d["neuron_kind"])
+            if not kind.deployable or kind.lava != "atrlif":
                 raise ValueError(f"{name}: neuron kind {d['neuron_kind']!r} has no ATRLIF mapping "
                                  "(only SLAYER ALIF maps to lava-nc ATRLIF)")
             dp = d["neuron"]
@@ -238,7 +240,7 @@ def quantize_network(
             atr = R.atrlif_deltas_from_slayer(dp["iDecay"], dp["vDecay"], dp["thDecay"], dp["refDecay"])
             atr.update(theta_0=theta_0, theta_step=step, bias_mant=0, bias_exp=0)
             layer = QuantizedLayer(
-                name=name, neuron="atrlif", weight=wi.astype(np.int16), weight_exp=e,
+                name=name, neuron=kind.lava, weight=wi.astype(np.int16), weight_exp=e,
                 kernel_size=tuple(d["kernel_size"]), stride=tuple(d["stride"]), padding=tuple(d["padding"]),
                 inputs=edges[name], time_window=T, atrlif=atr,
                 num_message_bits=nmb, input_gain=gain,

@@ -42,6 +42,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Optional
 
+from spikereg_neuro.hardware import STATE_BITS, WEIGHT_BITS, state_var_counts
 from spikereg_neuro.profiler.constants import Constant
 
 # ---------------------------------------------------------------------------------------- sources
@@ -86,14 +87,11 @@ SHARED_NEURONS_PER_CORE = 3168
 #: Loihi 1 axon limits, assumed for Loihi 2
 FAN_IN_AXONS_PER_CORE = 4096
 FAN_OUT_AXONS_PER_CORE = 4096
-#: weight mantissa bits
-WEIGHT_BITS = 8
 #: per-axon synapse-list header in the sparse and dense formats (4-bit format + 6-bit count)
 AXON_HEADER_BITS = 10
-#: bits per neuron state variable (lava-nc bit-accurate ATRLIF/LIF: 24-bit states)
-STATE_BITS = 24
-#: state variables per neuron kind (ATRLIF / SLAYER ALIF: i, v, theta, r; integrator: i, v)
-STATE_VARS = {"atrlif": 4, "alif": 4, "cuba": 2, "integrator": 2}
+#: state variables per neuron kind, under its model and Lava names (spikereg_neuro/hardware.py;
+#: WEIGHT_BITS and STATE_BITS come from there too)
+STATE_VARS = state_var_counts()
 
 #: synapse encodings: ``shared`` (Loihi 2 convolutional connectivity, the default), ``sparse``
 #: (explicit non-zero synapses: the conservative bound), ``dense``

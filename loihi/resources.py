@@ -33,6 +33,7 @@ import numpy as np
 
 from spikereg_neuro.connections import Connection, ConnectionRecord
 from spikereg_neuro.geometry import axis_groups, folded_kernel_taps
+from spikereg_neuro.hardware import neuron_kind
 from spikereg_neuro.profiler.counting import GRADED_SOURCE, NetworkCounter
 
 from . import limits as LIM
@@ -164,7 +165,7 @@ def layers_from_qnet(q) -> List[Dict[str, Any]]:
             "weight": np.asarray(l.weight).astype(np.int64),
             "inputs": [e.connection for e in l.inputs],
             "time_window": int(l.time_window),
-            "neuron_kind": "alif" if l.neuron == "atrlif" else "integrator",
+            "neuron_kind": neuron_kind(l.neuron).model,
             "neuron": l.neuron, "weight_exp": int(l.weight_exp),
             "payload_shift": int(l.payload_shift),
         })

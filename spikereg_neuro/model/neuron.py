@@ -14,11 +14,12 @@ from dataclasses import dataclass
 import torch
 
 from ..dataclass_io import DictIO
+from ..hardware import KINDS
 from .slayer import alif as slayer_alif
 from .slayer import cuba as slayer_cuba
 
-
-NEURON_KINDS = ("alif", "cuba")
+#: the spiking kinds a block can use (their Lava names and state: spikereg_neuro/hardware.py)
+NEURON_KINDS = tuple(k.model for k in KINDS if k.model != "integrator")
 
 
 @dataclass

@@ -55,16 +55,12 @@ import torch
 
 from ..connections import INPUT, Connection, ConnectionRecord
 from ..geometry import conv_output_shape, fanin as _fanin_1d, tapsets as _tapsets_1d
+from ..hardware import STATE_BITS, WEIGHT_BITS, state_var_counts
 
 VARIANTS = ("dense", "nonzero", "merged", "merged_nonzero")
 GRADED_SOURCE = INPUT
-#: state variables per neuron kind (SLAYER ALIF / lava ATRLIF: i, v, theta, r; CUBA: i, v;
-#: the read-out integrator: i, v)
-STATE_VARS = {"alif": 4, "cuba": 2, "integrator": 2}
-#: bits per neuron state variable: lava-nc's bit-accurate LIF keeps 24-bit u and v
-#: (PyLifModelBitAcc, see docs/profiler.md)
-STATE_BITS = 24
-WEIGHT_BITS = 8
+#: state variables per neuron kind, under its model and Lava names (spikereg_neuro/hardware.py)
+STATE_VARS = state_var_counts()
 
 Shape3 = Tuple[int, int, int]
 
