@@ -22,6 +22,15 @@ Layout (format ``spikereg-neuro/quantized-net``, version 1)::
                                theta_decay_mult, r_decay_mult, output_scale, payload_shift,
                                slayer (JSON)
 
+One field list per level drives writing, reading and equality: :data:`NET_ATTRS` (root),
+:data:`LAYER_ATTRS` and :data:`ATRLIF_ATTRS` (per layer) hold every dataclass field stored as an
+attribute, with its codec (HDF5 type), whether older files may lack it (then it reads as its
+default) and whether :func:`qnet_equal` compares it; a new field is one entry there. The other
+attributes are derived or provenance, written for readers only: format, format_version,
+layer_order (the reader's list of layers), rules, created, lava_*_version at the root; index,
+sign_mode, in/out_channels and output_shape (checked on reading), input_sources and the
+``*_decay_mult`` per layer.
+
 Graded spikes (``payload_shift >= 0``; files without the attribute are binary): such a layer
 sends, where it spikes, the payload ``v >> payload_shift`` (its 24-bit voltage, right-shifted)
 instead of a binary event, and its consumers read it through ``num_message_bits > 0``
@@ -45,7 +54,8 @@ import numpy as np
 from spikereg_neuro.connections import TRANSFORMS as _TRANSFORMS, Connection
 from spikereg_neuro.geometry import conv_output_shape
 from spikereg_neuro.io.atomic import atomic_write
-from spikereg_neuro.io.hdf5 import open_versioned
+from spikereg_neuro.io.hdf5 import (BOOL, FLOAT, INT, INTS, STR, STRS, AttrField, Codec, attrs_equal,
+                                    open_versioned, read_attr, read_attrs, write_attrs)
 
 from . import loihi_rules as R
 
@@ -419,7 +429,7 @@ def validate_qnet(q: QuantizedNet) -> QuantizedNet:
     return q
 
 
-# ============================================================================ write / read
+# ============================================================================ stored fields
 def _json(x: Any) -> str:
     return json.dumps(x, sort_keys=True, default=_json_default)
 
@@ -436,6 +446,73 @@ def _json_default(o: Any):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
+def _from_json(v: Any) -> Any:
+    try:
+        return json.loads(STR.decode(v))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"is not JSON ({exc})") from None
+
+
+def _inputs_from_json(v: Any) -> List[LayerInput]:
+    records = _from_json(v)
+    if not isinstance(records, list):
+        raise ValueError(f"must be a JSON list of layer inputs, got {records!r}")
+    try:
+        return [LayerInput.from_dict(d) for d in records]
+    except NetFileError as exc:
+        raise ValueError(f"holds a {exc}") from None
+
+
+#: a JSON document in a string attribute (keys sorted; numpy numbers and arrays as JSON ones)
+JSON = Codec("JSON", _json, _from_json)
+#: a layer's ``inputs``: the JSON list of its :meth:`LayerInput.to_dict` records
+INPUTS = Codec("layer inputs", lambda v: _json([e.to_dict() for e in v]), _inputs_from_json)
+
+#: root attributes, one per QuantizedNet field (``layers``: the /layers groups). Optional ones
+#: read as their default in files written before they existed; qnet_equal skips compare=False.
+NET_ATTRS: Tuple[AttrField, ...] = (
+    AttrField("enc_windows", INTS),
+    AttrField("dec_window", INT),
+    AttrField("input_bits", INT),
+    AttrField("in_channels", INT),
+    AttrField("scales", INTS),
+    AttrField("integration_steps", INT, required=False, default=0),
+    AttrField("input_once", BOOL, required=False, default=False),
+    AttrField("readout_scale", FLOAT),
+    AttrField("patch_size", INTS),
+    AttrField("stride", INTS),
+    AttrField("source_checkpoint", STR, required=False, default="", compare=False),
+    AttrField("source_sha256", STR, required=False, default=""),
+    AttrField("calibration", JSON, required=False, default={}),
+    AttrField("model_config", JSON, required=False, default={}, compare=False),
+)
+#: layer group attributes, one per QuantizedLayer field (``name``: the group's name, ``weight``:
+#: its dataset, ``atrlif``: ATRLIF_ATTRS)
+LAYER_ATTRS: Tuple[AttrField, ...] = (
+    AttrField("op", STR, compare=False),
+    AttrField("neuron", STR),
+    AttrField("weight_exp", INT),
+    AttrField("num_weight_bits", INT, compare=False),
+    AttrField("kernel_size", INTS),
+    AttrField("stride", INTS),
+    AttrField("padding", INTS),
+    AttrField("time_window", INT),
+    AttrField("num_message_bits", INT),
+    AttrField("input_gain", FLOAT, required=False, default=1.0),
+    AttrField("inputs", INPUTS),
+    AttrField("output_scale", FLOAT, required=False),  # integrator only: absent = None
+    AttrField("payload_shift", INT, required=False, default=-1),
+    AttrField("slayer", JSON, required=False, default={}, compare=False),
+)
+#: the ``atrlif`` entries stored as layer attributes (other keys are neither stored nor compared)
+ATRLIF_ATTRS: Tuple[AttrField, ...] = tuple(AttrField(k, FLOAT if k.startswith("delta") else INT)
+                                            for k in ATRLIF_PARAMS)
+#: dataclass fields stored otherwise than as one attribute of the lists above
+NET_NOT_ATTRS = ("layers",)
+LAYER_NOT_ATTRS = ("name", "weight", "atrlif")
+_LAYER_ORDER = AttrField("layer_order", STRS)
+
+
 def lava_versions() -> Dict[str, str]:
     """Installed lava-nc and lava-dl versions (``"unknown"`` when not installed), recorded in
     net.h5 and deploy.h5."""
@@ -449,91 +526,45 @@ def lava_versions() -> Dict[str, str]:
     return out
 
 
+def _root_extras(q: QuantizedNet) -> Dict[str, Any]:
+    """Root attributes besides NET_ATTRS: the format tag, the layer order (the reader's list of
+    layers) and, for readers only (load_qnet ignores them), the fixed-point rules, the creation
+    time and the lava versions."""
+    vers = lava_versions()
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "layer_order": STRS.encode(q.names),
+            "rules": _json(R.rules_summary()),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "lava_nc_version": vers["lava-nc"], "lava_dl_version": vers["lava-dl"]}
+
+
+def _layer_extras(l: QuantizedLayer, index: int, shape: Sequence[int]) -> Dict[str, Any]:
+    """Layer attributes derived from the stored ones, for readers: ``in_channels``,
+    ``out_channels`` and ``output_shape`` (load_qnet checks them against the weight and the
+    geometry); ``index``, ``sign_mode``, ``input_sources`` and the decay multipliers (ignored)."""
+    return {"index": int(index), "sign_mode": R.sign_mode(l.weight),
+            "in_channels": l.in_channels, "out_channels": l.out_channels,
+            "output_shape": INTS.encode(shape),
+            "input_sources": STRS.encode([e.source for e in l.inputs]),
+            **{k: int(v) for k, v in l.multipliers.items()}}
+
+
+# ============================================================================ write / read
 def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
     """Validate ``q`` and write it to ``path`` atomically (HDF5, h5py)."""
     validate_qnet(q)
     path = Path(path)
-    vers = lava_versions()
+    shapes = q.shapes()
     with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["layer_order"] = np.array(q.names, dtype=h5py.string_dtype())
-        f.attrs["enc_windows"] = np.asarray(q.enc_windows, dtype=np.int64)
-        f.attrs["dec_window"] = int(q.dec_window)
-        f.attrs["input_bits"] = int(q.input_bits)
-        f.attrs["in_channels"] = int(q.in_channels)
-        f.attrs["scales"] = np.asarray(q.scales, dtype=np.int64)
-        f.attrs["integration_steps"] = int(q.integration_steps)
-        f.attrs["input_once"] = bool(q.input_once)
-        f.attrs["readout_scale"] = float(q.readout_scale)
-        f.attrs["patch_size"] = np.asarray(q.patch_size, dtype=np.int64)
-        f.attrs["stride"] = np.asarray(q.stride, dtype=np.int64)
-        f.attrs["source_checkpoint"] = str(q.source_checkpoint)
-        f.attrs["source_sha256"] = str(q.source_sha256)
-        f.attrs["calibration"] = _json(q.calibration)
-        f.attrs["model_config"] = _json(q.model_config)
-        f.attrs["rules"] = _json(R.rules_summary())
-        f.attrs["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        f.attrs["lava_nc_version"] = vers["lava-nc"]
-        f.attrs["lava_dl_version"] = vers["lava-dl"]
+        f.attrs.update(_root_extras(q))
+        write_attrs(f.attrs, NET_ATTRS, vars(q))
         g = f.create_group("layers")
-        shapes = q.shapes()
         for idx, l in enumerate(q.layers):
             h = g.create_group(l.name)
             h.create_dataset("weight", data=np.asarray(l.weight).astype(np.int16))
-            a = h.attrs
-            a["op"] = l.op
-            a["neuron"] = l.neuron
-            a["index"] = idx
-            a["weight_exp"] = int(l.weight_exp)
-            a["num_weight_bits"] = int(l.num_weight_bits)
-            a["sign_mode"] = R.sign_mode(l.weight)
-            a["kernel_size"] = np.asarray(l.kernel_size, dtype=np.int64)
-            a["stride"] = np.asarray(l.stride, dtype=np.int64)
-            a["padding"] = np.asarray(l.padding, dtype=np.int64)
-            a["in_channels"] = l.in_channels
-            a["out_channels"] = l.out_channels
-            a["output_shape"] = np.asarray(shapes[l.name], dtype=np.int64)
-            a["time_window"] = int(l.time_window)
-            a["num_message_bits"] = int(l.num_message_bits)
-            a["input_gain"] = float(l.input_gain)
-            a["inputs"] = _json([e.to_dict() for e in l.inputs])
-            a["input_sources"] = np.array([e.source for e in l.inputs], dtype=h5py.string_dtype())
-            for k in ATRLIF_PARAMS:
-                v = l.atrlif[k]
-                a[k] = float(v) if k.startswith("delta") else int(v)
-            for k, v in l.multipliers.items():
-                a[k] = int(v)
-            if l.output_scale is not None:
-                a["output_scale"] = float(l.output_scale)
-            a["payload_shift"] = int(l.payload_shift)
-            a["slayer"] = _json(l.slayer)
+            write_attrs(h.attrs, LAYER_ATTRS, vars(l))
+            write_attrs(h.attrs, ATRLIF_ATTRS, l.atrlif)
+            h.attrs.update(_layer_extras(l, idx, shapes[l.name]))
     return path
-
-
-def _attr(a: h5py.AttributeManager, key: str, where: str):
-    if key not in a:
-        raise NetFileError(f"{where}: missing attribute {key!r}")
-    v = a[key]
-    if isinstance(v, bytes):
-        v = v.decode()
-    return v
-
-
-def _bool_attr(a: h5py.AttributeManager, key: str, default: bool, where: str) -> bool:
-    """A boolean attribute (``default`` when absent); anything but a bool is a NetFileError."""
-    if key not in a:
-        return default
-    v = a[key]
-    if isinstance(v, np.ndarray) and v.shape == ():
-        v = v[()]
-    if not isinstance(v, (bool, np.bool_)):
-        raise NetFileError(f"{where}: attribute {key!r} must be a bool, got {v!r} ({type(v).__name__})")
-    return bool(v)
-
-
-def _str_list(v) -> List[str]:
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in np.atleast_1d(v)]
 
 
 def load_qnet(path: PathLike) -> QuantizedNet:
@@ -542,7 +573,7 @@ def load_qnet(path: PathLike) -> QuantizedNet:
     with open_versioned(path, FORMAT, FORMAT_VERSION, NetFileError,
                         "spikereg-neuro quantized network") as f:
         where = str(path)
-        order = _str_list(_attr(f.attrs, "layer_order", where))
+        order = read_attr(f.attrs, _LAYER_ORDER, where, NetFileError)
         if "layers" not in f:
             raise NetFileError(f"{path}: no /layers group")
         g = f["layers"]
@@ -559,51 +590,15 @@ def load_qnet(path: PathLike) -> QuantizedNet:
                 raise NetFileError(f"{lw}: missing dataset 'weight'")
             w = np.asarray(h["weight"])
             a = h.attrs
-            try:
-                inputs = [LayerInput.from_dict(d) for d in json.loads(_attr(a, "inputs", lw))]
-            except json.JSONDecodeError as exc:
-                raise NetFileError(f"{lw}: attribute 'inputs' is not JSON ({exc})") from exc
-            atr = {}
-            for k in ATRLIF_PARAMS:
-                v = _attr(a, k, lw)
-                atr[k] = float(v) if k.startswith("delta") else int(v)
-            out_scale = float(a["output_scale"]) if "output_scale" in a else None
-            layer = QuantizedLayer(
-                name=name, neuron=str(_attr(a, "neuron", lw)), weight=w,
-                weight_exp=int(_attr(a, "weight_exp", lw)),
-                kernel_size=tuple(int(x) for x in _attr(a, "kernel_size", lw)),
-                stride=tuple(int(x) for x in _attr(a, "stride", lw)),
-                padding=tuple(int(x) for x in _attr(a, "padding", lw)),
-                inputs=inputs, time_window=int(_attr(a, "time_window", lw)), atrlif=atr,
-                num_message_bits=int(_attr(a, "num_message_bits", lw)),
-                num_weight_bits=int(_attr(a, "num_weight_bits", lw)), op=str(_attr(a, "op", lw)),
-                input_gain=float(a.get("input_gain", 1)), output_scale=out_scale,
-                slayer=json.loads(a["slayer"]) if "slayer" in a else {},
-                payload_shift=int(a.get("payload_shift", -1)),
-            )
+            layer = QuantizedLayer(name=name, weight=w, atrlif=read_attrs(a, ATRLIF_ATTRS, lw, NetFileError),
+                                   **read_attrs(a, LAYER_ATTRS, lw, NetFileError))
             for k in ("in_channels", "out_channels"):
                 if k in a and int(a[k]) != getattr(layer, k):
                     raise NetFileError(f"{lw}: shape mismatch: attribute {k}={int(a[k])} but weight "
                                        f"shape is {w.shape}")
             layers.append(layer)
-        q = QuantizedNet(
-            layers=layers,
-            enc_windows=tuple(int(x) for x in _attr(f.attrs, "enc_windows", where)),
-            dec_window=int(_attr(f.attrs, "dec_window", where)),
-            input_bits=int(_attr(f.attrs, "input_bits", where)),
-            in_channels=int(_attr(f.attrs, "in_channels", where)),
-            scales=tuple(int(x) for x in _attr(f.attrs, "scales", where)),
-            readout_scale=float(_attr(f.attrs, "readout_scale", where)),
-            source_checkpoint=str(f.attrs.get("source_checkpoint", "")),
-            source_sha256=str(f.attrs.get("source_sha256", "")),
-            calibration=json.loads(f.attrs.get("calibration", "{}")),
-            model_config=json.loads(f.attrs.get("model_config", "{}")),
-            patch_size=tuple(int(x) for x in _attr(f.attrs, "patch_size", where)),
-            stride=tuple(int(x) for x in _attr(f.attrs, "stride", where)),
-            integration_steps=int(f.attrs.get("integration_steps", 0)),
-            input_once=_bool_attr(f.attrs, "input_once", False, where),
-        )
-        stored_shapes = {name: tuple(int(x) for x in g[name].attrs["output_shape"])
+        q = QuantizedNet(layers=layers, **read_attrs(f.attrs, NET_ATTRS, where, NetFileError))
+        stored_shapes = {name: INTS.decode(g[name].attrs["output_shape"])
                          for name in order if "output_shape" in g[name].attrs}
     try:
         validate_qnet(q)
@@ -618,24 +613,16 @@ def load_qnet(path: PathLike) -> QuantizedNet:
 
 
 def qnet_equal(a: QuantizedNet, b: QuantizedNet) -> bool:
-    """Exact equality of two networks (weights, parameters, connectivity, metadata)."""
+    """Exact equality of two networks: layer names and weights, and every ``compare`` field of
+    NET_ATTRS, LAYER_ATTRS and ATRLIF_ATTRS (not source_checkpoint, model_config, a layer's op,
+    num_weight_bits and slayer, nor atrlif keys outside ATRLIF_PARAMS)."""
     if a.names != b.names:
         return False
     for x, y in zip(a.layers, b.layers):
-        if not (np.array_equal(x.weight, y.weight) and x.weight_exp == y.weight_exp
-                and tuple(x.kernel_size) == tuple(y.kernel_size) and tuple(x.stride) == tuple(y.stride)
-                and tuple(x.padding) == tuple(y.padding) and x.inputs == y.inputs
-                and x.time_window == y.time_window and x.neuron == y.neuron
-                and {k: x.atrlif[k] for k in ATRLIF_PARAMS} == {k: y.atrlif[k] for k in ATRLIF_PARAMS}
-                and x.num_message_bits == y.num_message_bits and x.input_gain == y.input_gain
-                and x.output_scale == y.output_scale and x.payload_shift == y.payload_shift):
+        if not (np.array_equal(x.weight, y.weight) and attrs_equal(LAYER_ATTRS, vars(x), vars(y))
+                and attrs_equal(ATRLIF_ATTRS, x.atrlif, y.atrlif)):
             return False
-    return (a.enc_windows == b.enc_windows and a.dec_window == b.dec_window
-            and a.input_bits == b.input_bits and a.in_channels == b.in_channels
-            and a.scales == b.scales and a.readout_scale == b.readout_scale
-            and a.integration_steps == b.integration_steps and bool(a.input_once) == bool(b.input_once)
-            and a.source_sha256 == b.source_sha256 and a.calibration == b.calibration
-            and a.patch_size == b.patch_size and a.stride == b.stride)
+    return attrs_equal(NET_ATTRS, vars(a), vars(b))
 
 
 __all__: Sequence[str] = ["FORMAT", "FORMAT_VERSION", "ATRLIF_PARAMS", "NetFileError", "LayerInput",

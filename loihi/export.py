@@ -29,6 +29,10 @@ Everything a Lava graph builder needs for one patch shape, in Lava's integer uni
                  num_weight_bits (8), num_message_bits, kernel_size, stride, padding,
                  sparse_matrices, stored_synapses, matrix_shape (N_target, N_source)
 
+The population and connection attributes are listed once, in :data:`INPUT_POPULATION_ATTRS`,
+:data:`POPULATION_ATTRS` and :data:`CONNECTION_ATTRS` (name, HDF5 codec, default for files without
+it); :func:`export_deployable` writes and :func:`load_deployable` reads them from those lists.
+
 Neurons are numbered in C order of ``(C, D, H, W)``. The convolutions are stored as kernels, not
 as their sparse matrices: :meth:`DeployableNet.matrices` produces, deterministically and exactly as
 the Lava backend does (:func:`sim.lowering.conv3d_matrix`, x2 upsampling folded in, then
@@ -54,7 +58,8 @@ import numpy as np
 from spikereg_neuro.connections import TRANSFORMS, Connection
 from spikereg_neuro.geometry import conv_output_shape
 from spikereg_neuro.io.atomic import atomic_write
-from spikereg_neuro.io.hdf5 import open_versioned
+from spikereg_neuro.io.hdf5 import (FLOAT, INT, INTS, STR, STRS, AttrField, int_tuple, open_versioned,
+                                    read_attr, read_attrs, write_attrs)
 
 from .resources import NetworkResources, layers_from_qnet
 
@@ -69,6 +74,42 @@ PathLike = Union[str, Path]
 
 class DeployFileError(ValueError):
     """A deploy file that breaks the format."""
+
+
+#: attributes of /populations/input
+INPUT_POPULATION_ATTRS: Tuple[AttrField, ...] = (
+    AttrField("shape", int_tuple(4)),
+    AttrField("kind", STR, required=False, default="graded_input"),
+    AttrField("num_message_bits", INT),
+)
+#: attributes of /populations/<layer>, the keys of ``DeployableNet.populations[layer]`` (no
+#: ``output_scale`` key where the attribute is absent)
+POPULATION_ATTRS: Tuple[AttrField, ...] = (
+    AttrField("shape", int_tuple(4)),
+    AttrField("neuron", STR),
+    AttrField("time_window", INT),
+    *(AttrField(k, FLOAT if k.startswith("delta") else INT) for k in ATRLIF_KEYS),
+    AttrField("payload_shift", INT, required=False, default=-1),
+    AttrField("output_scale", FLOAT, required=False),
+)
+#: attributes of /connections/<layer>/<k>, one per DeployConnection field (``target`` and
+#: ``index``: the group's path; ``weight_mant``: its dataset). ``matrix_shape`` is derived,
+#: written for readers and checked on reading.
+CONNECTION_ATTRS: Tuple[AttrField, ...] = (
+    AttrField("source", STR),
+    AttrField("transform", STR),
+    AttrField("channels", int_tuple(2)),
+    AttrField("source_step_offset", INT),
+    AttrField("extra_delay", INT),
+    AttrField("weight_exp", INT),
+    AttrField("num_weight_bits", INT),
+    AttrField("num_message_bits", INT),
+    AttrField("kernel_size", int_tuple(3)),
+    AttrField("stride", int_tuple(3)),
+    AttrField("padding", int_tuple(3)),
+    AttrField("sparse_matrices", INT),
+    AttrField("stored_synapses", INT),
+)
 
 
 # ============================================================================ netx verdict
@@ -101,6 +142,8 @@ def netx_verdict(q) -> List[Dict[str, Any]]:
 # ============================================================================ data classes
 @dataclass
 class DeployConnection:
+    """Input ``index`` of layer ``target``: one Lava Sparse (or DelaySparse) connection group."""
+
     target: str
     index: int
     source: str
@@ -130,6 +173,8 @@ class DeployConnection:
 
 @dataclass
 class DeployableNet:
+    """A read deploy file: populations (their attributes), connections per layer, root attrs."""
+
     patch_shape: Tuple[int, int, int]
     layer_order: List[str]
     populations: Dict[str, Dict[str, Any]]
@@ -189,22 +234,15 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
         a["lava_nc_version"] = vers["lava-nc"]
         a["lava_dl_version"] = vers["lava-dl"]
         pops = f.create_group("populations")
-        g = pops.create_group("input")
-        g.attrs["shape"] = np.asarray(shapes["input"], dtype=np.int64)
-        g.attrs["kind"] = "graded_input"
-        g.attrs["num_message_bits"] = int(q.input_bits)
+        write_attrs(pops.create_group("input").attrs, INPUT_POPULATION_ATTRS,
+                    {"shape": shapes["input"], "kind": "graded_input", "num_message_bits": q.input_bits})
         conns = f.create_group("connections")
         graded = q.graded_sources
         for l in q.layers:
-            g = pops.create_group(l.name)
-            g.attrs["shape"] = np.asarray(shapes[l.name], dtype=np.int64)
-            g.attrs["neuron"] = l.neuron
-            g.attrs["time_window"] = int(l.time_window)
-            for k in ATRLIF_KEYS:
-                g.attrs[k] = float(l.atrlif[k]) if k.startswith("delta") else int(l.atrlif[k])
-            g.attrs["payload_shift"] = int(l.payload_shift)
-            if l.output_scale is not None:
-                g.attrs["output_scale"] = float(l.output_scale)
+            pop = {"shape": shapes[l.name], "neuron": l.neuron, "time_window": l.time_window,
+                   **{k: l.atrlif[k] for k in ATRLIF_KEYS},
+                   "payload_shift": l.payload_shift, "output_scale": l.output_scale}
+            write_attrs(pops.create_group(l.name).attrs, POPULATION_ATTRS, pop)
             lg = conns.create_group(l.name)
             lr = res.layers[l.name]
             for k, (e, cr) in enumerate(zip(l.inputs, lr.connections)):
@@ -212,24 +250,19 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
                 w = np.asarray(l.weight[:, s0:s1]).astype(np.int64)
                 if np.any(w % 2):
                     raise ValueError(f"layer {l.name}: odd Lava weights cannot be int8 mantissas x 2")
+                c = DeployConnection(
+                    target=l.name, index=k, source=e.source, transform=e.transform, channels=(s0, s1),
+                    weight_mant=(w // 2).astype(np.int8), weight_exp=l.weight_exp,
+                    kernel_size=l.kernel_size, stride=l.stride, padding=l.padding,
+                    sparse_matrices=cr.chunks, stored_synapses=cr.synapses,
+                    source_step_offset=e.source_step_offset,
+                    extra_delay=sched[l.name]["inputs"][k]["extra_delay"],
+                    num_message_bits=l.num_message_bits if e.source in graded else 0,
+                    num_weight_bits=l.num_weight_bits)
                 h = lg.create_group(str(k))
-                h.create_dataset("weight_mant", data=(w // 2).astype(np.int8))
-                ha = h.attrs
-                ha["source"] = e.source
-                ha["transform"] = e.transform
-                ha["channels"] = np.asarray([s0, s1], dtype=np.int64)
-                ha["source_step_offset"] = int(e.source_step_offset)
-                ha["extra_delay"] = int(sched[l.name]["inputs"][k]["extra_delay"])
-                ha["weight_exp"] = int(l.weight_exp)
-                ha["num_weight_bits"] = int(l.num_weight_bits)
-                ha["num_message_bits"] = int(l.num_message_bits if e.source in graded else 0)
-                ha["kernel_size"] = np.asarray(l.kernel_size, dtype=np.int64)
-                ha["stride"] = np.asarray(l.stride, dtype=np.int64)
-                ha["padding"] = np.asarray(l.padding, dtype=np.int64)
-                ha["sparse_matrices"] = int(cr.chunks)
-                ha["stored_synapses"] = int(cr.synapses)
-                ha["matrix_shape"] = np.asarray([math.prod(shapes[l.name]), math.prod(shapes[e.source])],
-                                                dtype=np.int64)
+                h.create_dataset("weight_mant", data=c.weight_mant)
+                write_attrs(h.attrs, CONNECTION_ATTRS, vars(c))
+                h.attrs["matrix_shape"] = INTS.encode([math.prod(shapes[l.name]), math.prod(shapes[e.source])])
     return {"path": str(path), "format": FORMAT, "patch_shape": list(patch), "netx": verdict,
             "netx_file": None,
             "netx_expressible_layers": [r["layer"] for r in verdict if r["netx_expressible"]],
@@ -240,28 +273,13 @@ def export_deployable(q, path: PathLike, patch_shape: Optional[Sequence[int]] = 
 
 
 # ============================================================================ reading
-def _attr(a, key: str, where: str):
-    if key not in a:
-        raise DeployFileError(f"{where}: missing attribute {key!r}")
-    v = a[key]
-    return v.decode() if isinstance(v, bytes) else v
-
-
-def _ints(v, n: int, what: str) -> Tuple[int, ...]:
-    t = tuple(int(x) for x in np.atleast_1d(v))
-    if len(t) != n:
-        raise DeployFileError(f"{what}: expected {n} integers, got {t}")
-    return t
-
-
 def load_deployable(path: PathLike) -> DeployableNet:
     """Read and validate a deploy file (:class:`DeployFileError` for anything wrong)."""
     path = Path(path)
     with open_versioned(path, FORMAT, FORMAT_VERSION, DeployFileError, FORMAT) as f:
         where = str(path)
-        patch = _ints(_attr(f.attrs, "patch_shape", where), 3, f"{where}: patch_shape")
-        order = [x.decode() if isinstance(x, bytes) else str(x)
-                 for x in np.atleast_1d(_attr(f.attrs, "layer_order", where))]
+        patch = read_attr(f.attrs, AttrField("patch_shape", int_tuple(3)), where, DeployFileError)
+        order = read_attr(f.attrs, AttrField("layer_order", STRS), where, DeployFileError)
         for grp in ("populations", "connections"):
             if grp not in f:
                 raise DeployFileError(f"{where}: no /{grp} group")
@@ -272,26 +290,16 @@ def load_deployable(path: PathLike) -> DeployableNet:
         if extra:
             raise DeployFileError(f"{where}: groups {extra} are not in layer_order")
         pops: Dict[str, Dict[str, Any]] = {
-            "input": {"shape": _ints(_attr(P["input"].attrs, "shape", f"{where}: input"), 4, "input shape"),
-                      "kind": "graded_input",
-                      "num_message_bits": int(_attr(P["input"].attrs, "num_message_bits", f"{where}: input"))}}
+            "input": read_attrs(P["input"].attrs, INPUT_POPULATION_ATTRS, f"{where}: input", DeployFileError)}
         conns: Dict[str, List[DeployConnection]] = {}
         for name in order:
             lw = f"{where}: layer {name!r}"
             if name not in P or name not in C:
                 raise DeployFileError(f"{lw}: missing population or connections (listed in layer_order)")
-            pa = P[name].attrs
-            neuron = str(_attr(pa, "neuron", lw))
-            if neuron not in NEURONS:
-                raise DeployFileError(f"{lw}: neuron {neuron!r} not in {NEURONS}")
-            pop = {"shape": _ints(_attr(pa, "shape", lw), 4, f"{lw} shape"), "neuron": neuron,
-                   "time_window": int(_attr(pa, "time_window", lw))}
-            for k in ATRLIF_KEYS:
-                v = _attr(pa, k, lw)
-                pop[k] = float(v) if k.startswith("delta") else int(v)
-            pop["payload_shift"] = int(pa.get("payload_shift", -1))
-            if "output_scale" in pa:
-                pop["output_scale"] = float(pa["output_scale"])
+            pop = {k: v for k, v in read_attrs(P[name].attrs, POPULATION_ATTRS, lw, DeployFileError).items()
+                   if v is not None}
+            if pop["neuron"] not in NEURONS:
+                raise DeployFileError(f"{lw}: neuron {pop['neuron']!r} not in {NEURONS}")
             keys = sorted(C[name].keys(), key=lambda s: int(s) if s.isdigit() else -1)
             if not keys or keys != [str(i) for i in range(len(keys))]:
                 raise DeployFileError(f"{lw}: connections must be numbered 0..n-1, got {keys}")
@@ -305,36 +313,22 @@ def load_deployable(path: PathLike) -> DeployableNet:
                 if wm.dtype != np.int8 or wm.ndim != 5:
                     raise DeployFileError(f"{cw}: weight_mant must be int8 (C_out, C_src, kd, kh, kw), got "
                                           f"{wm.dtype} {wm.shape}")
-                a = h.attrs
-                src = str(_attr(a, "source", cw))
-                tr = str(_attr(a, "transform", cw))
+                a = read_attrs(h.attrs, CONNECTION_ATTRS, cw, DeployFileError)
+                src, tr, ch, ks = a["source"], a["transform"], a["channels"], a["kernel_size"]
                 if tr not in TRANSFORMS:
                     raise DeployFileError(f"{cw}: transform {tr!r} not in {tuple(TRANSFORMS)}")
                 if src not in pops:
                     raise DeployFileError(f"{cw}: source {src!r} is not the input or an earlier layer")
-                ch = _ints(_attr(a, "channels", cw), 2, f"{cw} channels")
                 if ch[0] != pos or ch[1] - ch[0] != pops[src]["shape"][0]:
                     raise DeployFileError(f"{cw}: channels {ch} do not continue at {pos} with the "
                                           f"{pops[src]['shape'][0]} channels of {src!r}")
                 pos = ch[1]
-                ks = _ints(_attr(a, "kernel_size", cw), 3, f"{cw} kernel_size")
                 if wm.shape != (pop["shape"][0], ch[1] - ch[0], *ks):
                     raise DeployFileError(f"{cw}: weight_mant shape {wm.shape} != "
                                           f"{(pop['shape'][0], ch[1] - ch[0], *ks)}")
-                nmat = int(_attr(a, "sparse_matrices", cw))
-                if nmat < 1:
-                    raise DeployFileError(f"{cw}: sparse_matrices must be >= 1, got {nmat}")
-                conn = DeployConnection(
-                    target=name, index=int(k), source=src, transform=tr, channels=ch, weight_mant=wm,
-                    weight_exp=int(_attr(a, "weight_exp", cw)), kernel_size=ks,
-                    stride=_ints(_attr(a, "stride", cw), 3, f"{cw} stride"),
-                    padding=_ints(_attr(a, "padding", cw), 3, f"{cw} padding"),
-                    sparse_matrices=nmat,
-                    stored_synapses=int(_attr(a, "stored_synapses", cw)),
-                    source_step_offset=int(_attr(a, "source_step_offset", cw)),
-                    extra_delay=int(_attr(a, "extra_delay", cw)),
-                    num_message_bits=int(_attr(a, "num_message_bits", cw)),
-                    num_weight_bits=int(_attr(a, "num_weight_bits", cw)))
+                if a["sparse_matrices"] < 1:
+                    raise DeployFileError(f"{cw}: sparse_matrices must be >= 1, got {a['sparse_matrices']}")
+                conn = DeployConnection(target=name, index=int(k), weight_mant=wm, **a)
                 if not -8 <= conn.weight_exp <= 7:
                     raise DeployFileError(f"{cw}: weight_exp {conn.weight_exp} outside [-8, 7]")
                 # geometry: the source (upsampled) must produce the layer's spatial shape
@@ -344,7 +338,7 @@ def load_deployable(path: PathLike) -> DeployableNet:
                 if sp_out != tuple(pop["shape"][1:]):
                     raise DeployFileError(f"{cw}: {src!r}{' upsampled' if up > 1 else ''} gives spatial "
                                           f"shape {sp_out}, the population is {tuple(pop['shape'][1:])}")
-                ms = _ints(_attr(a, "matrix_shape", cw), 2, f"{cw} matrix_shape")
+                ms = read_attr(h.attrs, AttrField("matrix_shape", int_tuple(2)), cw, DeployFileError)
                 if ms != (math.prod(pop["shape"]), math.prod(pops[src]["shape"])):
                     raise DeployFileError(f"{cw}: matrix_shape {ms} does not match the populations")
                 lst.append(conn)

@@ -452,6 +452,79 @@ def test_netfile_validation_errors(qnet, tmp_path):
         load_qnet(tmp_path / "nope.h5")
 
 
+def test_netfile_field_lists_cover_the_dataclasses(qnet, tmp_path):
+    """Every QuantizedNet / QuantizedLayer field is in one field list or listed as stored otherwise
+    (a new field cannot be forgotten by save, load and qnet_equal), and a written file holds exactly
+    the listed attributes plus the documented derived / provenance ones."""
+    import dataclasses
+    from calibration.netfile import (ATRLIF_ATTRS, ATRLIF_PARAMS, LAYER_ATTRS, LAYER_NOT_ATTRS, NET_ATTRS,
+                                     NET_NOT_ATTRS, QuantizedLayer, QuantizedNet)
+    for cls, listed, other in ((QuantizedNet, NET_ATTRS, NET_NOT_ATTRS), (QuantizedLayer, LAYER_ATTRS, LAYER_NOT_ATTRS)):
+        names = [f.name for f in listed]
+        assert len(set(names)) == len(names) and not set(names) & set(other)
+        assert sorted(names + list(other)) == sorted(f.name for f in dataclasses.fields(cls)), cls
+    assert tuple(f.name for f in ATRLIF_ATTRS) == ATRLIF_PARAMS
+    root_extra = {"format", "format_version", "layer_order", "rules", "created", "lava_nc_version", "lava_dl_version"}
+    layer_extra = {"index", "sign_mode", "in_channels", "out_channels", "output_shape", "input_sources",
+                   "i_decay_mult", "v_decay_mult", "theta_decay_mult", "r_decay_mult"}
+    with h5py.File(save_qnet(tmp_path / "net.h5", qnet), "r") as f:
+        assert set(f.attrs) == {a.name for a in NET_ATTRS} | root_extra
+        for l in qnet.layers:
+            want = {a.name for a in LAYER_ATTRS + ATRLIF_ATTRS} | layer_extra
+            if l.output_scale is None:
+                want.discard("output_scale")
+            assert set(f["layers"][l.name].attrs) == want, l.name
+
+
+def test_netfile_optional_and_required_attributes(qnet, tmp_path):
+    """Each optional attribute absent reads as its default; each required one absent is a NetFileError."""
+    from calibration.netfile import ATRLIF_ATTRS, LAYER_ATTRS, NET_ATTRS
+    good = save_qnet(tmp_path / "good.h5", qnet)
+    with h5py.File(good, "r") as f:
+        stored = {g: set(f[g].attrs) for g in ("/", "layers/enc1")}
+    for group, fields, get in (("/", NET_ATTRS, lambda q: vars(q)), ("layers/enc1", LAYER_ATTRS, lambda q: vars(q.layer("enc1"))),
+                               ("layers/enc1", ATRLIF_ATTRS, lambda q: q.layer("enc1").atrlif)):
+        for a in fields:
+            if a.name not in stored[group]:  # output_scale: the read-out's only
+                continue
+            bad = _copy_and_edit(good, tmp_path / "edit.h5", lambda f: f[group].attrs.__delitem__(a.name))
+            if a.required:
+                with pytest.raises(NetFileError, match=f"missing attribute '{a.name}'"):
+                    load_qnet(bad)
+            else:
+                assert get(load_qnet(bad))[a.name] == a.default, a.name
+    bad = _copy_and_edit(good, tmp_path / "edit.h5", lambda f: f["layers/enc1"].attrs.__setitem__("inputs", "[{"))
+    with pytest.raises(NetFileError, match="layer 'enc1': attribute 'inputs' is not JSON"):
+        load_qnet(bad)
+    bad = _copy_and_edit(good, tmp_path / "edit.h5", lambda f: f["layers/enc1"].attrs.__setitem__("inputs", "[{}]"))
+    with pytest.raises(NetFileError, match="attribute 'inputs' holds a malformed layer input"):
+        load_qnet(bad)
+
+
+def test_qnet_equal_compares_exactly_the_compare_fields(qnet):
+    """qnet_equal sees a change of every compare=True field and of the weights, and ignores the
+    compare=False ones (provenance, op, num_weight_bits, slayer) and atrlif keys outside ATRLIF_PARAMS."""
+    import dataclasses
+    from calibration.netfile import ATRLIF_ATTRS, LAYER_ATTRS, NET_ATTRS
+    changed = {"int": lambda v: v + 1, "float": lambda v: 1.5 if v is None else v + 0.5, "bool": lambda v: not v,
+               "str": lambda v: v + "x", "int tuple": lambda v: tuple(x + 1 for x in v), "JSON": lambda v: {"x": v},
+               "layer inputs": lambda v: [dataclasses.replace(v[0], source_step_offset=7)] + v[1:]}
+    for fields, target in ((NET_ATTRS, lambda q: vars(q)), (LAYER_ATTRS, lambda q: vars(q.layers[1])),
+                           (ATRLIF_ATTRS, lambda q: q.layers[1].atrlif)):
+        for a in fields:
+            q = copy.deepcopy(qnet)
+            target(q)[a.name] = changed[a.codec.name](target(q)[a.name])
+            assert qnet_equal(qnet, q) is not a.compare, a.name
+    q = copy.deepcopy(qnet)
+    q.layers[1].atrlif["not_stored"] = 1
+    assert qnet_equal(qnet, q)
+    q.layers[1].weight = q.layers[1].weight.copy()
+    q.layers[1].weight.flat[0] += 2
+    assert not qnet_equal(qnet, q)
+    assert {a.name for a in NET_ATTRS + LAYER_ATTRS if not a.compare} == {
+        "source_checkpoint", "model_config", "op", "num_weight_bits", "slayer"}
+
+
 # ============================================================================ command
 def test_calibrate_command_end_to_end(tmp_path, capsys):
     torch.manual_seed(1)

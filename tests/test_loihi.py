@@ -357,6 +357,23 @@ def test_export_validation_errors(tiny_qnet, tmp_path, fn, match):
         load_deployable(bad)
 
 
+def test_deploy_field_lists_cover_the_connection_and_populations(tiny_qnet, tmp_path):
+    """CONNECTION_ATTRS holds every stored DeployConnection field; a written file holds exactly the
+    listed attributes (plus the derived matrix_shape)."""
+    import dataclasses
+    from loihi.export import CONNECTION_ATTRS, DeployConnection, INPUT_POPULATION_ATTRS, POPULATION_ATTRS
+    names = [a.name for a in CONNECTION_ATTRS]
+    assert sorted(names + ["target", "index", "weight_mant"]) == sorted(f.name for f in dataclasses.fields(DeployConnection))
+    export_deployable(tiny_qnet, tmp_path / "d.h5")
+    with h5py.File(tmp_path / "d.h5", "r") as f:
+        assert set(f["populations/input"].attrs) == {a.name for a in INPUT_POPULATION_ATTRS}
+        for l in tiny_qnet.layers:
+            want = {a.name for a in POPULATION_ATTRS} - ({"output_scale"} if l.output_scale is None else set())
+            assert set(f["populations"][l.name].attrs) == want
+            for h in f["connections"][l.name].values():
+                assert set(h.attrs) == set(names) | {"matrix_shape"}
+
+
 def test_export_not_hdf5(tmp_path):
     p = tmp_path / "x.h5"
     p.write_text("not hdf5")
