@@ -128,7 +128,7 @@ def fast_calibration(model_path: Path, sha: str, calib_pairs: int = 1, cache: Op
         train = load_pairs_numpy(h5, "train", pairs=cpairs)
         desc = {"split": "train", "dataset": h5.name, "dataset_params": info["config"].to_dict(),
                 "pair_choice": f"train_pairs(n={n_train}, epoch=0, seed=10000)[:{calib_pairs}]"}
-    cal = collect_float_stats(net, train, patch, stride, int(inf.get("batch_size", 4)), max_patches=1, seed=0,
+    cal = collect_float_stats(net, train, patch, stride, inf.batch_size, max_patches=1, seed=0,
                               description={**desc, "data_source": _calibration_source(data),
                                            "headroom_bits": 1.0, "made_by": "spikereg-neuro benchmark (fast)"})
     exps, _ = choose_weight_exps(net, cal.stats, 1.0)
