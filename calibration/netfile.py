@@ -53,6 +53,7 @@ import numpy as np
 
 from spikereg_neuro.connections import TRANSFORMS as _TRANSFORMS, Connection
 from spikereg_neuro.geometry import conv_output_shape
+from spikereg_neuro.hardware import DEPLOYABLE
 from spikereg_neuro.io.atomic import atomic_write
 from spikereg_neuro.io.hdf5 import (BOOL, FLOAT, INT, INTS, STR, STRS, AttrField, Codec, attrs_equal,
                                     open_versioned, read_attr, read_attrs, write_attrs)
@@ -61,7 +62,7 @@ from . import loihi_rules as R
 
 FORMAT = "spikereg-neuro/quantized-net"
 FORMAT_VERSION = 1
-NEURON_KINDS = ("atrlif", "integrator")
+NEURON_KINDS = DEPLOYABLE
 TRANSFORMS = tuple(_TRANSFORMS)
 #: the ATRLIF constructor arguments stored per layer (lava/proc/atrlif/process.py ATRLIF.__init__)
 ATRLIF_PARAMS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step",

@@ -219,7 +219,7 @@ def quantize_network(
                 slayer={"neuron": d["neuron"], "output_scale": d["output_scale"]})
         else:
             kind = neuron_kind(d["neuron_kind"])
-            if not kind.deployable or kind.lava != "atrlif":
+            if kind.lava != "atrlif":
                 raise ValueError(f"{name}: neuron kind {d['neuron_kind']!r} has no ATRLIF mapping "
                                  "(only SLAYER ALIF maps to lava-nc ATRLIF)")
             dp = d["neuron"]

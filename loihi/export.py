@@ -57,6 +57,7 @@ import numpy as np
 
 from spikereg_neuro.connections import TRANSFORMS, Connection
 from spikereg_neuro.geometry import conv_output_shape
+from spikereg_neuro.hardware import DEPLOYABLE
 from spikereg_neuro.io.atomic import atomic_write
 from spikereg_neuro.io.hdf5 import (FLOAT, INT, INTS, STR, STRS, AttrField, int_tuple, open_versioned,
                                     read_attr, read_attrs, write_attrs)
@@ -66,7 +67,7 @@ from .resources import NetworkResources, layers_from_qnet
 FORMAT = "spikereg-neuro/loihi-deploy"
 FORMAT_VERSION = 1
 ATRLIF_KEYS = ("delta_i", "delta_v", "delta_theta", "delta_r", "theta_0", "theta_step", "bias_mant", "bias_exp")
-NEURONS = ("atrlif", "integrator")
+NEURONS = DEPLOYABLE
 NETX_NEURON_TYPES = ("CUBA", "LOIHI", "SDNN", "RF", "RF_IZ")
 
 PathLike = Union[str, Path]

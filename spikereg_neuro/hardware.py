@@ -32,11 +32,6 @@ class NeuronKind:
     state_vars: Tuple[str, ...]
     deployable: bool
 
-    @property
-    def state_bytes(self) -> float:
-        """Bytes of neuron state per neuron (``STATE_BITS`` per variable)."""
-        return len(self.state_vars) * STATE_BITS / 8
-
 
 #: every neuron kind of the project
 KINDS: Tuple[NeuronKind, ...] = (
@@ -44,6 +39,8 @@ KINDS: Tuple[NeuronKind, ...] = (
     NeuronKind("cuba", "lif", ("u", "v"), False),                   # SLAYER CUBA-LIF (training only)
     NeuronKind("integrator", "integrator", ("u", "v"), True),       # the non-spiking read-out
 )
+#: the Lava names of the kinds net.h5 and deploy.h5 hold
+DEPLOYABLE: Tuple[str, ...] = tuple(k.lava for k in KINDS if k.deployable)
 _BY_NAME: Dict[str, NeuronKind] = {**{k.model: k for k in KINDS}, **{k.lava: k for k in KINDS}}
 
 
@@ -60,4 +57,4 @@ def state_var_counts() -> Dict[str, int]:
     return {n: len(k.state_vars) for n, k in _BY_NAME.items()}
 
 
-__all__ = ["WEIGHT_BITS", "STATE_BITS", "NeuronKind", "KINDS", "neuron_kind", "state_var_counts"]
+__all__ = ["WEIGHT_BITS", "STATE_BITS", "NeuronKind", "KINDS", "DEPLOYABLE", "neuron_kind", "state_var_counts"]

@@ -12,9 +12,12 @@ def test_one_neuron_vocabulary():
     from spikereg_neuro.profiler import counting
 
     assert NEURON_KINDS == ("alif", "cuba")
-    assert H.neuron_kind("alif") is H.neuron_kind("atrlif") and H.neuron_kind("alif").state_bytes == 12
+    assert H.neuron_kind("alif") is H.neuron_kind("atrlif") and LIM.state_bytes_per_neuron("alif") == 12
     assert R.WEIGHT_BITS == LIM.WEIGHT_BITS == counting.WEIGHT_BITS == H.WEIGHT_BITS == 8
     assert R.STATE_BITS == LIM.STATE_BITS == counting.STATE_BITS == H.STATE_BITS == 24
     assert LIM.STATE_VARS == counting.STATE_VARS == H.state_var_counts()
+    from calibration.netfile import NEURON_KINDS as NET_H5_KINDS
+    from loihi.export import NEURONS as DEPLOY_H5_KINDS
+    assert NET_H5_KINDS == DEPLOY_H5_KINDS == H.DEPLOYABLE == ("atrlif", "integrator")
     with pytest.raises(ValueError, match="unknown neuron kind"):
         H.neuron_kind("izhikevich")

@@ -116,7 +116,6 @@ def int_tuple(n: int) -> Codec:
     return Codec(f"{n} ints", INTS.encode, decode, key=tuple)
 
 
-
 @dataclass(frozen=True)
 class AttrField:
     """One stored attribute: ``name`` (also the dataclass field or dict key holding its value)
