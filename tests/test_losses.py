@@ -246,17 +246,24 @@ def test_ncc_sigma_smooths_both_images_like_scipy_and_cuts_the_blur_reward():
         LocalNCC(9, sigma=-1.0)
 
 
-def test_dice_of_warped_labels_warps_only_present_classes_with_the_same_value():
+@pytest.mark.parametrize("shape,scale,background", [((8, 8, 8), 0.7, False), ((5, 7, 9), 3.0, True),
+                                                     ((1, 6, 4), 2.0, False)])
+def test_dice_of_warped_labels_equals_the_warped_one_hot_maps(shape, scale, background):
+    """Same value and gradient as warping every one-hot class, also for displacements that
+    leave the grid (border padding) and a one-voxel axis; absent classes are allowed."""
     from spikereg_neuro.registration.losses import DiceLoss, one_hot
     from spikereg_neuro.registration.transform import warp
 
     g = torch.Generator().manual_seed(0)
-    fixed = torch.randint(0, 6, (2, 1, 8, 8, 8), generator=g)
-    moving = torch.randint(0, 4, (2, 1, 8, 8, 8), generator=g)       # classes 4, 5 absent
-    u = (torch.randn(2, 3, 8, 8, 8, generator=g) * 0.7).requires_grad_()
-    d = DiceLoss()
+    fixed = torch.randint(0, 6, (2, 1, *shape), generator=g)
+    moving = torch.randint(0, 4, (2, 1, *shape), generator=g)       # classes 4, 5 absent
+    u = (torch.randn(2, 3, *shape, generator=g) * scale).requires_grad_()
+    d = DiceLoss(include_background=background)
     ref = d(one_hot(fixed, 6), warp(one_hot(moving, 6), u))
     (g_ref,) = torch.autograd.grad(ref, u)
     val = d.warped_labels(fixed, moving, u, 6)
     (g_val,) = torch.autograd.grad(val, u)
-    assert torch.equal(val, ref) and torch.allclose(g_val, g_ref, atol=1e-7)
+    assert torch.allclose(val, ref, atol=1e-6) and torch.allclose(g_val, g_ref, atol=1e-7, rtol=1e-4)
+    assert g_ref.abs().max() > 1e-4          # the gradient compared is not trivially zero
+    with pytest.raises(ValueError, match="lie in"):
+        d.warped_labels(fixed, moving + 3, u, 6)

@@ -340,7 +340,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
     from ..config import Config, load_config
     from ..data import RegistrationPairs, build_dataset
     from ..data.augment import augment_generator, augment_pair
-    from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC, one_hot
+    from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
     from ..registration.transform import warp
     from ..train.schedule import LRSchedule, resumed_total
     from ..train.trainer import field_mse, random_patches
@@ -478,7 +478,7 @@ def train_voxelmorph(config=None, out_dir: PathLike = "runs/voxelmorph", steps: 
             dice = torch.zeros((), device=dev)
             if tc.w_dice > 0:
                 nl = int(max(batch["fixed_labels"].max(), batch["moving_labels"].max())) + 1
-                dice = dice_loss(one_hot(batch["fixed_labels"], nl), warp(one_hot(batch["moving_labels"], nl), u))
+                dice = dice_loss.warped_labels(batch["fixed_labels"], batch["moving_labels"], u, nl)
             field_err = field_mse(u, batch["true_field"]) if tc.w_field > 0 else torch.zeros((), device=dev)
             loss = sim + tc.w_smooth * smooth + tc.w_dice * dice + tc.w_field * field_err
             opt.zero_grad(set_to_none=True)

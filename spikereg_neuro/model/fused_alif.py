@@ -209,10 +209,13 @@ class _FusedALIFFunction(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         margin, = ctx.saved_tensors
         k: _Constants = ctx.k
-        if k.graded:   # SLAYER spike.py _spike_backward, graded branch
-            g = k.scale * torch.exp(torch.clamp(margin, max=0) / k.tau) * (grad / ctx.out_div)
-        else:
-            g = k.scale / 2 / k.tau * torch.exp(-torch.abs(margin) / k.tau) * grad
+        # in place, in the order (and so with the roundings) of the expressions in the comments
+        if k.graded:   # SLAYER spike.py _spike_backward, graded branch:
+            # k.scale * torch.exp(torch.clamp(margin, max=0) / k.tau) * (grad / ctx.out_div)
+            g = margin.clamp(max=0).div_(k.tau).exp_().mul_(k.scale)
+            g.mul_(grad if ctx.out_div == 1.0 else grad / ctx.out_div)
+        else:          # k.scale / 2 / k.tau * torch.exp(-torch.abs(margin) / k.tau) * grad
+            g = margin.abs().neg_().div_(k.tau).exp_().mul_(k.scale / 2 / k.tau).mul_(grad)
         g_v, g_c = k.g_v.to(g.device), k.g_c.to(g.device)
         out = torch.empty_like(g)
         if native.available() and native.same_dense_frames(g, out):

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .transform import trilinear_corners
+
 __all__ = [
     "gaussian_blur",
     "LocalNCC",
@@ -268,26 +270,43 @@ class DiceLoss(nn.Module):
 
     def warped_labels(self, fixed_labels: torch.Tensor, moving_labels: torch.Tensor,
                       field: torch.Tensor, num_classes: int) -> torch.Tensor:
-        """The loss of ``one_hot(fixed_labels)`` against the moving one-hot map warped
-        (trilinear) by ``field``, warping only the classes present in ``moving_labels``: an
-        absent class warps to exactly zero, so the value is the same as warping all of them."""
-        from .transform import warp
-
-        t = one_hot(fixed_labels, num_classes)
-        _check_pair(t, t)
+        """The loss of ``one_hot(fixed_labels)`` against ``one_hot(moving_labels)`` warped by
+        ``field`` (trilinear, border padding: ``warp``'s interpolation), without building or
+        warping the one-hot maps: the warped map of class ``c`` at ``x`` is the sum of the
+        trilinear weights of the corners of ``x + u(x)`` whose label is ``c``, so both sums the
+        Dice needs are weighted counts over the 8 corners (float64), the same value and
+        gradient as warping every class up to float rounding, at the cost of one class."""
+        n = field.shape[0]
+        if fixed_labels.shape[0] != n or moving_labels.shape[0] != n:
+            raise ValueError(f"batch sizes differ: field {n}, labels {fixed_labels.shape[0]} / "
+                             f"{moving_labels.shape[0]}")
         start = 0 if self.include_background else 1
         if num_classes <= start:
             raise ValueError(f"need at least {start + 1} channels (one-hot labels), got {num_classes}")
-        present = torch.unique(moving_labels.long())
-        present = present[present >= start]
-        dims = (2, 3, 4)
-        t_sum = t[:, start:].sum(dims)                 # (N, L): every class
-        inter = torch.zeros_like(t_sum)
-        p_sum = torch.zeros_like(t_sum)
-        if present.numel():
-            p = warp(one_hot(moving_labels, num_classes).index_select(1, present), field)
-            tp = t.index_select(1, present)
-            inter = inter.index_copy(1, present - start, (p * tp).sum(dims))
-            p_sum = p_sum.index_copy(1, present - start, p.sum(dims))
+        fl, ml = (_flat_labels(x, num_classes, field.shape[2:]) for x in (fixed_labels, moving_labels))
+        offset = torch.arange(n, device=field.device).view(n, 1) * num_classes
+        f_idx = (fl + offset).reshape(-1)
+        t_sum = torch.bincount(f_idx, minlength=n * num_classes).double()
+        p_sum = torch.zeros(n * num_classes, dtype=torch.float64, device=field.device)
+        inter = torch.zeros_like(p_sum)
+        for corner, weight in trilinear_corners(field):
+            lab = torch.gather(ml, 1, corner)
+            w = weight.double()
+            p_sum = p_sum.index_add(0, (lab + offset).reshape(-1), w.reshape(-1))
+            inter = inter.index_add(0, f_idx, (w * (lab == fl)).reshape(-1))
         dice = (2.0 * inter + self.smooth) / (p_sum + t_sum + self.smooth)
-        return 1.0 - dice.mean()
+        return 1.0 - dice.view(n, num_classes)[:, start:].mean().float()
+
+
+def _flat_labels(labels: torch.Tensor, num_classes: int, shape) -> torch.Tensor:
+    """Integer labels ``(N, 1, *shape)`` as ``(N, prod(shape))`` int64, checked against ``num_classes``."""
+    if labels.dim() != 5 or labels.shape[1] != 1 or tuple(labels.shape[2:]) != tuple(shape):
+        raise ValueError(f"labels must have shape (N, 1, {', '.join(map(str, shape))}), "
+                         f"got {tuple(labels.shape)}")
+    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
+        raise ValueError("labels must hold integer values")
+    out = labels.long().reshape(labels.shape[0], -1)
+    if out.numel() and (out.min() < 0 or out.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range "
+                         f"[{int(out.min())}, {int(out.max())}]")
+    return out

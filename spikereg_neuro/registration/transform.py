@@ -11,7 +11,8 @@ Conventions (the Learn2Reg / LUMIR ones):
 """
 from __future__ import annotations
 
-from typing import Sequence
+import itertools
+from typing import Iterator, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,7 @@ __all__ = [
     "identity_grid",
     "warp",
     "warp_labels",
+    "trilinear_corners",
     "compose",
     "integrate_velocity",
     "resize_field",
@@ -77,6 +79,28 @@ def warp(
     src = image if image.is_floating_point() else image.to(field.dtype)
     out = F.grid_sample(src, grid.to(src.dtype), mode=mode, padding_mode=padding_mode, align_corners=True)
     return out if image.is_floating_point() else out.round().to(image.dtype)
+
+
+def trilinear_corners(field: torch.Tensor) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """The 8 corners of ``warp``'s trilinear interpolation at ``x + u(x)``.
+
+    Yields ``(index, weight)`` per corner, both ``(N, D*H*W)``: the flat voxel index of the
+    corner and its weight (differentiable in ``field``), with ``warp``'s border padding (the
+    position clamped to the grid); ``sum_k weight_k * v[index_k]`` is ``warp(v, field)``.
+    """
+    _check_field(field)
+    n, shape = field.shape[0], field.shape[2:]
+    axes = []
+    for a, s in enumerate(shape):
+        base = torch.arange(s, device=field.device, dtype=field.dtype).view([s if i == a else 1 for i in range(3)])
+        p = (field[:, a] + base).clamp(0, s - 1)
+        lo = p.detach().floor().clamp(max=max(s - 2, 0))
+        w_hi = p - lo
+        lo = lo.long()
+        axes.append(((lo, 1.0 - w_hi), ((lo + 1).clamp(max=s - 1), w_hi)))
+    h, w = shape[1], shape[2]
+    for (z, wz), (y, wy), (x, wx) in itertools.product(*axes):
+        yield ((z * h + y) * w + x).reshape(n, -1), (wz * wy * wx).reshape(n, -1)
 
 
 def warp_labels(labels: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
