@@ -63,9 +63,9 @@ def test_point_from_a_run_in_progress_matches_its_written_file(tmp_path):
     b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
     doc = json.loads((a / "benchmark.json").read_text())
     this = pareto.point_from_doc(doc, "this run")
-    same = pareto.read_point(a, "this run")
+    same, = pareto.read_points(a, "this run")
     assert {k: v for k, v in this.items() if k != "path"} == {k: v for k, v in same.items() if k != "path"}
-    out = pareto.build_points([this, pareto.read_point(b)])
+    out = pareto.build_points([this, *pareto.read_points(b)])
     assert [p["on_front"] for p in out["points"]] == [True, True]
     assert pareto.figure(tmp_path / "p.png", out).stat().st_size > 1000
 
@@ -76,3 +76,36 @@ def test_table_refuses_a_missing_pareto_run_before_any_work(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no benchmark.json" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_a_pareto_json_extends_with_new_runs(tmp_path, capsys):
+    """A finished figure's pareto.json brings all its points (labels kept) next to a new run; its
+    constants are checked like a run's, and a version-1 file (none recorded) is taken on the new
+    run's with a note."""
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    first = tmp_path / "first"
+    assert main(["benchmark", "pareto", str(a), str(b), "--labels", "A,B", "--out", str(first)]) == 0
+    new = _run(tmp_path, "new", 6.0, 3.5, 0.70, 0.05)
+    out = tmp_path / "ext"
+    assert main(["benchmark", "pareto", str(new), str(first / "pareto.json"), "--labels", "N",
+                 "--out", str(out)]) == 0
+    doc = json.loads((out / "pareto.json").read_text())
+    assert [p["label"] for p in doc["points"]] == ["N", "A", "B"]
+    assert [p["on_front"] for p in doc["points"]] == [True, False, False]   # N: less energy, more Dice
+    assert doc["constants"] == {"e_synop_pj": 6.1} and "notes" not in doc
+    other = _run(tmp_path, "other", 6.0, 3.5, 0.70, 0.05, e_synop=23.6)
+    with pytest.raises(ValueError, match="constants"):
+        pareto.build([other, first / "pareto.json"])
+    v1 = json.loads((first / "pareto.json").read_text())
+    v1.pop("constants")
+    v1["version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    (tmp_path / "v1").mkdir()
+    (tmp_path / "v1" / "pareto.json").write_text(json.dumps(v1))
+    doc1 = pareto.build([new, tmp_path / "v1"])
+    assert len(doc1["points"]) == 3 and "not recorded" in doc1["notes"][0]
+    assert "Note:" in pareto.markdown(doc1)
+    with pytest.raises(ValueError, match="labels"):
+        pareto.build([new, first / "pareto.json"], ["N", "A"])
+    capsys.readouterr()

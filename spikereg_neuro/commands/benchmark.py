@@ -102,8 +102,10 @@ def add_pareto_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPars
                                     "pareto.json, pareto.md and pareto.png (gross and dynamic Loihi 2 energy against "
                                     "the quantized Dice, the Pareto front joined, VoxelMorph GPU and the identity "
                                     "drawn) to --out.")
-    a.add_argument("runs", nargs="+", help="benchmark output folders (or their benchmark.json)")
-    a.add_argument("--labels", help="comma-separated names of the runs (default: the folder names)")
+    a.add_argument("runs", nargs="+", help="benchmark output folders (or their benchmark.json); a pareto.json (or "
+                                           "its folder) adds all of its points, to extend an earlier figure")
+    a.add_argument("--labels", help="comma-separated names of the benchmark runs, in order (default: the folder "
+                                    "names; a pareto.json's points keep theirs)")
     a.add_argument("--out", required=True, help="output directory")
     a.set_defaults(func=run_pareto)
     return a

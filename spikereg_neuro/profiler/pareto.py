@@ -6,7 +6,8 @@ of that row (the quantized network on Loihi 2) and of the float model, and the n
 largest per-layer spike rate. The runs must share their pairs, data and Loihi 2 constants, so
 the points are priced on one basis. A point is on the front when no other point has both less
 gross energy and a higher Dice. The VoxelMorph GPU row and the identity's Dice of the first run
-are drawn for reference.
+are drawn for reference. A ``pareto.json`` given among the runs contributes all of its points, so
+a figure can be extended with a new model's run when the earlier models' runs are gone.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 PARETO_FORMAT = "spikereg-neuro/pareto"
-PARETO_VERSION = 1
+PARETO_VERSION = 2   # 2: the Loihi 2 constants recorded in the document
 
 
 def _main_loihi_row(doc: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -32,18 +33,24 @@ def _row(doc: Mapping[str, Any], method_prefix: str, platform_prefix: str) -> Op
                  and str(r.get("platform", "")).startswith(platform_prefix)), None)
 
 
-def read_point(path: str | Path, label: Optional[str] = None) -> Dict[str, Any]:
-    """One point from a benchmark output folder (or its ``benchmark.json``)."""
+def read_points(path: str | Path, label: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The point of a benchmark output folder (or its ``benchmark.json``), or every point of a
+    ``pareto.json`` (or a folder holding one), which keep their labels."""
     p = Path(path)
     j = p / "benchmark.json" if p.is_dir() else p
+    if p.is_dir() and not j.is_file() and (p / "pareto.json").is_file():
+        j = p / "pareto.json"
     if not j.is_file():
         raise FileNotFoundError(f"no benchmark.json in {p} (run `spikereg-neuro benchmark --out {p}` first)")
     from ..data.learn2reg import read_json_object
 
     doc = read_json_object(j)
+    if doc.get("format") == PARETO_FORMAT:
+        shared = {k: doc.get(k) for k in ("pairs", "data", "constants", "voxelmorph_gpu", "identity_dice")}
+        return [{**q, **shared, "path": q.get("path") or str(j), "from": str(j)} for q in doc.get("points", [])]
     if "rows" not in doc:
-        raise ValueError(f"{j}: not a benchmark.json (no rows)")
-    return point_from_doc(doc, label or p.name, str(j))
+        raise ValueError(f"{j}: not a benchmark.json (no rows) nor a pareto.json")
+    return [point_from_doc(doc, label or p.name, str(j))]
 
 
 def point_from_doc(doc: Mapping[str, Any], label: str, path: str = "") -> Dict[str, Any]:
@@ -93,31 +100,51 @@ def front(points: Sequence[Mapping[str, Any]], dice_key: str = "dice_quantized")
 
 
 def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    """The pareto document of several benchmark runs (checked to share pairs, data and constants)."""
-    if len(paths) < 2:
-        raise ValueError("benchmark pareto needs at least 2 benchmark runs")
-    if labels is not None and len(labels) != len(paths):
-        raise ValueError(f"--labels has {len(labels)} names for {len(paths)} runs")
-    return build_points([read_point(p, None if labels is None else labels[i]) for i, p in enumerate(paths)])
+    """The pareto document of several benchmark runs and/or earlier pareto documents (checked to
+    share pairs, data and constants). ``labels`` name the benchmark runs, in order."""
+    docs = [Path(p) for p in paths]
+    is_run = [not (str(p).endswith("pareto.json") or (p.is_dir() and not (p / "benchmark.json").is_file()
+                                                       and (p / "pareto.json").is_file())) for p in docs]
+    if labels is not None and len(labels) != sum(is_run):
+        raise ValueError(f"--labels has {len(labels)} names for {sum(is_run)} benchmark runs")
+    names = iter(labels or [])
+    pts = [q for p, run in zip(docs, is_run) for q in read_points(p, next(names) if run and labels else None)]
+    if len(pts) < 2:
+        raise ValueError("benchmark pareto needs at least 2 points (benchmark runs or a pareto.json's points)")
+    return build_points(pts)
 
 
 def build_points(pts: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """The pareto document of points (:func:`read_point` / :func:`point_from_doc`), checked to
-    share pairs, data and constants."""
-    ref = pts[0]
-    for p in pts[1:]:
+    """The pareto document of points (:func:`read_points` / :func:`point_from_doc`), checked to
+    share pairs, data and constants. A point read from a pareto.json of version 1 has no
+    constants recorded: it is taken on the reference's, and the document's notes say so."""
+    ref = next((p for p in pts if p.get("constants") is not None), pts[0])
+    notes = []
+    for p in pts:
+        if p is ref:
+            continue
         for key, what in (("pairs", "pairs"), ("data", "data"), ("constants", "Loihi 2 constants")):
-            if p[key] != ref[key]:
+            if key == "constants" and p[key] is None:
+                note = (f"{p.get('from', p['path'])}: Loihi 2 constants not recorded (pareto.json version 1); "
+                        f"its points are taken on those of {ref['path']}")
+                if note not in notes:
+                    notes.append(note)
+            elif p[key] != ref[key]:
                 raise ValueError(f"{p['path']} and {ref['path']} differ in their {what}: the points would "
                                  "not be priced or scored on one basis")
     on = front(pts)
     for p, f in zip(pts, on):
         p["on_front"] = f
-    return {"format": PARETO_FORMAT, "version": PARETO_VERSION, "pairs": ref["pairs"], "data": ref["data"],
-            "energy_basis": "gross (static + dynamic), estimated, one constant set for every point",
-            "voxelmorph_gpu": ref["voxelmorph_gpu"], "identity_dice": ref["identity_dice"],
-            "points": [{k: v for k, v in p.items() if k not in ("pairs", "data", "constants", "voxelmorph_gpu",
-                                                                 "identity_dice")} for p in pts]}
+    first = pts[0]
+    doc = {"format": PARETO_FORMAT, "version": PARETO_VERSION, "pairs": ref["pairs"], "data": ref["data"],
+           "constants": ref["constants"],
+           "energy_basis": "gross (static + dynamic), estimated, one constant set for every point",
+           "voxelmorph_gpu": first["voxelmorph_gpu"], "identity_dice": first["identity_dice"],
+           "points": [{k: v for k, v in p.items() if k not in ("pairs", "data", "constants", "voxelmorph_gpu",
+                                                                "identity_dice", "from")} for p in pts]}
+    if notes:
+        doc["notes"] = notes
+    return doc
 
 
 def _f(v: Any, fmt: str) -> str:
@@ -141,6 +168,7 @@ def markdown(doc: Mapping[str, Any]) -> str:
                      f"{lr} | {'*' if p['on_front'] else ''} |")
     v = doc.get("voxelmorph_gpu")
     lines += ["", f"Identity (no registration) Dice: {_f(doc.get('identity_dice'), '.4f')}."]
+    lines += [f"Note: {n}." for n in doc.get("notes", [])]
     if v:
         lines.append(f"VoxelMorph, {v['platform']}: {_f(v['energy_mj'], '.2f')} mJ gross "
                      f"({v['energy_source']}), Dice {_f(v['dice'], '.4f')}.")
@@ -153,7 +181,8 @@ def figure(path: Path, doc: Mapping[str, Any]) -> Path:
     from .figures import _plt, _save
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.0, 4.6))
+    fig, ax = plt.subplots(figsize=(10.0, 4.6))
+    fig.subplots_adjust(right=0.66)     # the key of the numbered points to the right of the axes
     pts = [p for p in doc["points"] if p.get("dice_quantized") is not None]
     for i, p in enumerate(pts):
         ax.scatter(p["dice_quantized"], p["energy_mj"], s=46, color="C0" if p["on_front"] else "C7", zorder=3)
@@ -164,7 +193,7 @@ def figure(path: Path, doc: Mapping[str, Any]) -> Path:
                     xytext=(4, 4), fontsize=8)     # numbered: close points stay legible, named in the key
     key = [f"{i + 1}: {p['label']}" + ("" if p["mean_spike_rate"] is None else
                                         f" ({100 * p['mean_spike_rate']:.1f} % spikes)") for i, p in enumerate(pts)]
-    ax.text(0.02, 0.98, "\n".join(key), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
+    ax.text(1.02, 1.0, "\n".join(key), transform=ax.transAxes, va="top", ha="left", fontsize=7.5,
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"})
     fr = sorted((p for p in pts if p["on_front"]), key=lambda p: p["dice_quantized"])
     if len(fr) > 1:
