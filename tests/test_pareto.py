@@ -108,4 +108,8 @@ def test_a_pareto_json_extends_with_new_runs(tmp_path, capsys):
     assert "Note:" in pareto.markdown(doc1)
     with pytest.raises(ValueError, match="labels"):
         pareto.build([new, first / "pareto.json"], ["N", "A"])
+    assert main(["benchmark", "pareto", str(new), str(first), "--labels", "N", "--rename", "A=A (before)",
+                 "--out", str(out)]) == 0
+    assert [p["label"] for p in json.loads((out / "pareto.json").read_text())["points"]] == ["N", "A (before)", "B"]
+    assert main(["benchmark", "pareto", str(new), str(first), "--rename", "Z=Y", "--out", str(out)]) == 1
     capsys.readouterr()

@@ -106,6 +106,8 @@ def add_pareto_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPars
                                            "its folder) adds all of its points, to extend an earlier figure")
     a.add_argument("--labels", help="comma-separated names of the benchmark runs, in order (default: the folder "
                                     "names; a pareto.json's points keep theirs)")
+    a.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a point (e.g. one a pareto.json brings); repeatable")
     a.add_argument("--out", required=True, help="output directory")
     a.set_defaults(func=run_pareto)
     return a
@@ -116,6 +118,7 @@ def run_pareto(args: argparse.Namespace) -> int:
 
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
     doc = pareto.build(args.runs, labels)
+    pareto.rename(doc, dict(r.split("=", 1) if "=" in r else (r, None) for r in args.rename))
     paths = pareto.write(args.out, doc)
     print(pareto.markdown(doc))
     print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")

@@ -147,6 +147,19 @@ def build_points(pts: List[Dict[str, Any]]) -> Dict[str, Any]:
     return doc
 
 
+def rename(doc: Dict[str, Any], names: Mapping[str, Optional[str]]) -> None:
+    """Rename points in place (``{old label: new label}``); an unknown label or a missing new
+    one is an error."""
+    labels = [p["label"] for p in doc["points"]]
+    for old, new in names.items():
+        if new is None or not new.strip():
+            raise ValueError(f"--rename {old!r}: give OLD=NEW")
+        if old not in labels:
+            raise ValueError(f"--rename: no point labelled {old!r} (points: {', '.join(labels)})")
+    for p in doc["points"]:
+        p["label"] = names.get(p["label"], p["label"])
+
+
 def _f(v: Any, fmt: str) -> str:
     return "n/a" if v is None else format(v, fmt)
 
