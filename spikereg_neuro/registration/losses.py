@@ -28,6 +28,7 @@ __all__ = [
     "BendingEnergy",
     "DiceLoss",
     "one_hot",
+    "label_indices",
 ]
 
 
@@ -212,8 +213,9 @@ class BendingEnergy(nn.Module):
         return total
 
 
-def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """One-hot float ``(N, L, D, H, W)`` from int labels ``(N, 1, D, H, W)``/``(N, D, H, W)``."""
+def label_indices(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Int64 ``(N, D, H, W)`` class indices from labels ``(N, 1, D, H, W)``/``(N, D, H, W)``,
+    checked to be integers in ``[0, num_classes)``."""
     if not isinstance(labels, torch.Tensor):
         raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
     if labels.dim() == 5:
@@ -237,7 +239,12 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
             f"labels must lie in [0, {num_classes - 1}], got range "
             f"[{int(labels.min())}, {int(labels.max())}]"
         )
-    return F.one_hot(labels, num_classes).permute(0, 4, 1, 2, 3).float()
+    return labels
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """One-hot float ``(N, L, D, H, W)`` from int labels ``(N, 1, D, H, W)``/``(N, D, H, W)``."""
+    return F.one_hot(label_indices(labels, num_classes), num_classes).permute(0, 4, 1, 2, 3).float()
 
 
 class DiceLoss(nn.Module):
@@ -277,13 +284,15 @@ class DiceLoss(nn.Module):
         Dice needs are weighted counts over the 8 corners (float64), the same value and
         gradient as warping every class up to float rounding, at the cost of one class."""
         n = field.shape[0]
-        if fixed_labels.shape[0] != n or moving_labels.shape[0] != n:
-            raise ValueError(f"batch sizes differ: field {n}, labels {fixed_labels.shape[0]} / "
-                             f"{moving_labels.shape[0]}")
         start = 0 if self.include_background else 1
         if num_classes <= start:
             raise ValueError(f"need at least {start + 1} channels (one-hot labels), got {num_classes}")
-        fl, ml = (_flat_labels(x, num_classes, field.shape[2:]) for x in (fixed_labels, moving_labels))
+        fl, ml = (label_indices(x, num_classes) for x in (fixed_labels, moving_labels))
+        for name, x in (("fixed", fl), ("moving", ml)):
+            if x.shape != (n, *field.shape[2:]):
+                raise ValueError(f"{name} labels {tuple(x.shape)} do not match the field's batch and grid "
+                                 f"{(n, *field.shape[2:])}")
+        fl, ml = fl.reshape(n, -1), ml.reshape(n, -1)
         offset = torch.arange(n, device=field.device).view(n, 1) * num_classes
         f_idx = (fl + offset).reshape(-1)
         t_sum = torch.bincount(f_idx, minlength=n * num_classes).double()
@@ -297,16 +306,3 @@ class DiceLoss(nn.Module):
         dice = (2.0 * inter + self.smooth) / (p_sum + t_sum + self.smooth)
         return 1.0 - dice.view(n, num_classes)[:, start:].mean().float()
 
-
-def _flat_labels(labels: torch.Tensor, num_classes: int, shape) -> torch.Tensor:
-    """Integer labels ``(N, 1, *shape)`` as ``(N, prod(shape))`` int64, checked against ``num_classes``."""
-    if labels.dim() != 5 or labels.shape[1] != 1 or tuple(labels.shape[2:]) != tuple(shape):
-        raise ValueError(f"labels must have shape (N, 1, {', '.join(map(str, shape))}), "
-                         f"got {tuple(labels.shape)}")
-    if labels.is_floating_point() and not torch.equal(labels, labels.round()):
-        raise ValueError("labels must hold integer values")
-    out = labels.long().reshape(labels.shape[0], -1)
-    if out.numel() and (out.min() < 0 or out.max() >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes - 1}], got range "
-                         f"[{int(out.min())}, {int(out.max())}]")
-    return out
