@@ -105,6 +105,8 @@ def test_a_pareto_json_extends_with_new_runs(tmp_path, capsys):
     (tmp_path / "v1" / "pareto.json").write_text(json.dumps(v1))
     doc1 = pareto.build([new, tmp_path / "v1"])
     assert len(doc1["points"]) == 3 and "not recorded" in doc1["notes"][0]
+    by_content = pareto.build([new, tmp_path / "v1.json"], ["N"])    # a pareto document by its content, any name
+    assert [p["label"] for p in by_content["points"]] == ["N", "A", "B"]
     assert "Note:" in pareto.markdown(doc1)
     with pytest.raises(ValueError, match="labels"):
         pareto.build([new, first / "pareto.json"], ["N", "A"])
@@ -112,4 +114,9 @@ def test_a_pareto_json_extends_with_new_runs(tmp_path, capsys):
                  "--out", str(out)]) == 0
     assert [p["label"] for p in json.loads((out / "pareto.json").read_text())["points"]] == ["N", "A (before)", "B"]
     assert main(["benchmark", "pareto", str(new), str(first), "--rename", "Z=Y", "--out", str(out)]) == 1
+    before = (first / "pareto.json").read_bytes()
+    for given in (first, first / "pareto.json"):     # an output may not replace an input
+        assert main(["benchmark", "pareto", str(new), str(given), "--out", str(first)]) == 1
+    assert (first / "pareto.json").read_bytes() == before
+    assert "would replace the input" in capsys.readouterr().err
     capsys.readouterr()

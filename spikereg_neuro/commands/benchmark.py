@@ -117,6 +117,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     from ..profiler import pareto
 
     labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    pareto.check_outputs(args.out, args.runs)
     doc = pareto.build(args.runs, labels)
     pareto.rename(doc, dict(r.split("=", 1) if "=" in r else (r, None) for r in args.rename))
     paths = pareto.write(args.out, doc)

@@ -614,8 +614,8 @@ def run_table(args: argparse.Namespace) -> int:
     pareto_with = list(getattr(args, "pareto_with", None) or [])
     if pareto_with:
         from ..profiler import pareto as _pareto
-        for run in pareto_with:          # each a finished benchmark run or a pareto.json, checked before any work
-            _pareto.read_points(run)
+        # each a finished benchmark run or a pareto.json, read (and so checked) before any work
+        pareto_points = [q for run in pareto_with for q in _pareto.read_points(run)]
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
     model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
@@ -1049,7 +1049,7 @@ def run_table(args: argparse.Namespace) -> int:
                          "constants (--pareto-with); the front joined",
                lambda: _pareto.figure(report / "pareto.png", _pareto.build_points(
                    [_pareto.point_from_doc(_clean(this), "this run")]
-                   + [q for p in pareto_with for q in _pareto.read_points(p)])))
+                   + pareto_points)))
     for stale in report.glob("*.png") if report.is_dir() else []:
         if os.path.relpath(stale, out) not in figures.values():
             stale.unlink()   # a figure of an earlier run (another pair count, an old name)

@@ -33,24 +33,52 @@ def _row(doc: Mapping[str, Any], method_prefix: str, platform_prefix: str) -> Op
                  and str(r.get("platform", "")).startswith(platform_prefix)), None)
 
 
-def read_points(path: str | Path, label: Optional[str] = None) -> List[Dict[str, Any]]:
-    """The point of a benchmark output folder (or its ``benchmark.json``), or every point of a
-    ``pareto.json`` (or a folder holding one), which keep their labels."""
-    p = Path(path)
+def _json_path(p: Path) -> Path:
+    """The file an input names: itself, or its folder's benchmark.json (else its pareto.json)."""
     j = p / "benchmark.json" if p.is_dir() else p
     if p.is_dir() and not j.is_file() and (p / "pareto.json").is_file():
         j = p / "pareto.json"
+    return j
+
+
+def check_outputs(out_dir: str | Path, paths: Sequence[str | Path]) -> None:
+    """Refuse an ``out_dir`` whose files would replace one of the inputs (e.g. extending a figure
+    in its own folder): a one-line error before anything is read or written."""
+    outs = {(Path(out_dir) / f"pareto.{ext}").resolve() for ext in ("json", "md", "png")}
+    for p in paths:
+        if _json_path(Path(p)).resolve() in outs:
+            raise ValueError(f"--out {out_dir} would replace the input {p}: write to another folder "
+                             "(and copy the files over afterwards)")
+
+
+def _read_doc(path: str | Path) -> tuple:
+    """``(json path, document, default label)`` of a benchmark output folder or a ``pareto.json``
+    folder, or of such a file, checked to be one of the two."""
+    p = Path(path)
+    j = _json_path(p)
     if not j.is_file():
         raise FileNotFoundError(f"no benchmark.json in {p} (run `spikereg-neuro benchmark --out {p}` first)")
     from ..data.learn2reg import read_json_object
 
     doc = read_json_object(j)
+    if doc.get("format") != PARETO_FORMAT and "rows" not in doc:
+        raise ValueError(f"{j}: not a benchmark.json (no rows) nor a pareto.json")
+    return j, doc, p.name
+
+
+def _points_of(j: Path, doc: Mapping[str, Any], label: str) -> List[Dict[str, Any]]:
+    """A benchmark document's point (named ``label``), or a pareto document's points."""
     if doc.get("format") == PARETO_FORMAT:
         shared = {k: doc.get(k) for k in ("pairs", "data", "constants", "voxelmorph_gpu", "identity_dice")}
         return [{**q, **shared, "path": q.get("path") or str(j), "from": str(j)} for q in doc.get("points", [])]
-    if "rows" not in doc:
-        raise ValueError(f"{j}: not a benchmark.json (no rows) nor a pareto.json")
-    return [point_from_doc(doc, label or p.name, str(j))]
+    return [point_from_doc(doc, label, str(j))]
+
+
+def read_points(path: str | Path, label: Optional[str] = None) -> List[Dict[str, Any]]:
+    """The point of a benchmark output folder (or its ``benchmark.json``), or every point of a
+    ``pareto.json`` (or a folder holding one), which keep their labels."""
+    j, doc, name = _read_doc(path)
+    return _points_of(j, doc, label or name)
 
 
 def point_from_doc(doc: Mapping[str, Any], label: str, path: str = "") -> Dict[str, Any]:
@@ -102,13 +130,13 @@ def front(points: Sequence[Mapping[str, Any]], dice_key: str = "dice_quantized")
 def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The pareto document of several benchmark runs and/or earlier pareto documents (checked to
     share pairs, data and constants). ``labels`` name the benchmark runs, in order."""
-    docs = [Path(p) for p in paths]
-    is_run = [not (str(p).endswith("pareto.json") or (p.is_dir() and not (p / "benchmark.json").is_file()
-                                                       and (p / "pareto.json").is_file())) for p in docs]
-    if labels is not None and len(labels) != sum(is_run):
-        raise ValueError(f"--labels has {len(labels)} names for {sum(is_run)} benchmark runs")
+    docs = [_read_doc(p) for p in paths]
+    runs = sum(doc.get("format") != PARETO_FORMAT for _, doc, _ in docs)
+    if labels is not None and len(labels) != runs:
+        raise ValueError(f"--labels has {len(labels)} names for {runs} benchmark runs")
     names = iter(labels or [])
-    pts = [q for p, run in zip(docs, is_run) for q in read_points(p, next(names) if run and labels else None)]
+    pts = [q for j, doc, name in docs
+           for q in _points_of(j, doc, next(names) if labels and doc.get("format") != PARETO_FORMAT else name)]
     if len(pts) < 2:
         raise ValueError("benchmark pareto needs at least 2 points (benchmark runs or a pareto.json's points)")
     return build_points(pts)
