@@ -61,7 +61,7 @@ def register_tensors(
     ``max_voxels = 0``: each iteration tiles its (downsampled) volume with ``patch`` tiles at
     ``stride``; volumes are zero-padded to a multiple of the coarsest scale. ``max_voxels > 0``:
     volumes are zero-padded to a multiple of ``multiple x`` the coarsest scale (``multiple``:
-    the network's size multiple, 8 for 3 stride-2 levels) and each iteration runs the network
+    the network's size multiple, 2 ** stride-2 levels: 8 for the packaged network) and each iteration runs the network
     once on the whole volume when it has at most ``max_voxels`` voxels, else on the tiles of
     :func:`~spikereg_neuro.tiling.plan_tiles`, as many per call as ``max_voxels`` holds (so a
     call never has more voxels than that). The field is cropped back. With

@@ -68,6 +68,10 @@ def test_overlay_merges_mappings_and_replaces_lists():
     ("model: {bogus: 1}", "unknown model config keys"),
     ("- 1\n- 2", "top level must be a mapping"),
     ("train: [", "is not valid YAML"),
+    ("model: {enc_channels: [8, 16, 32, 32, 32]}", r"enc_windows needs one entry per encoder level \(5\)"),
+    ("model: {enc_channels: [8, 16, 32, 32, 32], enc_windows: [8, 6, 4, 4, 4]}",
+     r"dec_channels needs 4 entries \(decoder levels 3 down to 0\) for 5 encoder levels"),
+    ("model: {enc_channels: [8, 16], enc_windows: [8, 6], dec_channels: [8]}", "enc_channels needs 3 to 6 entries"),
 ])
 def test_bad_partial_configs_name_the_problem(tmp_path, text, msg):
     p = tmp_path / "bad.yaml"

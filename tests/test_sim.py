@@ -747,3 +747,52 @@ def test_input_once_lava_equals_emulator_in_both_graphs(qnet):
     with LavaSession(q, timeout=300) as s:
         v = s.run_payloads(pls)
     assert np.array_equal(v, emulate(q, pls).readout_v.numpy())
+
+
+@pytest.mark.parametrize("levels", [3, 5])
+def test_other_depths_float_emulator_lava_and_mapper_agree(levels):
+    """A U-Net of 3 or 5 encoder levels (graded spikes, input sent once, read-out from dec0 and
+    up2(dec1)): export names every level's connections, the emulator with the float network's
+    spikes gives the float field, Lava equals the emulator spike for spike and payload for payload,
+    and the counter and mapper take it."""
+    from calibration.calibrate import FloatRecorder, forced_output
+    from calibration.emulator import spike_agreement
+    from loihi.resources import NetworkResources
+    from spikereg_neuro.connections import Connection
+    from spikereg_neuro.profiler.counting import NetworkCounter
+    torch.manual_seed(1)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8, 8)[:levels], dec_channels=(8, 8, 4, 4)[-(levels - 1):],
+                      enc_windows=(6, 4, 3, 3, 3)[:levels], dec_window=2, readout_levels=2, weight_gain=6.0,
+                      readout_scale=0.1, input_once=True, neuron=NeuronConfig(graded_spike=True))
+    net = SpikeRegUNet(cfg).eval()
+    deep = f"enc{levels - 1}"
+    exp = {d["name"]: d["inputs"] for d in net.export()}
+    assert list(exp) == [*(f"enc{l}" for l in range(levels)), *(f"dec{l}" for l in reversed(range(levels - 1))),
+                         "readout"]
+    assert exp[f"dec{levels - 2}"] == [Connection(deep, 2), Connection(f"enc{levels - 2}")]
+    assert cfg.size_multiple == 2 ** (levels - 1) * 2
+    q = quantize_network(net, source_checkpoint=f"tiny{levels}", source_sha256="0" * 64,
+                         patch_size=(16, 16, 16), stride=(8, 8, 8))
+    assert q.size_multiple == 2 ** (levels - 1)
+    pl = smooth_payload()
+    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
+        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
+    assert all(a.sum() > 0 for a in net.activity.values())     # every level spikes
+    forced = {k: forced_output(q.layer(k), v) for k, v in rec.out.items() if k != "readout"}
+    tf = emulate(q, pl, forced=forced, record_spikes=True)    # equal up to payload rounding
+    for name, s in rec.out.items():
+        if name != "readout":
+            assert spike_agreement(s > 0, tf.spikes[name])["agreement"] > 0.98, name
+    assert float((tf.field - u).abs().max()) < 0.1 * float(u.abs().max())
+    ref = emulate(q, pl, record_spikes=True)
+    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    assert c["equal"] and c["readout"]["mismatches"] == 0
+    for name, row in c["layers"].items():
+        assert row["mismatches"] == 0, (name, row)
+    counter = NetworkCounter(net.export(), (16, 16, 16))
+    assert set(counter.layers) == set(exp)
+    res = NetworkResources(net.export(), (16, 16, 16))
+    assert set(res.layers) == set(exp) and res.layers[deep].synapses > 0
+    m, n = 2 ** (levels - 1), 3 * 2 ** (levels - 2)     # n is not a multiple of m
+    with pytest.raises(ValueError, match=f"divisible by {m} \\({levels - 1} stride-2 levels\\)"):
+        net(torch.rand(1, 1, n, n, n), torch.rand(1, 1, n, n, n))

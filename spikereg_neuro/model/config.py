@@ -8,6 +8,10 @@ from ..dataclass_io import DictIO
 from .neuron import NeuronConfig
 
 
+#: encoder levels a config may have (3: the fewest with a dec1 for readout_levels 2; 6 pools to 1/32)
+MIN_LEVELS, MAX_LEVELS = 3, 6
+
+
 @dataclass
 class ModelConfig(DictIO):
     """SpikeReg network and policy hyper-parameters.
@@ -68,11 +72,15 @@ class ModelConfig(DictIO):
         self.scales = tuple(int(s) for s in self.scales)
         if isinstance(self.neuron, dict):
             self.neuron = NeuronConfig.from_dict(self.neuron)
-        if len(self.enc_channels) != 4 or len(self.enc_windows) != 4:
-            raise ValueError("enc_channels and enc_windows need 4 entries (4 encoder levels), got "
-                             f"{self.enc_channels} and {self.enc_windows}")
-        if len(self.dec_channels) != 3:
-            raise ValueError(f"dec_channels needs 3 entries (decoder levels 2, 1, 0), got {self.dec_channels}")
+        L = len(self.enc_channels)
+        if not MIN_LEVELS <= L <= MAX_LEVELS:
+            raise ValueError(f"enc_channels needs {MIN_LEVELS} to {MAX_LEVELS} entries (one per level), "
+                             f"got {self.enc_channels}")
+        if len(self.enc_windows) != L:
+            raise ValueError(f"enc_windows needs one entry per encoder level ({L}), got {self.enc_windows}")
+        if len(self.dec_channels) != L - 1:
+            raise ValueError(f"dec_channels needs {L - 1} entries (decoder levels {L - 2} down to 0) for "
+                             f"{L} encoder levels, got {self.dec_channels}")
         if any(t < 1 for t in self.enc_windows) or self.dec_window < 1:
             raise ValueError("time windows must be >= 1 step")
         if any(a < b for a, b in zip(self.enc_windows, self.enc_windows[1:])):
@@ -99,9 +107,14 @@ class ModelConfig(DictIO):
         return len(self.scales)
 
     @property
+    def levels(self) -> int:
+        """Encoder levels (``len(enc_channels)``); ``levels - 1`` of them are stride 2."""
+        return len(self.enc_channels)
+
+    @property
     def size_multiple(self) -> int:
-        """Spatial sizes must be divisible by this (3 stride-2 levels x the coarsest scale)."""
-        return 8 * max(self.scales)
+        """Spatial sizes must be divisible by this (the stride-2 levels x the coarsest scale)."""
+        return 2 ** (self.levels - 1) * max(self.scales)
 
     @classmethod
     def from_stored(cls, d: Mapping[str, Any]) -> "ModelConfig":

@@ -34,13 +34,14 @@ class _EventRate(torch.autograd.Function):
 
 
 class SpikeRegUNet(torch.nn.Module):
-    """4-level spiking U-Net: (fixed, moving) -> displacement field in voxels.
+    """Spiking U-Net of ``L = len(enc_channels)`` levels (packaged: 4): (fixed, moving) ->
+    displacement field in voxels.
 
     * ``enc0``: graded-spike input (2 channels) -> conv 3^3 -> neurons, ``enc_windows[0]`` steps
       (the input at every step, or at the first only with ``input_once``);
-    * ``enc1..enc3``: stride-2 conv 3^3 -> neurons, each on the last ``enc_windows[l]`` steps of
-      the level above (decreasing time windows);
-    * ``dec2..dec0``: x2 nearest upsampling of spikes, concatenation with the encoder skip
+    * ``enc1..enc{L-1}``: stride-2 conv 3^3 -> neurons, each on the last ``enc_windows[l]`` steps
+      of the level above (decreasing time windows);
+    * ``dec{L-2}..dec0``: x2 nearest upsampling of spikes, concatenation with the encoder skip
       (its last ``dec_window`` steps), conv 3^3 -> neurons;
     * ``readout``: conv 3^3 into non-spiking integrators, averaged over the window; it reads
       ``dec0`` (``readout_levels = 1``) or ``dec0`` and x2-upsampled ``dec1`` spikes (``2``).
@@ -58,18 +59,16 @@ class SpikeRegUNet(torch.nn.Module):
         self.cfg = cfg = cfg or ModelConfig()
         ec, dc, nc = cfg.enc_channels, cfg.dec_channels, cfg.neuron
         g = cfg.weight_gain
-        self.enc = torch.nn.ModuleList([
-            SpikingConvBlock("enc0", cfg.in_channels, ec[0], self.enc0_neuron(), stride=1, weight_gain=g),
-            SpikingConvBlock("enc1", ec[0], ec[1], nc, stride=2, weight_gain=g),
-            SpikingConvBlock("enc2", ec[1], ec[2], nc, stride=2, weight_gain=g),
-            SpikingConvBlock("enc3", ec[2], ec[3], nc, stride=2, weight_gain=g),
-        ])
+        L = cfg.levels
+        self.enc = torch.nn.ModuleList(
+            [SpikingConvBlock("enc0", cfg.in_channels, ec[0], self.enc0_neuron(), stride=1, weight_gain=g)]
+            + [SpikingConvBlock(f"enc{l}", ec[l - 1], ec[l], nc, stride=2, weight_gain=g) for l in range(1, L)])
+        # dec{l} (l = L-2 .. 0) reads up2(the level below) ++ enc{l}; dec_channels[k] is dec{L-2-k}
+        below = [ec[-1], *dc[:-1]]
         self.dec = torch.nn.ModuleList([
-            SpikingConvBlock("dec2", ec[3] + ec[2], dc[0], nc, weight_gain=g),
-            SpikingConvBlock("dec1", dc[0] + ec[1], dc[1], nc, weight_gain=g),
-            SpikingConvBlock("dec0", dc[1] + ec[0], dc[2], nc, weight_gain=g),
-        ])
-        ro_in = dc[2] + (dc[1] if cfg.readout_levels == 2 else 0)
+            SpikingConvBlock(f"dec{L - 2 - k}", below[k] + ec[L - 2 - k], dc[k], nc, weight_gain=g)
+            for k in range(L - 1)])
+        ro_in = dc[-1] + (dc[-2] if cfg.readout_levels == 2 else 0)
         self.readout = ReadoutBlock("readout", ro_in, 3, scale=cfg.readout_scale,
                                     init_quanta=cfg.readout_init)
         self.activity: Dict[str, torch.Tensor] = {}
@@ -96,10 +95,11 @@ class SpikeRegUNet(torch.nn.Module):
         if fixed.shape[1] + moving.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected {self.cfg.in_channels} input channels in total, got "
                              f"{fixed.shape[1] + moving.shape[1]}")
-        bad = [s for s in fixed.shape[2:] if s % 8]
+        m = 2 ** (self.cfg.levels - 1)
+        bad = [s for s in fixed.shape[2:] if s % m]
         if bad:
-            raise ValueError(f"spatial size {tuple(fixed.shape[2:])} must be divisible by 8 "
-                             "(3 stride-2 levels); pad or tile the volume")
+            raise ValueError(f"spatial size {tuple(fixed.shape[2:])} must be divisible by {m} "
+                             f"({self.cfg.levels - 1} stride-2 levels); pad or tile the volume")
 
     def _record(self, name: str, spikes: torch.Tensor) -> None:
         # events: 1 where a neuron spiked, whatever the payload (graded spikes carry >= 1), with
@@ -140,11 +140,12 @@ class SpikeRegUNet(torch.nn.Module):
         cfg = self.cfg
         out = []
         C = Connection
-        inputs = {"enc0": [C(INPUT)], "enc1": [C("enc0")], "enc2": [C("enc1")], "enc3": [C("enc2")],
-                  "dec2": [C("enc3", 2), C("enc2")], "dec1": [C("dec2", 2), C("enc1")],
-                  "dec0": [C("dec1", 2), C("enc0")],
+        L = cfg.levels
+        inputs = {"enc0": [C(INPUT)], **{f"enc{l}": [C(f"enc{l - 1}")] for l in range(1, L)},
+                  **{f"dec{l}": [C(f"dec{l + 1}" if l < L - 2 else f"enc{L - 1}", 2), C(f"enc{l}")]
+                     for l in range(L - 1)},
                   "readout": [C("dec0")] + ([C("dec1", 2)] if cfg.readout_levels == 2 else [])}
-        windows = dict(zip(["enc0", "enc1", "enc2", "enc3"], cfg.enc_windows))
+        windows = {f"enc{l}": t for l, t in enumerate(cfg.enc_windows)}
         for b in self.blocks():
             d = b.export()
             d["inputs"] = inputs[b.name]
