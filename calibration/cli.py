@@ -69,6 +69,13 @@ def calibrate_model(
     rdir = Path(report_dir) if report_dir else out.parent
     if calib_pairs < 1:
         raise ValueError("--calib-pairs must be >= 1")
+    if max_calib_patches < 0:
+        raise ValueError(f"--max-calib-patches must be >= 0 (0: all), got {max_calib_patches}")
+    if eval_pairs < 0:
+        raise ValueError(f"--eval-pairs must be >= 0 (0: all test pairs), got {eval_pairs}")
+    if not 0 <= headroom_bits < 23:  # False for NaN; 23: no state value would be allowed
+        raise ValueError(f"--headroom-bits must be in [0, 23) (bits of the 24-bit signed state kept "
+                         f"free), got {headroom_bits}")
     check_outputs(inputs={"--model": model_path, "--data": data},
                   outputs={"--out": out, "report (json)": rdir / "calibration_report.json",
                            "report (md)": rdir / "calibration_report.md"},

@@ -568,39 +568,48 @@ def save_qnet(path: PathLike, q: QuantizedNet) -> Path:
     return path
 
 
+def _read_qnet_file(f, path: Path):
+    """The QuantizedNet in the open net.h5 ``f`` and its stored output shapes (unvalidated)."""
+    where = str(path)
+    order = read_attr(f.attrs, _LAYER_ORDER, where, NetFileError)
+    if "layers" not in f:
+        raise NetFileError(f"{path}: no /layers group")
+    g = f["layers"]
+    extra = sorted(set(g.keys()) - set(order))
+    if extra:
+        raise NetFileError(f"{path}: layers {extra} are not in layer_order {order}")
+    layers = []
+    for name in order:
+        if name not in g:
+            raise NetFileError(f"{path}: missing layer {name!r} (listed in layer_order)")
+        h = g[name]
+        lw = f"{path}: layer {name!r}"
+        if "weight" not in h:
+            raise NetFileError(f"{lw}: missing dataset 'weight'")
+        w = np.asarray(h["weight"])
+        a = h.attrs
+        layer = QuantizedLayer(name=name, weight=w, atrlif=read_attrs(a, ATRLIF_ATTRS, lw, NetFileError),
+                               **read_attrs(a, LAYER_ATTRS, lw, NetFileError))
+        for k in ("in_channels", "out_channels"):
+            if k in a and int(a[k]) != getattr(layer, k):
+                raise NetFileError(f"{lw}: shape mismatch: attribute {k}={int(a[k])} but weight "
+                                   f"shape is {w.shape}")
+        layers.append(layer)
+    q = QuantizedNet(layers=layers, **read_attrs(f.attrs, NET_ATTRS, where, NetFileError))
+    stored_shapes = {name: INTS.decode(g[name].attrs["output_shape"])
+                     for name in order if "output_shape" in g[name].attrs}
+    return q, stored_shapes
+
+
 def load_qnet(path: PathLike) -> QuantizedNet:
     """Read and validate a net.h5 file (clear NetFileError messages for anything wrong)."""
     path = Path(path)
     with open_versioned(path, FORMAT, FORMAT_VERSION, NetFileError,
                         "spikereg-neuro quantized network") as f:
-        where = str(path)
-        order = read_attr(f.attrs, _LAYER_ORDER, where, NetFileError)
-        if "layers" not in f:
-            raise NetFileError(f"{path}: no /layers group")
-        g = f["layers"]
-        extra = sorted(set(g.keys()) - set(order))
-        if extra:
-            raise NetFileError(f"{path}: layers {extra} are not in layer_order {order}")
-        layers = []
-        for name in order:
-            if name not in g:
-                raise NetFileError(f"{path}: missing layer {name!r} (listed in layer_order)")
-            h = g[name]
-            lw = f"{path}: layer {name!r}"
-            if "weight" not in h:
-                raise NetFileError(f"{lw}: missing dataset 'weight'")
-            w = np.asarray(h["weight"])
-            a = h.attrs
-            layer = QuantizedLayer(name=name, weight=w, atrlif=read_attrs(a, ATRLIF_ATTRS, lw, NetFileError),
-                                   **read_attrs(a, LAYER_ATTRS, lw, NetFileError))
-            for k in ("in_channels", "out_channels"):
-                if k in a and int(a[k]) != getattr(layer, k):
-                    raise NetFileError(f"{lw}: shape mismatch: attribute {k}={int(a[k])} but weight "
-                                       f"shape is {w.shape}")
-            layers.append(layer)
-        q = QuantizedNet(layers=layers, **read_attrs(f.attrs, NET_ATTRS, where, NetFileError))
-        stored_shapes = {name: INTS.decode(g[name].attrs["output_shape"])
-                         for name in order if "output_shape" in g[name].attrs}
+        try:
+            q, stored_shapes = _read_qnet_file(f, path)
+        except (RuntimeError, OSError) as exc:  # h5py on damaged metadata or data
+            raise NetFileError(f"{path}: damaged HDF5 file ({' '.join(str(exc).split())})") from None
     try:
         validate_qnet(q)
     except NetFileError as exc:

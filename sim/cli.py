@@ -288,9 +288,9 @@ def run(args: argparse.Namespace) -> int:
                                 cache=args.cache, timeout=args.timeout, progress=not args.quiet,
                                 fixed=args.fixed, moving=args.moving)
         except (SimError, ValueError, FileNotFoundError) as exc:
-            print(f"spikereg-neuro simulate: error: {str(exc).splitlines()[0] if str(exc) else exc!r}",
-                  file=sys.stderr)
-            if isinstance(exc, SimError) and len(str(exc).splitlines()) > 1:
+            first = str(exc).splitlines()[0] if str(exc).strip() else repr(exc)
+            print(f"spikereg-neuro simulate: error: {first}", file=sys.stderr)
+            if len(str(exc).splitlines()) > 1:
                 print("\n".join(str(exc).splitlines()[1:]), file=sys.stderr)
             return 1
         return 0 if doc.get("field_equal_emulator") in (True, None) else 3

@@ -49,9 +49,22 @@ class SpikeRegRegistrar:
 
     def load(self):
         if self._inf is None:
+            from .checkpoint import read_checkpoint
             from .inference import SpikeRegInference
+            from .registration.world import model_spacing
             self._inf = SpikeRegInference(self.checkpoint, device=self.device)
+            self.spacing_mm = model_spacing(read_checkpoint(self.checkpoint))[0]
         return self._inf
+
+    def check_pair_spacing(self, pair: Dict[str, Any], name: str) -> None:
+        """One-line ``ValueError`` when a loaded pair is not at the model's voxel size (the network
+        runs on the arrays as they are, so another spacing gives a meaningless score)."""
+        if pair.get("spacing") is not None:
+            from .train.folder_data import check_at_spacing
+            self.load()
+            check_at_spacing(pair["spacing"], self.spacing_mm, f"pair {name}",
+                             "the spikereg method reads pairs at the model's voxel size (resample them "
+                             "first, or `register` them, which resamples)")
 
     def register(self, fixed: np.ndarray, moving: np.ndarray, affine: Optional[np.ndarray] = None) -> np.ndarray:
         from .baselines.base import check_field, check_pair_arrays
@@ -282,6 +295,9 @@ def accuracy_benchmark(pairs: Sequence[Any], registrars: Sequence[Any], progress
     for k, p in enumerate(pairs):
         pair = _load_pair(p)
         name = pair.get("name") or f"pair_{k:03d}"
+        for reg in ready:
+            if hasattr(reg, "check_pair_spacing"):
+                reg.check_pair_spacing(pair, name)
         for reg in ready:
             bar.set_postfix(method=reg.name, pair=name)
             t0 = time.perf_counter()

@@ -18,15 +18,22 @@ VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
 
 
 def normalize_intensity(x: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """Robust min-max to [0, 1]; volumes already in [0, 1] are left as they are."""
+    """Robust min-max to [0, 1]; volumes already in [0, 1] are left as they are. A sparse
+    volume whose percentiles coincide (e.g. a few bright voxels) falls back to min-max; a
+    constant or empty one is a ``ValueError``."""
     x = np.asarray(x, dtype=np.float32)
+    if x.size == 0:
+        raise ValueError("volume is empty: nothing to register")
     if not np.isfinite(x).all():
         raise ValueError("volume contains NaN or inf")
-    if x.min() >= 0.0 and x.max() <= 1.0:
+    vmin, vmax = float(x.min()), float(x.max())
+    if vmax == vmin:
+        raise ValueError(f"volume is constant (every voxel is {vmin:g}): nothing to register")
+    if vmin >= 0.0 and vmax <= 1.0:
         return x
     lo, hi = np.percentile(x, [lo_pct, hi_pct])
     if hi <= lo:
-        raise ValueError("volume is constant: nothing to register")
+        lo, hi = vmin, vmax
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 

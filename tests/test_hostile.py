@@ -355,6 +355,56 @@ def test_constant_images_and_absurd_fields_are_errors(files, tmp_path, capsys, m
     assert not out.exists()
 
 
+def test_odd_but_valid_inputs_register_and_bad_ones_fail_up_front(files, tmp_path, capsys):
+    """A sparse image, an MGH FIXED, an upper-case suffix and labels above int32 all work; complex
+    data, an empty volume and labels that miss FIXED are one-line errors with nothing written."""
+    from spikereg_neuro.inference import normalize_intensity
+    aff = np.diag([2.0, 2.0, 2.0, 1.0])
+    sparse = np.zeros(SHAPE, np.float32)
+    sparse[4:6, 4:6, 4:6] = 100.0  # 8 bright voxels: the 0.5 / 99.5 % percentiles coincide
+    assert normalize_intensity(sparse).max() == 1.0
+    with pytest.raises(ValueError, match=r"constant \(every voxel is 0.5\)"):
+        normalize_intensity(np.full(SHAPE, 0.5, np.float32))  # in [0, 1] but still constant
+    sp = tmp_path / "sparse.nii.gz"
+    nib.save(nib.Nifti1Image(sparse, aff), str(sp))
+    mgz = tmp_path / "fixed.mgz"
+    nib.save(nib.MGHImage(np.asarray(nib.load(str(files["fixed"])).dataobj, np.float32), aff), str(mgz))
+    big = tmp_path / "big.nii.gz"
+    lab = np.zeros(SHAPE, np.int64)
+    lab[2:14, 2:14, 2:14] = 2 ** 40
+    nib.save(nib.Nifti1Image(lab, aff, dtype=np.int64), str(big))
+    for fixed, extra, out in ((sp, (), "a.nii.gz"), (mgz, (), "b.nii.gz"), (files["fixed"], (), "C.NII.GZ"),
+                              (files["fixed"], ("--moving-labels", str(big), "--out-warped-labels",
+                                                str(tmp_path / "bl.nii.gz")), "d.nii.gz")):
+        argv = ["register", str(fixed), str(files["moving"]), "--out-warped", str(tmp_path / out),
+                "--model", str(files["ckpt"]), *extra]
+        assert main(argv) == 0, capsys.readouterr().err
+        assert nib.load(str(tmp_path / out)).shape == SHAPE
+    wl = nib.load(str(tmp_path / "bl.nii.gz"))
+    assert wl.get_data_dtype() == np.int64 and 2 ** 40 in np.asarray(wl.dataobj)
+    capsys.readouterr()
+
+    cplx = tmp_path / "cplx.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(SHAPE, np.complex64), aff), str(cplx))
+    empty = tmp_path / "empty.nii"
+    nib.save(nib.Nifti1Image(np.zeros((0, 16, 16), np.float32), aff), str(empty))
+    far = tmp_path / "far.nii.gz"
+    far_aff = aff.copy()
+    far_aff[0, 3] = 1000.0  # 1 m to the side
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.int16), far_aff), str(far))
+    out = tmp_path / "x.nii.gz"
+    for argv, msg in (
+            ([str(files["fixed"]), str(cplx)], "complex"),
+            ([str(empty), str(files["moving"])], "the volume is empty"),
+            ([str(files["fixed"]), str(files["moving"]), "--moving-labels", str(far), "--out-warped-labels",
+              str(tmp_path / "xl.nii.gz")], "does not overlap FIXED"),
+    ):
+        assert main(["register", *argv, "--out-warped", str(out), "--model", str(files["ckpt"])]) == 1
+        err = capsys.readouterr().err  # (the far labels' grid warning comes first)
+        assert msg in _one_error_line(err.strip().splitlines()[-1], "register")
+        assert not out.exists() and not (tmp_path / "xl.nii.gz").exists()
+
+
 def test_header_claiming_huge_volume_is_refused_before_allocation(files, tmp_path, capsys):
     import gzip
 
@@ -400,3 +450,50 @@ def test_simulate_refuses_to_overwrite_its_net(tmp_path, capsys):
         assert main(["simulate", "--net", str(net), "--out", str(net), "--backend", "emulator", *extra]) == 1
         assert "same file as the input --net" in capsys.readouterr().err
     assert net.read_bytes() == b"precious"
+
+
+def test_malformed_data_files_and_arguments_fail_up_front(files, tmp_path, capsys, monkeypatch):
+    """pairs.json entries that are not pair mappings, a non-integer version, a binary file as
+    JSON, a file as --out and out-of-range calibrate arguments: one line each, before any work."""
+    import h5py
+
+    import calibration.netfile as nf
+    from spikereg_neuro.data.learn2reg import PAIRS_FORMAT
+
+    def acc(data, out=tmp_path / "acc"):
+        return main(["benchmark", "accuracy", "--data", str(data), "--methods", "identity", "--out", str(out),
+                     "--no-progress"])
+
+    for name, doc, msg in (("ints", {"version": 1, "pairs": [1, 2]}, "a pair entry must be a mapping"),
+                           ("num", {"version": 1, "pairs": [{"fixed": 5, "moving": "m.nii.gz"}]},
+                            "'fixed' must be a path"),
+                           ("vnull", {"version": None, "pairs": []}, "'version' must be an integer")):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "pairs.json").write_text(json.dumps({"format": PAIRS_FORMAT, **doc}))
+        assert acc(d) == 1
+        assert msg in _one_error_line(capsys.readouterr().err, "benchmark accuracy")
+    b = tmp_path / "bin" / "pairs.json"
+    b.parent.mkdir()
+    b.write_bytes(Path(files["fixed"]).read_bytes())  # gzip bytes
+    assert acc(b.parent) == 1
+    assert "not a JSON file" in _one_error_line(capsys.readouterr().err, "benchmark accuracy")
+    assert acc(b.parent, out=files["fixed"]) == 1  # --out is checked before the data is read
+    assert "is a file, not a directory" in _one_error_line(capsys.readouterr().err, "benchmark accuracy")
+
+    for flag, value, msg in (("--eval-pairs", "-1", "--eval-pairs must be >= 0"),
+                             ("--max-calib-patches", "-5", "--max-calib-patches must be >= 0"),
+                             ("--headroom-bits", "40", "--headroom-bits must be in [0, 23)")):
+        assert main(["calibrate", "--model", str(files["ckpt"]), "--out", str(tmp_path / "n.h5"), flag, value]) == 1
+        assert msg in _one_error_line(capsys.readouterr().err, "calibrate")
+    assert not (tmp_path / "n.h5").exists()
+
+    h5 = tmp_path / "damaged.h5"
+    with h5py.File(h5, "w") as f:
+        f.attrs["format"], f.attrs["format_version"] = nf.FORMAT, nf.FORMAT_VERSION
+
+    def damaged(f, path):
+        raise RuntimeError("Can't synchronously determine if attribute exists (bad version number)")
+    monkeypatch.setattr(nf, "_read_qnet_file", damaged)
+    with pytest.raises(nf.NetFileError, match=r"damaged.h5: damaged HDF5 file \(Can't synchronously"):
+        nf.load_qnet(h5)

@@ -326,6 +326,13 @@ def test_yaml_constants_override(tmp_path):
     with pytest.raises(ValueError, match="unknown"):
         load_constants(p)
     assert load_constants(overrides={"t_barrier_ns": 0}).t_barrier_ns.value == 0
+    assert load_constants(overrides={"e_synop_pj": "1e-3"}).e_synop_pj.value == 1e-3  # YAML 1.1 string
+    for bad in (-5, float("nan"), float("inf"), "many", {"value": True}):
+        with pytest.raises(ValueError, match=r"e_synop_pj: value must be a finite number >= 0 \(pJ\)"):
+            load_constants(overrides={"e_synop_pj": bad})
+    p.write_text("e_synop_pj: [1, 2\n")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        load_constants(p)
 
 
 def test_calibration_check_against_pilotnet():

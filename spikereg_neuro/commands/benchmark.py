@@ -198,6 +198,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
     names = parse_methods(args.methods)
     if args.pairs is not None and args.pairs < 1:
         raise ValueError("--pairs must be >= 1")
+    from ..io.paths import check_output_dir
+    check_output_dir("--out", args.out)  # before any registration
     progress = not args.no_progress
     if args.data:
         pairs, meta = folder_pairs(args.data, args.split)

@@ -600,7 +600,8 @@ def run_table(args: argparse.Namespace) -> int:
 
     progress = not args.no_progress
     log = print
-    out = Path(args.out)
+    from ..io.paths import check_output_dir
+    out = check_output_dir("--out", args.out)  # before the calibration and every row
     report = out / "report"
     if args.pairs is not None and args.pairs < 0:
         raise ValueError("--pairs must be >= 0")

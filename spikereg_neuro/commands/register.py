@@ -130,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
         _warn(f"only {overlap:.0%} of FIXED's field of view lies inside MOVING's"
               + (" (try --init affine)" if world_map is None else " after the affine stage"))
 
+    if labels_c is not None and not labels_c.matches(moving_c):
+        l_overlap = W.overlap_fraction(work, labels_c, world_map)
+        if l_overlap == 0.0:
+            raise ValueError(f"--moving-labels {args.moving_labels} does not overlap FIXED in world space "
+                             "(its affine places it apart from the registered MOVING): the warped labels "
+                             "would be all 0")
+        if l_overlap < 0.5:
+            _warn(f"only {l_overlap:.0%} of FIXED's field of view lies inside --moving-labels' grid")
     same_grid = world_map is None and moving_c.matches(fixed_c) and not resampled_fixed
     m_w = m if same_grid else W.resample(m, mc_aff, work, world_map, cval=float(m.min()))
 

@@ -95,9 +95,15 @@ class PairRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], root: PathLike) -> "PairRecord":
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a pair entry must be a mapping with 'fixed' and 'moving' paths, got {data!r}")
         for key in ("fixed", "moving"):
             if not data.get(key):
                 raise KeyError(f"pair entry {dict(data)!r} has no {key!r} path")
+        for key in ("fixed", "moving", "fixed_labels", "moving_labels"):
+            v = data.get(key)
+            if v is not None and not isinstance(v, str):
+                raise ValueError(f"pair entry {dict(data)!r}: {key!r} must be a path (a string), got {v!r}")
 
         def res(v: Any) -> Optional[Path]:
             return _resolve(root, v) if v else None
@@ -134,6 +140,8 @@ def read_json_object(path: Path) -> Dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: invalid JSON: {exc}") from exc
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a JSON file (not UTF-8 text)") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object at the top level")
     return data
@@ -243,7 +251,10 @@ def _pairs_doc(path: PathLike) -> Tuple[Path, Dict[str, Any]]:
     doc = read_json_object(json_path)
     if doc.get("format") != PAIRS_FORMAT:
         raise ValueError(f"{json_path}: not a {PAIRS_FORMAT} file (format={doc.get('format')!r})")
-    if int(doc.get("version", -1)) > PAIRS_VERSION:
+    version = doc.get("version", -1)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"{json_path}: 'version' must be an integer, got {version!r}")
+    if version > PAIRS_VERSION:
         raise ValueError(f"{json_path}: version {doc.get('version')} is newer than supported ({PAIRS_VERSION})")
     if not isinstance(doc.get("pairs"), list):
         raise KeyError(f"{json_path}: missing 'pairs' list")

@@ -40,6 +40,9 @@ def open_versioned(path: PathLike, fmt: str, version: int, error: Type[Exception
         if ver is None or int(ver) != version:
             raise error(f"{path}: unsupported format_version {ver} (this reader supports "
                         f"version {version})")
+    except (RuntimeError, OSError) as exc:  # h5py on damaged root metadata
+        f.close()
+        raise error(f"{path}: damaged HDF5 file ({' '.join(str(exc).split())})") from None
     except BaseException:
         f.close()
         raise

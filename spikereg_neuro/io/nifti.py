@@ -47,7 +47,7 @@ def _to_numpy(array: Any) -> np.ndarray:
 
 
 def _check_nifti_name(path: Path) -> None:
-    if not str(path).endswith(_NIFTI_SUFFIXES):
+    if not str(path).lower().endswith(_NIFTI_SUFFIXES):  # as io.paths.check_outputs (nibabel too)
         raise ValueError(f"NIfTI file name must end with .nii or .nii.gz: {path}")
 
 
@@ -113,7 +113,11 @@ def _check_memory(img: nib.Nifti1Image, path: PathLike, itemsize: int = 4) -> No
 
 def _read_data(img: nib.Nifti1Image, path: PathLike, raw: bool = False) -> np.ndarray:
     """The voxel data (float32, or the file's own type with ``raw``); a truncated or corrupt
-    file is a one-line ``ValueError``."""
+    file, and complex or RGB data (no one real value per voxel), are a one-line ``ValueError``."""
+    dt = np.dtype(img.get_data_dtype())
+    if dt.kind not in "biuf":
+        what = "complex" if dt.kind == "c" else "RGB / structured" if dt.fields else str(dt)
+        raise ValueError(f"{path}: data type {dt} ({what}): expected one real value per voxel")
     try:
         if raw:
             return np.asanyarray(img.dataobj)
@@ -126,6 +130,8 @@ def _read_data(img: nib.Nifti1Image, path: PathLike, raw: bool = False) -> np.nd
 
 
 def _squeeze_3d(shape: Tuple[int, ...], path: PathLike) -> Tuple[int, ...]:
+    if len(shape) in (3, 4) and 0 in shape[:3]:
+        raise ValueError(f"{path}: the volume is empty (shape {tuple(shape)})")
     if len(shape) == 3:
         return shape
     if len(shape) == 4 and shape[3] == 1:
@@ -261,8 +267,9 @@ def save_volume(
     out_dtype = np.dtype(dtype) if dtype is not None else _default_dtype(data)
     if np.issubdtype(data.dtype, np.floating) and not np.all(np.isfinite(data)):
         raise ValueError(f"refusing to write non-finite values (NaN/inf) to {p}")
-    hdr = header.copy() if header is not None else None
-    img = nib.Nifti1Image(data.astype(out_dtype, copy=False), aff, header=hdr)
+    # a NIfTI header is copied; another format's (MGH, Analyze) has no sform/qform to keep
+    hdr = header.copy() if isinstance(header, nib.Nifti1Header) else None
+    img = nib.Nifti1Image(data.astype(out_dtype, copy=False), aff, header=hdr, dtype=out_dtype)
     img.set_data_dtype(out_dtype)
     if hdr is not None:
         # a copied header may carry scaling for another data range: write raw values

@@ -26,10 +26,11 @@ class Constant:
     def override(self, spec: Any, origin: str) -> "Constant":
         """A new constant from a YAML entry: a bare number, or ``{value, unit, citation, kind}``.
 
-        A different unit is refused (no silent pJ/nJ mix-ups); an override without a citation
+        A different unit, and a value that is not a finite number >= 0, are refused (no silent
+        pJ/nJ mix-ups, no negative energies); an override without a citation
         keeps the default's citation and says it was overridden.
         """
-        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        if isinstance(spec, (int, float, str)) and not isinstance(spec, bool):
             spec = {"value": spec}
         if not isinstance(spec, dict) or "value" not in spec:
             raise ValueError(f"{origin}: expected a number or a mapping with 'value', got {spec!r}")
@@ -39,7 +40,13 @@ class Constant:
         unit = spec.get("unit", self.unit)
         if unit != self.unit:
             raise ValueError(f"{origin}: unit {unit!r} differs from the model's {self.unit!r}")
-        value = float(spec["value"])
+        v = spec["value"]
+        try:  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = float("nan") if isinstance(v, bool) else float(v)
+        except (TypeError, ValueError):
+            value = float("nan")
+        if not 0 <= value < float("inf"):  # False for NaN and infinities
+            raise ValueError(f"{origin}: value must be a finite number >= 0 ({self.unit}), got {v!r}")
         if "citation" in spec:
             return Constant(value, unit, str(spec["citation"]), str(spec.get("kind", "published")))
         if value == self.value:

@@ -215,7 +215,12 @@ def load_constants(path: Union[str, Path, None] = None,
     known = {f.name for f in fields(Loihi2Constants)}
     layers = []
     if path is not None:
-        data = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML ({str(e).splitlines()[0]})") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: cannot read the constants file ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a mapping of constant names")
         layers.append((data, str(path)))
