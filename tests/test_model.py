@@ -501,3 +501,21 @@ def test_native_alif_loop_equals_the_torch_loop(graded, monkeypatch):
         torch.set_num_threads(old)
     assert all(torch.equal(a, b) for a, b in zip(runs["native"], runs["torch"]))
     assert 0 < float((runs["native"][0] != 0).float().mean()) < 1
+
+
+def test_float_weight_diagnostic_trains_off_the_grid_and_calibration_refuses_it():
+    from calibration.quantize import quantize_network
+
+    cfg = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
+    torch.manual_seed(0)
+    net = SpikeRegUNet(ModelConfig(quantize_weights=False, **cfg))
+    assert all(b.synapse.pre_hook_fx is None for b in net.blocks())
+    x = torch.rand(1, 1, 16, 16, 16)
+    assert torch.isfinite(net(x, x)).all()
+    w = net.export()[1]["weight"]
+    assert not np.array_equal(w, np.rint(w))  # float weights, not mantissas
+    with pytest.raises(ValueError, match="not integers"):
+        quantize_network(net)
+    assert all(b.synapse.pre_hook_fx is not None for b in SpikeRegUNet(ModelConfig(**cfg)).blocks())
+    with pytest.raises(ValueError, match="quantize_weights must be true or false"):
+        ModelConfig(quantize_weights="no")

@@ -45,6 +45,9 @@ class ModelConfig(DictIO):
     readout_levels: int = 2     # 1: read-out from dec0; 2: from dec0 and up2(dec1) spikes
     integration_steps: int = 0  # 0: read-out = displacement; n: velocity, exp by n squarings (host)
     input_once: bool = False    # True: the image input is sent at enc0's first step only (see below)
+    # False: float weights in every layer, no 8-bit grid (a diagnostic, not deployable:
+    # calibration refuses such a model because its exported weights are not integers)
+    quantize_weights: bool = True
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     scales: Tuple[int, ...] = (2, 1)
 
@@ -53,8 +56,9 @@ class ModelConfig(DictIO):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"model.{name} must be an integer, got {v!r} ({type(v).__name__})")
-        if not isinstance(self.input_once, bool):
-            raise ValueError(f"model.input_once must be true or false, got {self.input_once!r}")
+        for name in ("input_once", "quantize_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("readout_scale", "readout_init", "weight_gain"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:

@@ -58,19 +58,21 @@ class SpikeRegUNet(torch.nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or ModelConfig()
         ec, dc, nc = cfg.enc_channels, cfg.dec_channels, cfg.neuron
-        g = cfg.weight_gain
+        g, q = cfg.weight_gain, cfg.quantize_weights
         L = cfg.levels
         self.enc = torch.nn.ModuleList(
-            [SpikingConvBlock("enc0", cfg.in_channels, ec[0], self.enc0_neuron(), stride=1, weight_gain=g)]
-            + [SpikingConvBlock(f"enc{l}", ec[l - 1], ec[l], nc, stride=2, weight_gain=g) for l in range(1, L)])
+            [SpikingConvBlock("enc0", cfg.in_channels, ec[0], self.enc0_neuron(), stride=1, weight_gain=g,
+                              quantize=q)]
+            + [SpikingConvBlock(f"enc{l}", ec[l - 1], ec[l], nc, stride=2, weight_gain=g, quantize=q)
+               for l in range(1, L)])
         # dec{l} (l = L-2 .. 0) reads up2(the level below) ++ enc{l}; dec_channels[k] is dec{L-2-k}
         below = [ec[-1], *dc[:-1]]
         self.dec = torch.nn.ModuleList([
-            SpikingConvBlock(f"dec{L - 2 - k}", below[k] + ec[L - 2 - k], dc[k], nc, weight_gain=g)
+            SpikingConvBlock(f"dec{L - 2 - k}", below[k] + ec[L - 2 - k], dc[k], nc, weight_gain=g, quantize=q)
             for k in range(L - 1)])
         ro_in = dc[-1] + (dc[-2] if cfg.readout_levels == 2 else 0)
         self.readout = ReadoutBlock("readout", ro_in, 3, scale=cfg.readout_scale,
-                                    init_quanta=cfg.readout_init)
+                                    init_quanta=cfg.readout_init, quantize=q)
         self.activity: Dict[str, torch.Tensor] = {}
         self.num_neurons: Dict[str, int] = {}
         self.rates: Dict[str, torch.Tensor] = {}
