@@ -106,6 +106,8 @@ def run_export(args: argparse.Namespace) -> int:
     from spikereg_neuro.io.paths import H5_SUFFIXES, check_outputs
 
     path = Path(args.net)
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a network file (net.h5 or .pt), got a directory: {path}")
     if not path.is_file():
         raise FileNotFoundError(f"network file not found: {path}")
     check_outputs(inputs={"--net": path}, outputs={"--out": args.out}, suffixes={"--out": H5_SUFFIXES})

@@ -70,6 +70,8 @@ def load_layers(net: Optional[str | Path] = None, *, untrained: bool = False, se
     if net is None:
         raise ValueError("no network given (a .pt checkpoint or a net.h5)")
     path = Path(net)
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a network file (net.h5 or .pt), got a directory: {path}")
     if not path.is_file():
         raise FileNotFoundError(f"network file not found: {path}")
     from spikereg_neuro.checkpoint import file_sha256

@@ -488,6 +488,13 @@ def test_malformed_data_files_and_arguments_fail_up_front(files, tmp_path, capsy
         assert msg in _one_error_line(capsys.readouterr().err, "calibrate")
     assert not (tmp_path / "n.h5").exists()
 
+    d = tmp_path / "netdir"
+    d.mkdir()
+    for argv, cmd in ((["simulate", "--net", str(d), "--out", str(tmp_path / "s.json")], "simulate"),
+                      (["loihi", "map", "--net", str(d), "--out", str(tmp_path / "map")], "loihi map")):
+        assert main(argv) == 1
+        assert f"got a directory: {d}" in _one_error_line(capsys.readouterr().err, cmd)
+
     h5 = tmp_path / "damaged.h5"
     with h5py.File(h5, "w") as f:
         f.attrs["format"], f.attrs["format_version"] = nf.FORMAT, nf.FORMAT_VERSION

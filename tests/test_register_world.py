@@ -327,3 +327,9 @@ def test_a_failed_write_leaves_no_output(files, tmp_path, monkeypatch):
                         broken() if str(a[0]).endswith("wl.nii.gz") else real(*a, **k))
     rc, out = _run(files, tmp_path)
     assert rc == 1 and not any(p.exists() for p in out.values())
+
+
+def test_ants_affine_refuses_images_too_small_for_its_pyramid():
+    tiny = np.random.default_rng(0).random((4, 4, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"at least 12 voxels per axis .*FIXED has 4x4x4"):
+        W.ants_affine(tiny, np.eye(4), tiny, np.eye(4))

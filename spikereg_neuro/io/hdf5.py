@@ -25,6 +25,8 @@ def open_versioned(path: PathLike, fmt: str, version: int, error: Type[Exception
     the file and ``what`` it should be. The caller closes the returned file (``with``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"expected a {what} file, got a directory: {path}")
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:

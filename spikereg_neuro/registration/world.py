@@ -240,6 +240,10 @@ def overlap_fraction(grid: Grid, moving: Grid, world_map: Optional[np.ndarray] =
 
 
 # ------------------------------------------------------------------------------ affine (ANTs)
+#: the fewest voxels per axis :func:`ants_affine` accepts (2 at ANTs' 6x-shrunk coarsest level)
+AFFINE_MIN_VOXELS = 12
+
+
 def affine_spacing(fixed: Grid, model_mm: float, min_voxels: int = 32) -> float:
     """Isotropic spacing of the images the affine stage sees: the model's, finer where the
     fixed field of view would have fewer than ``min_voxels`` voxels along an axis (ANTs'
@@ -259,6 +263,11 @@ def ants_affine(fixed: np.ndarray, fixed_affine: np.ndarray, moving: np.ndarray,
     """
     from ..baselines.ants import _ants_seed, _import_ants, affine_to_ants_geometry, ants_image
 
+    for what, img in (("FIXED", fixed), ("MOVING", moving)):
+        if min(img.shape) < AFFINE_MIN_VOXELS:
+            raise ValueError(f"the affine stage needs at least {AFFINE_MIN_VOXELS} voxels per axis (ANTs' "
+                             f"coarsest level shrinks 6x); {what} has {'x'.join(map(str, img.shape))} at its "
+                             "spacing: drop --init affine for so small an image")
     ants = _import_ants(threads)
     fi = ants_image(ants, fixed, affine_to_ants_geometry(fixed_affine))
     mi = ants_image(ants, moving, affine_to_ants_geometry(moving_affine))
