@@ -49,11 +49,10 @@ class SpikeRegRegistrar:
 
     def load(self):
         if self._inf is None:
-            from .checkpoint import read_checkpoint
             from .inference import SpikeRegInference
             from .registration.world import model_spacing
             self._inf = SpikeRegInference(self.checkpoint, device=self.device)
-            self.spacing_mm = model_spacing(read_checkpoint(self.checkpoint))[0]
+            self.spacing_mm = model_spacing(self._inf.meta)[0]  # the checkpoint's keys it reads
         return self._inf
 
     def check_pair_spacing(self, pair: Dict[str, Any], name: str) -> None:

@@ -158,7 +158,7 @@ class SpikeRegInference:
         self.patch = [int(p)] * 3 if np.isscalar(p) else [int(x) for x in p]
         s = s if s is not None else [max(1, x // 2) for x in self.patch]
         self.stride = [int(s)] * 3 if np.isscalar(s) else [int(x) for x in s]
-        m = self.net.cfg.size_multiple // max(self.net.cfg.scales)
+        m = self.net.cfg.downsampling
         if any(x % m for x in self.patch):
             raise ValueError(f"patch size {self.patch} must be divisible by {m}")
         self.batch_size = int(batch_size if batch_size is not None else inf.batch_size)
@@ -169,7 +169,7 @@ class SpikeRegInference:
             raise ValueError(f"batch_size must be >= 1 and max_voxels >= 0, got {self.batch_size}, {self.max_voxels}")
         self.multiple = m
         self.progress = progress
-        self.meta = {k: ckpt.get(k) for k in ("best_val_dice", "data_config", "train_summary")}
+        self.meta = {k: ckpt.get(k) for k in ("best_val_dice", "data", "data_config", "config", "train_summary")}
         self.activity: Dict[str, np.ndarray] = {}
         self.num_neurons: Dict[str, int] = {}
 

@@ -116,9 +116,14 @@ class ModelConfig(DictIO):
         return len(self.enc_channels)
 
     @property
+    def downsampling(self) -> int:
+        """The network's total stride, ``2 ** (levels - 1)``: its input sizes must be multiples of it."""
+        return 2 ** (self.levels - 1)
+
+    @property
     def size_multiple(self) -> int:
-        """Spatial sizes must be divisible by this (the stride-2 levels x the coarsest scale)."""
-        return 2 ** (self.levels - 1) * max(self.scales)
+        """Full-resolution sizes must be divisible by this (:attr:`downsampling` x the coarsest scale)."""
+        return self.downsampling * max(self.scales)
 
     @classmethod
     def from_stored(cls, d: Mapping[str, Any]) -> "ModelConfig":

@@ -97,7 +97,7 @@ class SpikeRegUNet(torch.nn.Module):
         if fixed.shape[1] + moving.shape[1] != self.cfg.in_channels:
             raise ValueError(f"expected {self.cfg.in_channels} input channels in total, got "
                              f"{fixed.shape[1] + moving.shape[1]}")
-        m = 2 ** (self.cfg.levels - 1)
+        m = self.cfg.downsampling
         bad = [s for s in fixed.shape[2:] if s % m]
         if bad:
             raise ValueError(f"spatial size {tuple(fixed.shape[2:])} must be divisible by {m} "

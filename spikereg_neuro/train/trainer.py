@@ -342,7 +342,7 @@ class SpikeRegTrainer:
                                      [ic.stride] * 3, ic.batch_size,
                                      integration_steps=self.net.cfg.integration_steps,
                                      max_voxels=ic.max_voxels,
-                                     multiple=self.net.cfg.size_multiple // max(self.net.cfg.scales))
+                                     multiple=self.net.cfg.downsampling)
                 wl = warp_labels(batch["moving_labels"].to(self.device), u)
                 dices.append(dice_mean(batch["fixed_labels"][0, 0].numpy(), wl[0, 0].cpu().numpy()))
                 mags.append(float(u.norm(dim=1).mean()))
