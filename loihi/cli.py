@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from sim.cli import add_patch_arguments
 
@@ -103,13 +102,9 @@ def run_map(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from spikereg_neuro.io.paths import H5_SUFFIXES, check_outputs
+    from spikereg_neuro.io.paths import H5_SUFFIXES, check_input_file, check_outputs
 
-    path = Path(args.net)
-    if path.is_dir():
-        raise IsADirectoryError(f"expected a network file (net.h5 or .pt), got a directory: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"network file not found: {path}")
+    path = check_input_file(args.net, "network (net.h5 or .pt)")
     check_outputs(inputs={"--net": path}, outputs={"--out": args.out}, suffixes={"--out": H5_SUFFIXES})
     from .export import export_deployable
 

@@ -69,11 +69,8 @@ def load_layers(net: Optional[str | Path] = None, *, untrained: bool = False, se
                                 "note": "default ModelConfig, random initial weights (not a trained model)"}
     if net is None:
         raise ValueError("no network given (a .pt checkpoint or a net.h5)")
-    path = Path(net)
-    if path.is_dir():
-        raise IsADirectoryError(f"expected a network file (net.h5 or .pt), got a directory: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"network file not found: {path}")
+    from spikereg_neuro.io.paths import check_input_file
+    path = check_input_file(net, "network (net.h5 or .pt)")
     from spikereg_neuro.checkpoint import file_sha256
     meta: Dict[str, Any] = {"path": str(path), "sha256": file_sha256(path)}
     if path.suffix in (".h5", ".hdf5"):

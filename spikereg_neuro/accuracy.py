@@ -112,6 +112,10 @@ def parse_methods(text: str) -> List[str]:
 
 
 # ============================================================================ pairs
+#: the held-out splits of the embedded data that ``benchmark accuracy --split`` evaluates
+EMBEDDED_SPLITS = ("test", "val")
+
+
 def embedded_pairs(config=None, cache_dir=None, split: str = "test", progress: bool = True,
                    max_pairs: Optional[int] = None) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
     """The embedded evaluation pairs of ``split`` (built/cached from ``config.data``), the first

@@ -29,6 +29,10 @@ class TrainConfig(DictIO):
     lr: float = 8e-4  # scaled with the neuron threshold (weights 4x larger than at threshold 1)
     lr_schedule: str = "cosine"  # "cosine" (to 0 over epochs x steps_per_epoch) or "constant"
     weight_decay: float = 1e-4
+    # step size of learned neuron decays (model.neuron.learn_decays), as a multiple of lr: the
+    # decays are stored in 1/4096 units, so 8192 lets Adam move one by up to 2 lr per step (at
+    # 512 they moved 0.001 in the first 200 steps, 8192 about 0.02: docs/experiments.md)
+    decay_lr_scale: float = 8192.0
     grad_clip: float = 1.0
     ncc_window: int = 9
     # Gaussian smoothing (voxels) of both images inside the NCC loss; 0: raw images. On noisy
@@ -78,6 +82,8 @@ class TrainConfig(DictIO):
         inf = float("inf")  # 0 < x < inf is False for NaN and infinities
         if not 0 < self.lr < inf:
             raise ValueError(f"train.lr must be a finite number > 0, got {self.lr}")
+        if not 0 < self.decay_lr_scale < inf:
+            raise ValueError(f"train.decay_lr_scale must be a finite number > 0, got {self.decay_lr_scale}")
         if not 0 < self.grad_clip < inf:
             raise ValueError(f"train.grad_clip must be a finite number > 0, got {self.grad_clip}")
         for k in ("weight_decay", "w_smooth", "w_dice", "w_rate", "min_foreground"):

@@ -237,6 +237,18 @@ def test_benchmark_accuracy_end_to_end(tiny, trained, tmp_path, capsys):
     # unknown method names are a one-line user error
     assert main(["benchmark", "accuracy", "--out", str(out), "--methods", "identity,elastix"]) == 1
 
+    # --split val: the embedded validation pairs (other subjects than the test pairs)
+    val = tmp_path / "bench_val"
+    assert main(["benchmark", "accuracy", "--config", str(conf), "--cache", str(cache), "--out", str(val),
+                 "--methods", "identity", "--split", "val", "--no-progress"]) == 0
+    vdoc = json.loads((val / "accuracy.json").read_text())
+    assert vdoc["data"]["split"] == "val" and doc["data"]["split"] == "test"
+    assert vdoc["methods"]["identity"]["dice_before_mean"] != ident["dice_before_mean"]
+    capsys.readouterr()
+    assert main(["benchmark", "accuracy", "--config", str(conf), "--cache", str(cache), "--out", str(val),
+                 "--methods", "identity", "--split", "registration_val", "--no-progress"]) == 1
+    assert "the embedded pairs have the splits ['test', 'val']" in capsys.readouterr().err
+
 
 def test_benchmark_accuracy_on_a_pairs_folder(tiny, tmp_path):
     from spikereg_neuro.cli import main

@@ -519,3 +519,85 @@ def test_float_weight_diagnostic_trains_off_the_grid_and_calibration_refuses_it(
     assert all(b.synapse.pre_hook_fx is not None for b in SpikeRegUNet(ModelConfig(**cfg)).blocks())
     with pytest.raises(ValueError, match="quantize_weights must be true or false"):
         ModelConfig(quantize_weights="no")
+
+
+def test_learned_decays_train_and_keep_the_fixed_numbers():
+    """``neuron.learn_decays``: the current and voltage decays of every block but the input-once
+    enc0 are parameters; with the config's values the network gives the fixed network's field
+    (with and without gradients), the decays receive gradients, a decay set to 0 is clamped to
+    ATRLIF's 1/4096, and the export carries the values the neuron applies."""
+    from dataclasses import replace
+
+    from spikereg_neuro.model.neuron import LEARNED_DECAYS, decay_parameters, effective_decays
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+                      input_once=True, neuron=NeuronConfig(graded_spike=True))
+    fixed = SpikeRegUNet(cfg)
+    learn = SpikeRegUNet(replace(cfg, neuron=replace(cfg.neuron, learn_decays=True)))
+    learn.load_state_dict(fixed.state_dict())
+    assert decay_parameters(fixed) == []
+    names = {n for n, p in learn.named_parameters() if p.requires_grad and n.endswith("_decay")}
+    assert names == {f"{b}.neuron.{d}" for b in ("enc.1", "enc.2", "enc.3", "dec.0", "dec.1", "dec.2")
+                     for d in LEARNED_DECAYS}
+    assert len(decay_parameters(learn)) == 12
+    f, m = torch.rand(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    u = learn(f, m)
+    assert torch.equal(u, fixed(f, m))
+    with torch.no_grad():
+        assert torch.equal(learn(f, m), fixed(f, m))
+    u.square().mean().backward()
+    grads = [p.grad for p in decay_parameters(learn)]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(float(g.abs()) > 0 for g in grads)
+    with torch.no_grad():
+        learn.dec[0].neuron.current_decay.fill_(0.0)
+        learn.dec[0].neuron.voltage_decay.fill_(0.3 * 4096)
+    learn(f, m)
+    d = effective_decays(learn.dec[0].neuron)
+    assert d["current_decay"] == 1 / 4096 and d["voltage_decay"] == pytest.approx(0.3, abs=1 / 4096)
+    exp = {e["name"]: e for e in learn.export()}
+    assert exp["dec2"]["neuron"]["iDecay"] == 1 and exp["dec2"]["neuron_config"]["current_decay"] == 1 / 4096   # dec[0] is dec2
+    assert exp["enc1"]["neuron_config"]["voltage_decay"] == cfg.neuron.voltage_decay
+    with pytest.raises(ValueError, match="learn_decays must be true or false"):
+        NeuronConfig(learn_decays="yes")
+
+
+def test_trainer_steps_learned_decays_in_their_own_group(tmp_path):
+    """The trainer puts learned decays in a second AdamW group (``decay_lr_scale`` x lr, no
+    weight decay), the schedule scales it, a step moves them, and the epoch log records them;
+    ``--init`` copies weights but leaves the decays the config's."""
+    from dataclasses import replace
+
+    from spikereg_neuro.config import Config, TrainConfig
+    from spikereg_neuro.model.neuron import decay_parameters
+    from spikereg_neuro.train.run import init_weights
+    from spikereg_neuro.train.trainer import SpikeRegTrainer
+
+    mc = ModelConfig(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2,
+                     input_once=True, neuron=NeuronConfig(graded_spike=True, learn_decays=True))
+    cfg = Config(model=mc, train=TrainConfig(steps_per_epoch=1, epochs=1, lr=1e-3, decay_lr_scale=100.0,
+                                             patch_size=16, ncc_window=3))
+    torch.manual_seed(0)
+    tr = SpikeRegTrainer(SpikeRegUNet(mc), cfg, out_dir=tmp_path, progress=False)
+    groups = tr.opt.param_groups
+    assert len(groups) == 2 and groups[1]["weight_decay"] == 0.0 and groups[1]["lr_scale"] == 100.0
+    assert len(groups[1]["params"]) == 12
+    before = [p.detach().clone() for p in decay_parameters(tr.net)]
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.avg_pool3d(torch.rand(2, 1, 16, 16, 16, generator=g), 3, 1, 1)
+    batch = {"fixed": x[:1].repeat(2, 1, 1, 1, 1), "moving": torch.roll(x[:1], 1, 2).repeat(2, 1, 1, 1, 1)}
+    tr.step(batch)
+    assert groups[1]["lr"] == pytest.approx(100.0 * groups[0]["lr"]) and groups[0]["lr"] == pytest.approx(1e-3)
+    assert any(not torch.equal(a, p) for a, p in zip(before, decay_parameters(tr.net)))
+    log = tr._decay_log()
+    assert set(log) == {f"{b}.{d}" for b in ("enc1", "enc2", "enc3", "dec2", "dec1", "dec0")
+                        for d in ("current_decay", "voltage_decay")}
+    assert all(0 < v <= 1 for v in log.values())
+    ck = tmp_path / "src.pt"
+    save_checkpoint(ck, tr.net)
+    fresh = SpikeRegUNet(mc)
+    init_weights(fresh, str(ck))
+    assert torch.equal(fresh.dec[0].synapse.weight, tr.net.dec[0].synapse.weight)
+    assert float(fresh.dec[0].neuron.current_decay) == 0.5 * 4096
+    with pytest.raises(ValueError, match="decay_lr_scale"):
+        TrainConfig(decay_lr_scale=0.0)

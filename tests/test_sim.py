@@ -796,3 +796,39 @@ def test_other_depths_float_emulator_lava_and_mapper_agree(levels):
     m, n = 2 ** (levels - 1), 3 * 2 ** (levels - 2)     # n is not a multiple of m
     with pytest.raises(ValueError, match=f"divisible by {m} \\({levels - 1} stride-2 levels\\)"):
         net(torch.rand(1, 1, n, n, n), torch.rand(1, 1, n, n, n))
+
+
+def test_learned_decays_reach_calibration_emulator_and_lava():
+    """A network whose layers learned other decays (``neuron.learn_decays``; here set by hand,
+    different per layer): calibration takes each layer's own decays into its ATRLIF deltas, the
+    emulator reproduces the float network's spikes, and Lava equals the emulator spike for spike."""
+    from calibration.calibrate import FloatRecorder, forced_output
+    from calibration.emulator import spike_agreement
+    torch.manual_seed(1)
+    cfg = ModelConfig(enc_channels=(4, 4, 8), dec_channels=(8, 4), enc_windows=(6, 4, 3), dec_window=2,
+                      readout_levels=2, weight_gain=6.0, readout_scale=0.1, input_once=True,
+                      neuron=NeuronConfig(graded_spike=True, learn_decays=True))
+    net = SpikeRegUNet(cfg).eval()
+    chosen = {"enc1": (0.25, 0.125), "enc2": (0.75, 0.0), "dec1": (1.0, 0.5), "dec0": (0.5, 0.0625)}
+    blocks = {b.name: b for b in net.blocks()}
+    with torch.no_grad():
+        for name, (c, v) in chosen.items():
+            blocks[name].neuron.current_decay.fill_(c * 4096)
+            blocks[name].neuron.voltage_decay.fill_(v * 4096)
+    q = quantize_network(net, source_checkpoint="learned", source_sha256="0" * 64,
+                         patch_size=(16, 16, 16), stride=(8, 8, 8))
+    for name, (c, v) in chosen.items():
+        assert q[name].atrlif["delta_v"] == v and q[name].atrlif["delta_i"] == pytest.approx(c - 1 / 4096), name
+    pl = smooth_payload()
+    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
+        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
+    assert all(a.sum() > 0 for a in net.activity.values())
+    forced = {k: forced_output(q.layer(k), s) for k, s in rec.out.items() if k != "readout"}
+    tf = emulate(q, pl, forced=forced, record_spikes=True)
+    for name, s in rec.out.items():   # payload rounding: this network's dec0 agrees 0.978 with fixed decays
+        if name != "readout":
+            assert spike_agreement(s > 0, tf.spikes[name])["agreement"] > 0.96, name
+    assert float((tf.field - u).abs().max()) < 0.02 * float(u.abs().max())
+    ref = emulate(q, pl, record_spikes=True)
+    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    assert c["equal"] and c["readout"]["mismatches"] == 0

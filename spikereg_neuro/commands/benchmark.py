@@ -22,7 +22,7 @@ import datetime as _dt
 import os
 from pathlib import Path
 
-from ..accuracy import (ACCURACY_FORMAT, ACCURACY_VERSION, METHODS, SpikeRegRegistrar,  # noqa: F401 (API)
+from ..accuracy import (ACCURACY_FORMAT, ACCURACY_VERSION, EMBEDDED_SPLITS, METHODS, SpikeRegRegistrar,  # noqa: F401 (API)
                         _clean, _load_pair, _machine, accuracy_benchmark, accuracy_markdown, embedded_pairs,
                         evaluate_pair, folder_pairs, make_registrar, parse_methods, summarize, table_pairs,
                         write_accuracy)
@@ -74,7 +74,10 @@ def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPa
                     "run here (missing package or checkpoint) are skipped with a message. Writes "
                     "accuracy.json (one record per method per pair, plus means) and accuracy.md.")
     a.add_argument("--data", help="pairs.json folder or Learn2Reg dataset folder (default: embedded test pairs)")
-    a.add_argument("--split", default="registration_val", help="Learn2Reg pair list (default registration_val)")
+    a.add_argument("--split", default=None,
+                   help="which pairs: a Learn2Reg pair list of --data (default registration_val), or a split "
+                        "of the embedded pairs: test (default) or val (for choosing a model without "
+                        "looking at the test pairs)")
     a.add_argument("--out", required=True, help="output directory for accuracy.json and accuracy.md")
     a.add_argument("--methods", default=",".join(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
@@ -202,10 +205,14 @@ def run_accuracy(args: argparse.Namespace) -> int:
     check_output_dir("--out", args.out)  # before any registration
     progress = not args.no_progress
     if args.data:
-        pairs, meta = folder_pairs(args.data, args.split)
+        pairs, meta = folder_pairs(args.data, args.split or "registration_val")
     else:
+        split = args.split or "test"
+        if split not in EMBEDDED_SPLITS:
+            raise ValueError(f"--split {split!r}: the embedded pairs have the splits {list(EMBEDDED_SPLITS)} "
+                             f"(Learn2Reg pair lists need --data)")
         from ..config import load_config
-        pairs, meta = embedded_pairs(load_config(args.config), args.cache, progress=progress,
+        pairs, meta = embedded_pairs(load_config(args.config), args.cache, split=split, progress=progress,
                                      max_pairs=args.pairs)
     if args.pairs is not None:
         pairs = pairs[: args.pairs]

@@ -7,11 +7,12 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Sequence, Type, Union
 
 import h5py
 import numpy as np
+
+from .paths import check_input_file
 
 PathLike = Union[str, os.PathLike]
 
@@ -24,11 +25,7 @@ def open_versioned(path: PathLike, fmt: str, version: int, error: Type[Exception
     Missing file -> ``FileNotFoundError``; anything else wrong -> ``error`` with a message naming
     the file and ``what`` it should be. The caller closes the returned file (``with``).
     """
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"expected a {what} file, got a directory: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
+    path = check_input_file(path, what)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:

@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 
 from .atomic import atomic_write
+from .paths import check_input_file
 
 __all__ = [
     "load_volume",
@@ -52,11 +53,7 @@ def _check_nifti_name(path: Path) -> None:
 
 
 def _load_image(path: PathLike, canonical: bool, itemsize: int = 4) -> nib.Nifti1Image:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"NIfTI file not found: {p}")
-    if p.is_dir():
-        raise IsADirectoryError(f"expected a NIfTI file, got a directory: {p}")
+    p = check_input_file(path, "NIfTI")
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises several types for unreadable files

@@ -12,8 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["NIFTI_SUFFIXES", "H5_SUFFIXES", "JSON_SUFFIXES", "check_outputs", "check_output_dir",
-           "same_file"]
+__all__ = ["NIFTI_SUFFIXES", "H5_SUFFIXES", "JSON_SUFFIXES", "check_input_file", "check_outputs",
+           "check_output_dir", "same_file"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -32,6 +32,17 @@ def same_file(a: PathLike, b: PathLike) -> bool:
     except OSError:
         pass
     return pa.resolve() == pb.resolve()
+
+
+def check_input_file(path: PathLike, what: str) -> Path:
+    """``path`` as a :class:`~pathlib.Path` once it names an existing regular file: a directory
+    raises ``IsADirectoryError``, a missing path ``FileNotFoundError``, both naming ``what``."""
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"expected a {what} file, got a directory: {p}")
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} file not found: {p}")
+    return p
 
 
 def _named(paths: Union[Mapping[str, Optional[PathLike]], Iterable[Optional[PathLike]]]

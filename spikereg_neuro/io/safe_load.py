@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .hashing import file_sha256
+from .paths import check_input_file
 
 __all__ = ["safe_torch_load", "verify_shipped"]
 
@@ -40,11 +41,7 @@ def safe_torch_load(path: PathLike, what: str = "checkpoint") -> Any:
     """
     import torch
 
-    p = Path(path)
-    if p.is_dir():
-        raise IsADirectoryError(f"expected a {what} file, got a directory: {p}")
-    if not p.is_file():
-        raise FileNotFoundError(f"{what} not found: {p}")
+    p = check_input_file(path, what)
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except MemoryError:

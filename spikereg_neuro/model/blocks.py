@@ -9,7 +9,7 @@ import torch
 
 from .config import ModelConfig
 from .fused_alif import FusedALIF
-from .neuron import NeuronConfig, device_params, make_neuron, reset_neuron
+from .neuron import NeuronConfig, device_params, effective_decays, make_neuron, reset_neuron
 from .synapse import Conv3dSynapse, Upsampled, sum_steps
 
 
@@ -73,7 +73,8 @@ class SpikingConvBlock(torch.nn.Module):
             **_synapse_export(self.name, "conv3d", self.synapse, self.neuron.w_scale),
             "neuron_kind": self.neuron_cfg.kind,
             "neuron": device_params(self.neuron),
-            "neuron_config": self.neuron_cfg.to_dict(),
+            # the config, with the decays the neuron applies (learned ones with learn_decays)
+            "neuron_config": {**self.neuron_cfg.to_dict(), **effective_decays(self.neuron)},
         }
 
 

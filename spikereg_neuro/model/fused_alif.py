@@ -233,20 +233,34 @@ class FusedALIF(slayer_alif.Neuron):
     """SLAYER's ALIF neuron (same parameters, export and ``dynamics``) with a fused forward.
 
     Only the configuration SpikeReg uses is fused (shared parameters, no persistent state, no
-    norm or dropout, fixed decays); anything else is refused at construction.
+    norm or dropout); anything else is refused at construction. Learnable decays
+    (``requires_grad``, :attr:`NeuronConfig.learn_decays`) run SLAYER's own time loop while
+    their gradient is needed (training) and the fused one otherwise: the same numbers.
     """
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not self.shared_param or self.persistent_state or self.requires_grad:
-            raise ValueError("FusedALIF supports shared, non-persistent, fixed-decay neurons only")
+        if not self.shared_param or self.persistent_state:
+            raise ValueError("FusedALIF supports shared, non-persistent neurons only")
         if self.norm is not None or self.drop is not None:
             raise ValueError("FusedALIF has no norm or dropout")
+
+    def clamp(self) -> None:
+        """SLAYER's clamp of the decays to [0, 4096], with the current decay kept >= 1/4096: a
+        current that never decays (iDecay 0) has no ATRLIF equivalent (calibration refuses it)."""
+        super().clamp()
+        with torch.no_grad():
+            self.current_decay.data.clamp_(min=1.0)
 
     def forward(self, input: torch.Tensor, payload_div: float = 1.0) -> torch.Tensor:  # noqa: A002
         """Spikes of ``(N, ..., T)`` input (time last, as SLAYER), same shape.
 
         ``payload_div``: graded payloads come divided by it, the same numbers (and gradients)
         as dividing SLAYER's output, one pass cheaper."""
+        if self.requires_grad:
+            self.clamp()
+            if torch.is_grad_enabled() and (self.current_decay.requires_grad or self.voltage_decay.requires_grad):
+                out = super().forward(input)     # SLAYER's loop: gradients to the decays too
+                return out / payload_div if self.graded_spike and payload_div != 1.0 else out
         xt = input.movedim(-1, 0)
         return _FusedALIFFunction.apply(xt, _Constants(self), float(payload_div)).movedim(0, -1)

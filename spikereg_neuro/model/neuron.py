@@ -10,6 +10,7 @@ twin of lava-nc's ``LIF`` process.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Dict, List
 
 import torch
 
@@ -51,22 +52,34 @@ class NeuronConfig(DictIO):
     # binary spikes bound a layer's output at one per step. On, as in the packaged config (a
     # stored config without the key is binary: ModelConfig.from_stored). See docs/model.md.
     graded_spike: bool = True
+    # Learn each layer's current and voltage decays with the weights (one value per layer,
+    # SLAYER's ``requires_grad``; the trainer's ``train.decay_lr_scale`` sets their step size).
+    # The learned values live in the checkpoint's weights and reach Loihi through the block's
+    # device parameters like fixed ones. The threshold and refractory decays stay fixed.
+    learn_decays: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
             raise ValueError(f"neuron kind must be one of {NEURON_KINDS}, got {self.kind!r}")
         if self.threshold <= 0:
             raise ValueError(f"neuron threshold must be > 0, got {self.threshold}")
-        if not isinstance(self.graded_spike, bool):
-            raise ValueError(f"neuron graded_spike must be true or false, got {self.graded_spike!r}")
+        for name in ("graded_spike", "learn_decays"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"neuron {name} must be true or false, got {getattr(self, name)!r}")
         for name in ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"neuron {name} must be in [0, 1], got {v}")
 
 
+#: the decays a neuron learns with ``learn_decays`` (SLAYER's leaky integrators pass gradients
+#: to these two; its threshold/refractory dynamics pass none)
+LEARNED_DECAYS = ("current_decay", "voltage_decay")
+
+
 def make_neuron(cfg: NeuronConfig, fused: bool = True) -> torch.nn.Module:
-    """A SLAYER neuron for ``cfg`` (shared parameters, states not persistent, decays fixed).
+    """A SLAYER neuron for ``cfg`` (shared parameters, states not persistent; the decays fixed,
+    or with ``cfg.learn_decays`` the current and voltage decays trainable, :data:`LEARNED_DECAYS`).
 
     ``alif`` neurons run SLAYER's dynamics through the fused time loop of
     :class:`~spikereg_neuro.model.fused_alif.FusedALIF` (bit-identical, faster); ``fused=False``
@@ -77,16 +90,37 @@ def make_neuron(cfg: NeuronConfig, fused: bool = True) -> torch.nn.Module:
     # threshold, decaying over tau_rho = 100 * tau_grad * threshold below it.
     scale_grad = 10.0 if cfg.graded_spike else cfg.scale_grad
     common = dict(tau_grad=cfg.tau_grad, scale_grad=scale_grad, shared_param=True,
-                  persistent_state=False, requires_grad=False, graded_spike=cfg.graded_spike)
+                  persistent_state=False, requires_grad=cfg.learn_decays, graded_spike=cfg.graded_spike)
     if cfg.kind == "alif":
         from .fused_alif import FusedALIF
-        return (FusedALIF if fused else slayer_alif.Neuron)(
+        n = (FusedALIF if fused else slayer_alif.Neuron)(
             threshold=cfg.threshold, threshold_step=cfg.threshold_step,
             current_decay=cfg.current_decay, voltage_decay=cfg.voltage_decay,
             threshold_decay=cfg.threshold_decay, refractory_decay=cfg.refractory_decay, **common,
         )
+        n.threshold_decay.requires_grad_(False)
+        n.refractory_decay.requires_grad_(False)
+        return n
     return slayer_cuba.Neuron(threshold=cfg.threshold, current_decay=cfg.current_decay,
                               voltage_decay=cfg.voltage_decay, **common)
+
+
+def decay_parameters(module: torch.nn.Module) -> List[torch.nn.Parameter]:
+    """The trainable neuron decays of ``module`` (empty unless some neuron ``learn_decays``)."""
+    return [p for name, p in module.named_parameters()
+            if p.requires_grad and name.rsplit(".", 1)[-1] in LEARNED_DECAYS]
+
+
+def effective_decays(neuron: torch.nn.Module) -> Dict[str, float]:
+    """A neuron's decays as the device applies them (SLAYER's 12-bit quantization), as
+    fractions per step: the config's values, or the learned ones."""
+    quantize = slayer_alif.quantize
+    out = {}
+    for name in ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay"):
+        p = getattr(neuron, name, None)
+        if p is not None:
+            out[name] = float(quantize(p.detach()).reshape(-1)[0]) / float(neuron.p_scale)
+    return out
 
 
 def reset_neuron(neuron: torch.nn.Module) -> None:

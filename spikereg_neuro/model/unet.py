@@ -80,9 +80,9 @@ class SpikeRegUNet(torch.nn.Module):
     # ------------------------------------------------------------------------------------------
     def enc0_neuron(self):
         """The first layer's neuron config: the network's, holding its current when the input
-        is sent once (:data:`INPUT_ONCE_CURRENT_DECAY`)."""
+        is sent once (:data:`INPUT_ONCE_CURRENT_DECAY`, then never learned)."""
         nc = self.cfg.neuron
-        return replace(nc, current_decay=INPUT_ONCE_CURRENT_DECAY) if self.cfg.input_once else nc
+        return replace(nc, current_decay=INPUT_ONCE_CURRENT_DECAY, learn_decays=False) if self.cfg.input_once else nc
 
     def blocks(self) -> List[torch.nn.Module]:
         """All blocks in execution order (encoder, decoder, read-out)."""

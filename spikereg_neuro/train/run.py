@@ -130,7 +130,8 @@ def init_weights(net: Any, path: str) -> None:
     ckpt = read_checkpoint(path)
     state = ckpt["state_dict"]
     own = dict(net.named_parameters())
-    want = [k for k, p in own.items() if p.requires_grad]
+    # the synapses' weights; neuron decays (learnable with learn_decays) stay the config's
+    want = [k for k, p in own.items() if p.requires_grad and ".neuron." not in k]
     missing = [k for k in want if k not in state]
     bad = [k for k in want if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or bad:

@@ -58,10 +58,11 @@ class LRSchedule:
         return cosine_lr(self.base_lr, step, self.total_steps)
 
     def apply(self, param_groups: Iterable[Dict[str, Any]], step: int) -> float:
-        """Set every parameter group's ``lr`` to the rate of ``step``; returns it."""
+        """Set every parameter group's ``lr`` to the rate of ``step`` (times the group's
+        ``lr_scale``, 1 when absent); returns the rate."""
         lr = self.lr_at(step)
         for group in param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
     def state(self, step: int) -> Dict[str, Any]:

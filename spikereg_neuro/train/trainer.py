@@ -15,6 +15,7 @@ import torch
 from ..checkpoint import read_checkpoint, save_checkpoint
 from ..config import Config
 from ..inference import register_tensors
+from ..model.neuron import LEARNED_DECAYS, decay_parameters, effective_decays
 from ..model.policy import residual_registration
 from ..model.unet import SpikeRegUNet
 from ..registration.losses import DiceLoss, GradientSmoothness, LocalNCC
@@ -124,7 +125,7 @@ class SpikeRegTrainer:
         if self.world > 1:
             ddp.broadcast_module(self.net)  # every rank starts from rank 0's weights
         self.progress = progress and self.is_main
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
+        self.opt = torch.optim.AdamW(self._param_groups(), lr=self.tc.lr, weight_decay=self.tc.weight_decay)
         self.global_step = 0
         self.total_steps = self.tc.epochs * self.tc.steps_per_epoch
         self.ncc = LocalNCC(self.tc.ncc_window, sigma=self.tc.ncc_sigma)
@@ -143,6 +144,24 @@ class SpikeRegTrainer:
         self.aug_gen = augment_generator(self.tc.seed)
 
     # ------------------------------------------------------------------------------------------
+    def _param_groups(self) -> List[Dict[str, Any]]:
+        """The weights, and (with ``neuron.learn_decays``) the neuron decays as a second group:
+        stored in 1/4096 units, they step ``train.decay_lr_scale`` x the learning rate, with no
+        weight decay."""
+        decays = decay_parameters(self.net)
+        ids = {id(p) for p in decays}
+        groups: List[Dict[str, Any]] = [{"params": [p for p in self.net.parameters() if id(p) not in ids]}]
+        if decays:
+            groups.append({"params": decays, "weight_decay": 0.0, "lr_scale": self.tc.decay_lr_scale})
+        return groups
+
+    def _decay_log(self) -> Dict[str, float]:
+        """Each block's learned decays (fractions per step, as the device applies them)."""
+        if not decay_parameters(self.net):
+            return {}
+        return {f"{b.name}.{k}": v for b in self.net.blocks() if decay_parameters(getattr(b, "neuron", b))
+                for k, v in effective_decays(b.neuron).items() if k in LEARNED_DECAYS}
+
     @property
     def schedule(self) -> LRSchedule:
         """The learning-rate schedule (:mod:`spikereg_neuro.train.schedule`), ending at ``total_steps``."""
@@ -410,6 +429,7 @@ class SpikeRegTrainer:
                 self._ranks_state = ranks
                 if not self.is_main:
                     continue
+                row.update(self._decay_log())
                 if val_loader is not None:
                     row.update(self.validate(val_loader))
                 self.history.append(row)
