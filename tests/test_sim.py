@@ -749,14 +749,32 @@ def test_input_once_lava_equals_emulator_in_both_graphs(qnet):
     assert np.array_equal(v, emulate(q, pls).readout_v.numpy())
 
 
+def _float_emulator_lava_agree(net, q, pl, agreement, field_rtol):
+    """Every layer of ``net`` spikes on ``pl``; the emulator fed the float network's spikes
+    agrees with them (``agreement``, payload rounding) and gives its field (``field_rtol`` of
+    its peak); Lava equals the emulator. Returns the Lava comparison."""
+    from calibration.calibrate import FloatRecorder, forced_output
+    from calibration.emulator import spike_agreement
+    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
+        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
+    assert all(a.sum() > 0 for a in net.activity.values())     # every level spikes
+    forced = {k: forced_output(q.layer(k), v) for k, v in rec.out.items() if k != "readout"}
+    tf = emulate(q, pl, forced=forced, record_spikes=True)
+    for name, s in rec.out.items():
+        if name != "readout":
+            assert spike_agreement(s > 0, tf.spikes[name])["agreement"] > agreement, name
+    assert float((tf.field - u).abs().max()) < field_rtol * float(u.abs().max())
+    c = compare_results(emulate(q, pl, record_spikes=True), run_lava(q, pl, timeout=LAVA_TIMEOUT))
+    assert c["equal"] and c["readout"]["mismatches"] == 0
+    return c
+
+
 @pytest.mark.parametrize("levels", [3, 5])
 def test_other_depths_float_emulator_lava_and_mapper_agree(levels):
     """A U-Net of 3 or 5 encoder levels (graded spikes, input sent once, read-out from dec0 and
     up2(dec1)): export names every level's connections, the emulator with the float network's
     spikes gives the float field, Lava equals the emulator spike for spike and payload for payload,
     and the counter and mapper take it."""
-    from calibration.calibrate import FloatRecorder, forced_output
-    from calibration.emulator import spike_agreement
     from loihi.resources import NetworkResources
     from spikereg_neuro.connections import Connection
     from spikereg_neuro.profiler.counting import NetworkCounter
@@ -775,18 +793,7 @@ def test_other_depths_float_emulator_lava_and_mapper_agree(levels):
                          patch_size=(16, 16, 16), stride=(8, 8, 8))
     assert q.size_multiple == 2 ** (levels - 1)
     pl = smooth_payload()
-    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
-        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
-    assert all(a.sum() > 0 for a in net.activity.values())     # every level spikes
-    forced = {k: forced_output(q.layer(k), v) for k, v in rec.out.items() if k != "readout"}
-    tf = emulate(q, pl, forced=forced, record_spikes=True)    # equal up to payload rounding
-    for name, s in rec.out.items():
-        if name != "readout":
-            assert spike_agreement(s > 0, tf.spikes[name])["agreement"] > 0.98, name
-    assert float((tf.field - u).abs().max()) < 0.1 * float(u.abs().max())
-    ref = emulate(q, pl, record_spikes=True)
-    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
-    assert c["equal"] and c["readout"]["mismatches"] == 0
+    c = _float_emulator_lava_agree(net, q, pl, agreement=0.98, field_rtol=0.1)
     for name, row in c["layers"].items():
         assert row["mismatches"] == 0, (name, row)
     counter = NetworkCounter(net.export(), (16, 16, 16))
@@ -802,8 +809,6 @@ def test_learned_decays_reach_calibration_emulator_and_lava():
     """A network whose layers learned other decays (``neuron.learn_decays``; here set by hand,
     different per layer): calibration takes each layer's own decays into its ATRLIF deltas, the
     emulator reproduces the float network's spikes, and Lava equals the emulator spike for spike."""
-    from calibration.calibrate import FloatRecorder, forced_output
-    from calibration.emulator import spike_agreement
     torch.manual_seed(1)
     cfg = ModelConfig(enc_channels=(4, 4, 8), dec_channels=(8, 4), enc_windows=(6, 4, 3), dec_window=2,
                       readout_levels=2, weight_gain=6.0, readout_scale=0.1, input_once=True,
@@ -819,16 +824,5 @@ def test_learned_decays_reach_calibration_emulator_and_lava():
                          patch_size=(16, 16, 16), stride=(8, 8, 8))
     for name, (c, v) in chosen.items():
         assert q[name].atrlif["delta_v"] == v and q[name].atrlif["delta_i"] == pytest.approx(c - 1 / 4096), name
-    pl = smooth_payload()
-    with torch.no_grad(), FloatRecorder(net, keep_pre=False) as rec:
-        u = net(pl[:, :1].float() / 255, pl[:, 1:].float() / 255)
-    assert all(a.sum() > 0 for a in net.activity.values())
-    forced = {k: forced_output(q.layer(k), s) for k, s in rec.out.items() if k != "readout"}
-    tf = emulate(q, pl, forced=forced, record_spikes=True)
-    for name, s in rec.out.items():   # payload rounding: this network's dec0 agrees 0.978 with fixed decays
-        if name != "readout":
-            assert spike_agreement(s > 0, tf.spikes[name])["agreement"] > 0.96, name
-    assert float((tf.field - u).abs().max()) < 0.02 * float(u.abs().max())
-    ref = emulate(q, pl, record_spikes=True)
-    c = compare_results(ref, run_lava(q, pl, timeout=LAVA_TIMEOUT))
-    assert c["equal"] and c["readout"]["mismatches"] == 0
+    # payload rounding: this network's dec0 agrees 0.978 with its decays left at the config's
+    _float_emulator_lava_agree(net, q, smooth_payload(), agreement=0.96, field_rtol=0.02)
