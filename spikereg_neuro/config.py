@@ -30,9 +30,9 @@ class TrainConfig(DictIO):
     lr_schedule: str = "cosine"  # "cosine" (to 0 over epochs x steps_per_epoch) or "constant"
     weight_decay: float = 1e-4
     # step size of learned neuron decays (model.neuron.learn_decays), as a multiple of lr: the
-    # decays are stored in 1/4096 units, so 8192 lets Adam move one by up to 2 lr per step (at
-    # 512 they moved 0.001 in the first 200 steps, 8192 about 0.02: docs/experiments.md)
-    decay_lr_scale: float = 8192.0
+    # decays are stored in 1/4096 units, so 1024 lets Adam move one by up to lr / 4 per step
+    # (512 barely moved them, 8192 drove them to 1.0 and cost Dice: docs/experiments.md)
+    decay_lr_scale: float = 1024.0
     grad_clip: float = 1.0
     ncc_window: int = 9
     # Gaussian smoothing (voxels) of both images inside the NCC loss; 0: raw images. On noisy
