@@ -258,9 +258,9 @@ class FusedALIF(slayer_alif.Neuron):
         ``payload_div``: graded payloads come divided by it, the same numbers (and gradients)
         as dividing SLAYER's output, one pass cheaper."""
         if self.requires_grad:
-            self.clamp()
-            if torch.is_grad_enabled() and (self.current_decay.requires_grad or self.voltage_decay.requires_grad):
-                out = super().forward(input)     # SLAYER's loop: gradients to the decays too
+            if torch.is_grad_enabled():    # SLAYER's loop (it clamps): gradients to the decays too
+                out = super().forward(input)
                 return out / payload_div if self.graded_spike and payload_div != 1.0 else out
+            self.clamp()
         xt = input.movedim(-1, 0)
         return _FusedALIFFunction.apply(xt, _Constants(self), float(payload_div)).movedim(0, -1)

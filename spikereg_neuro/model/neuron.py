@@ -19,6 +19,9 @@ from ..hardware import KINDS
 from .slayer import alif as slayer_alif
 from .slayer import cuba as slayer_cuba
 
+#: a neuron's decays (fractions per step in :class:`NeuronConfig`; SLAYER parameters in 1/4096 units)
+DECAYS = ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay")
+
 #: the spiking kinds a block can use (their Lava names and state: spikereg_neuro/hardware.py)
 NEURON_KINDS = tuple(k.model for k in KINDS if k.model != "integrator")
 
@@ -66,14 +69,14 @@ class NeuronConfig(DictIO):
         for name in ("graded_spike", "learn_decays"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"neuron {name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay"):
+        for name in DECAYS:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"neuron {name} must be in [0, 1], got {v}")
 
 
-#: the decays a neuron learns with ``learn_decays`` (SLAYER's leaky integrators pass gradients
-#: to these two; its threshold/refractory dynamics pass none)
+#: the decays a neuron learns with ``learn_decays`` (of :data:`DECAYS`; SLAYER's leaky integrators pass
+#: gradients to these two, its threshold/refractory dynamics pass none)
 LEARNED_DECAYS = ("current_decay", "voltage_decay")
 
 
@@ -116,7 +119,7 @@ def effective_decays(neuron: torch.nn.Module) -> Dict[str, float]:
     fractions per step: the config's values, or the learned ones."""
     quantize = slayer_alif.quantize
     out = {}
-    for name in ("current_decay", "voltage_decay", "threshold_decay", "refractory_decay"):
+    for name in DECAYS:
         p = getattr(neuron, name, None)
         if p is not None:
             out[name] = float(quantize(p.detach()).reshape(-1)[0]) / float(neuron.p_scale)

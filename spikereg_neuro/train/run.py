@@ -126,12 +126,13 @@ def init_weights(net: Any, path: str) -> None:
 
     from ..checkpoint import read_checkpoint
     from ..model.config import ModelConfig
+    from ..model.neuron import decay_parameters
 
     ckpt = read_checkpoint(path)
     state = ckpt["state_dict"]
     own = dict(net.named_parameters())
-    # the synapses' weights; neuron decays (learnable with learn_decays) stay the config's
-    want = [k for k, p in own.items() if p.requires_grad and ".neuron." not in k]
+    decays = {id(p) for p in decay_parameters(net)}   # learned with learn_decays: stay the config's
+    want = [k for k, p in own.items() if p.requires_grad and id(p) not in decays]
     missing = [k for k in want if k not in state]
     bad = [k for k in want if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or bad:

@@ -157,9 +157,7 @@ class SpikeRegTrainer:
 
     def _decay_log(self) -> Dict[str, float]:
         """Each block's learned decays (fractions per step, as the device applies them)."""
-        if not decay_parameters(self.net):
-            return {}
-        return {f"{b.name}.{k}": v for b in self.net.blocks() if decay_parameters(getattr(b, "neuron", b))
+        return {f"{b.name}.{k}": v for b in self.net.blocks() if hasattr(b, "neuron") and decay_parameters(b.neuron)
                 for k, v in effective_decays(b.neuron).items() if k in LEARNED_DECAYS}
 
     @property
