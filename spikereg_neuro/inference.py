@@ -17,10 +17,19 @@ from .tiling import count_tiles, plan_tiles, tiled_predict
 VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
 
 
+#: a volume in [0, 1] whose ``lo_pct`` / ``hi_pct`` percentiles lie at most / at least these
+#: values is taken as already on the training scale (the embedded volumes: 0 and 0.966-1.0)
+NORMALIZED_LO_MAX, NORMALIZED_HI_MIN = 0.05, 0.5
+
+
 def normalize_intensity(x: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
-    """Robust min-max to [0, 1]; volumes already in [0, 1] are left as they are. A sparse
-    volume whose percentiles coincide (e.g. a few bright voxels) falls back to min-max; a
-    constant or empty one is a ``ValueError``."""
+    """Robust min-max to [0, 1]: ``(x - p_lo) / (p_hi - p_lo)`` clipped, at the ``lo_pct`` /
+    ``hi_pct`` percentiles. A volume already on that scale (in [0, 1], its low percentile at
+    most :data:`NORMALIZED_LO_MAX` and its high one at least :data:`NORMALIZED_HI_MIN`, as the
+    training data) is left as it is; one in [0, 1] that uses little of it (a scan divided by
+    255 x 3, or by its maximum with one bright voxel) is stretched like any other. A sparse volume
+    whose percentiles coincide (e.g. a few bright voxels) falls back to min-max; a constant or
+    empty one is a ``ValueError``."""
     x = np.asarray(x, dtype=np.float32)
     if x.size == 0:
         raise ValueError("volume is empty: nothing to register")
@@ -29,9 +38,9 @@ def normalize_intensity(x: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5
     vmin, vmax = float(x.min()), float(x.max())
     if vmax == vmin:
         raise ValueError(f"volume is constant (every voxel is {vmin:g}): nothing to register")
-    if vmin >= 0.0 and vmax <= 1.0:
+    lo, hi = (float(v) for v in np.percentile(x, [lo_pct, hi_pct]))
+    if vmin >= 0.0 and vmax <= 1.0 and lo <= NORMALIZED_LO_MAX and hi >= NORMALIZED_HI_MIN:
         return x
-    lo, hi = np.percentile(x, [lo_pct, hi_pct])
     if hi <= lo:
         lo, hi = vmin, vmax
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)

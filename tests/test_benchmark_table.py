@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikereg_neuro.profiler import (NetworkCounter, count_conv_macs, energy_per_layer,
-                                     estimate_gpu_latency, estimate_loihi2, load_constants)
+from spikereg_neuro.profiler import (GPU_KERNEL_FLOOR, NetworkCounter, count_conv_macs, count_gpu_kernels,
+                                     energy_per_layer, estimate_gpu_latency, estimate_loihi2, load_constants)
 from spikereg_neuro.profiler import figures as figs
 from spikereg_neuro.profiler.table import (CONTRACT_ROW_KEYS, NOT_AVAILABLE, build_document,
                                            make_row, markdown, printable, refusal_row,
@@ -120,6 +120,32 @@ def test_count_conv_macs_and_gpu_latency():
     assert "datasheet" in next(iter(lat["constants"].values()))["citation"]
 
 
+def test_counted_kernels_give_the_conv_macs_and_a_launch_floor():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv3d(2, 4, 3, padding=1), torch.nn.ConvTranspose3d(4, 3, 2, stride=2)
+
+        def forward(self, x):
+            y = torch.relu(self.a(x)).permute(0, 1, 4, 3, 2).view(1, 4, 4, 4, 4)   # two views: no kernels
+            return self.b(y) * 2.0
+
+    net, x = Net(), torch.rand(1, 2, 4, 4, 4)
+    k = count_gpu_kernels(lambda: net(x))
+    assert k["ops"] == {"aten.convolution": 2, "aten.relu": 1, "aten.mul": 1}
+    assert k["macs"] == count_conv_macs(net, lambda: net(x))["macs"] == 64 * 4 * 2 * 27 + 64 * 3 * 4 * 8
+    # the relu reads and writes one 4-channel 4^3 frame (float32)
+    assert (0, 2 * 4 * 256) in k["per_kernel"]
+    floor = GPU_KERNEL_FLOOR["cuda_graph_kernel_floor_s"]
+    assert "juliagpu" in floor.citation and floor.unit == "s"
+    lat = estimate_gpu_latency(k["macs"], kernels=k["per_kernel"])
+    # tiny kernels: each costs the floor, more than its roofline
+    assert lat["latency_ms"] == pytest.approx(4 * floor.value * 1e3) and lat["lower_bound"]
+    assert "cuda_graph_kernel_floor_s" in lat["constants"] and "4 dispatched kernels" in lat["latency_basis"]
+    big = estimate_gpu_latency(0, kernels=[(0, 3.35e9), (247.25e12, 0)])   # 1 ms of HBM, 1 s of MACs
+    assert big["latency_ms"] == pytest.approx(1001.0)
+
+
 def test_figures_are_written(tmp_path):
     rng = np.random.default_rng(0)
     f, m = rng.random((8, 9, 8)), rng.random((8, 9, 8))
@@ -178,6 +204,28 @@ def test_cpu_latency_ratios_equal_the_rows_latencies():
     assert "SpikeReg float 1.80x" in markdown(doc)
     # a missing row gives a null ratio, never a number
     assert cpu_latency_ratios(rows[1:], plat)["spikereg_float"] is None
+
+
+def test_energy_ratio_against_the_voxelmorph_gpu_row_names_both_sources():
+    from spikereg_neuro.commands.benchmark_table import energy_ratio_vs_gpu
+
+    plat = "Loihi 2 (estimated; shared kernels, whole)"
+    rows = [make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=12.0, dynamic_mj=6.0,
+                     energy_source="estimated", latency_ms=0.2, latency_source="estimated"),
+            make_row("SpikeReg (quantized)", "Loihi 2 (estimated; explicit Sparse, conservative bound, whole)",
+                     energy_mj=99.0, dynamic_mj=9.0, energy_source="estimated", latency_ms=1.0,
+                     latency_source="estimated"),
+            make_row("SpikeReg (quantized)", plat, energy_mj=3.0, dynamic_mj=2.0, energy_source="estimated",
+                     latency_ms=1.0, latency_source="estimated")]
+    r = energy_ratio_vs_gpu(rows, plat)
+    assert r["gross"] == pytest.approx(0.25) and r["dynamic"] == pytest.approx(1 / 3)
+    assert r["spikereg"]["platform"] == plat and r["voxelmorph"]["source"] == "estimated"
+    doc = build_document(rows, CONST, ["p"], energy_ratio_vs_voxelmorph_gpu=r)
+    assert "gross 0.25x, dynamic 0.33x" in markdown(doc)
+    # no GPU row with an energy: null ratios, never a number
+    none = energy_ratio_vs_gpu(rows[1:], plat)
+    assert none["gross"] is None and none["dynamic"] is None and "n/a" in markdown(
+        build_document(rows[1:], CONST, ["p"], energy_ratio_vs_voxelmorph_gpu=none))
 
 
 def _tiny_qnet_and_pair(stride: int):

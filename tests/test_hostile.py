@@ -365,6 +365,18 @@ def test_odd_but_valid_inputs_register_and_bad_ones_fail_up_front(files, tmp_pat
     assert normalize_intensity(sparse).max() == 1.0
     with pytest.raises(ValueError, match=r"constant \(every voxel is 0.5\)"):
         normalize_intensity(np.full(SHAPE, 0.5, np.float32))  # in [0, 1] but still constant
+    # a scan in [0, 1] that uses little of it is stretched like the same scan at any other scale;
+    # a volume on the training scale (low percentile 0, high one near 1) is left as it is
+    rng = np.random.default_rng(0)
+    t1 = rng.random(SHAPE).astype(np.float32) * 255
+    t1[: SHAPE[0] // 4] = 0                                       # background
+    raw = normalize_intensity(t1 * 1000)
+    spot = t1 / 765
+    spot.flat[np.argmax(t1)] = 1.0                                # divided by 765, one bright voxel at 1
+    for faint in (t1 / 765, t1 / 2550, spot):
+        assert np.allclose(normalize_intensity(faint.astype(np.float32)), raw, atol=1e-5)
+    trained = np.clip(t1 / np.percentile(t1, 99.0), 0, 1).astype(np.float32)
+    assert np.array_equal(normalize_intensity(trained), trained)
     sp = tmp_path / "sparse.nii.gz"
     nib.save(nib.Nifti1Image(sparse, aff), str(sp))
     mgz = tmp_path / "fixed.mgz"

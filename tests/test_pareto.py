@@ -120,3 +120,19 @@ def test_a_pareto_json_extends_with_new_runs(tmp_path, capsys):
     assert (first / "pareto.json").read_bytes() == before
     assert "would replace the input" in capsys.readouterr().err
     capsys.readouterr()
+
+
+def test_a_run_named_like_a_recorded_point_replaces_it(tmp_path):
+    """Pricing a model again: the run's point takes the place of the pareto.json point of its name
+    (and the references are the run's, the first input); two runs of one name are refused."""
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "pareto.json").write_text(json.dumps(pareto.build([a, b], ["A", "B"])))
+    again = _run(tmp_path, "again", 9.0, 5.5, 0.684, 0.085)
+    doc = pareto.build([again, first / "pareto.json"], ["A"])
+    assert [(p["label"], p["energy_mj"]) for p in doc["points"]] == [("A", 9.0), ("B", 7.0)]
+    assert any("replaced" in n and n.startswith("A:") for n in doc["notes"])
+    with pytest.raises(ValueError, match="both named 'A'"):
+        pareto.build([again, a, first / "pareto.json"], ["A", "A"])

@@ -575,6 +575,28 @@ def cpu_latency_ratios(rows: List[Dict[str, Any]], platform: str) -> Dict[str, A
     return out
 
 
+def energy_ratio_vs_gpu(rows: List[Dict[str, Any]], loihi_platform: str) -> Dict[str, Any]:
+    """``benchmark.json["energy_ratio_vs_voxelmorph_gpu"]``: the main Loihi 2 row's energy over the
+    VoxelMorph GPU row's, gross and dynamic, with each side's source (estimated / measured); a
+    ratio is null where either side lacks the energy."""
+    loihi = next((r for r in rows if r.get("method") == "SpikeReg (quantized)" and r.get("platform") == loihi_platform),
+                 {})
+    gpu = next((r for r in rows if r.get("method") == "VoxelMorph" and str(r.get("platform", "")).startswith("GPU")),
+               {})
+
+    def ratio(key: str) -> Optional[float]:
+        a, b = loihi.get(key), gpu.get(key)
+        return float(a) / float(b) if a is not None and b else None
+
+    return {"gross": ratio("energy_mj"), "dynamic": ratio("dynamic_mj"),
+            "spikereg": {"platform": loihi.get("platform"), "energy_mj": loihi.get("energy_mj"),
+                         "dynamic_mj": loihi.get("dynamic_mj"), "source": loihi.get("energy_source")},
+            "voxelmorph": {"platform": gpu.get("platform"), "energy_mj": gpu.get("energy_mj"),
+                           "dynamic_mj": gpu.get("dynamic_mj"), "source": gpu.get("energy_source")},
+            "basis": "energy per registration of the main Loihi 2 row / the VoxelMorph GPU row's, same pairs; "
+                     "gross = static or idle power x time + dynamic on both sides"}
+
+
 # ============================================================================ the command
 def run_table(args: argparse.Namespace) -> int:
     """Run every row, write benchmark.json / benchmark.md / report/*.png, print the table."""
@@ -591,11 +613,12 @@ def run_table(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..inference import SpikeRegInference, normalize_intensity
     from ..io.atomic import atomic_write_text
-    from ..profiler import (GPU_CONSTANTS, count_conv_macs, energy_per_layer, estimate_gpu,
+    from ..profiler import (GPU_CONSTANTS, count_conv_macs, count_gpu_kernels, energy_per_layer, estimate_gpu,
                             estimate_gpu_latency, estimate_loihi2, load_constants, measure_gpu,
                             nvml_available)
     from ..profiler import figures as figs
-    from ..profiler.table import build_document, make_row, markdown, printable, refusal_row, report_html
+    from ..profiler.table import (build_document, energy_ratio_sentence, make_row, markdown, printable, refusal_row,
+                                  report_html)
     from ..accuracy import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar, table_pairs
 
     progress = not args.no_progress
@@ -782,7 +805,9 @@ def run_table(args: argparse.Namespace) -> int:
                                       "same model.",
                                  details={"gpu": g, "macs": vmacs["macs"]}))
         else:
-            lat = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, layers=vmacs["layers"])
+            vkern = count_gpu_kernels(lambda: predict_field(vnet, ft, mt))
+            lat = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, kernels=vkern["per_kernel"])
+            conv_only = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, layers=vmacs["layers"])
             e = estimate_gpu(vmacs["macs"], basis=gpu_basis, latency_ms=lat["latency_ms"])
             constants.update(e["constants"])
             constants.update(lat["constants"])
@@ -792,9 +817,13 @@ def run_table(args: argparse.Namespace) -> int:
                             **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
                                          f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
                                          f"pJ/MAC ({gpu_basis}) + idle power x latency (gross); latency = {lat['latency_basis']} "
-                                         "(H100 SXM datasheet peaks: a lower bound, no kernel launches). No GPU on "
+                                         f"({vkern['kernels']} kernels counted on the CPU; H100 SXM datasheet peaks and "
+                                         "a graph-replay launch floor: a best case, eager launches cost more). No GPU on "
                                          "this machine. Dice/HD95/folding from the CPU runs."),
                             details={"macs": vmacs["macs"], "uncounted_modules": vmacs["uncounted"],
+                                     "kernels": vkern["kernels"], "kernel_ops": vkern["ops"],
+                                     "kernel_bytes": vkern["bytes"],
+                                     "conv_only_roofline_latency_ms": conv_only["latency_ms"],
                                      "horowitz_lower_bound_mj": estimate_gpu(vmacs["macs"], basis="horowitz_fp32_mac_pj")["energy_mj"]})
             if gpu_record is not None:
                 from ..checkpoint import file_sha256
@@ -1076,6 +1105,8 @@ def run_table(args: argparse.Namespace) -> int:
                             "presets": {k: d for k, (d, _) in PRESETS.items()},
                             **main["sensitivity"]},
         cpu_latency_ratio_vs_voxelmorph=cpu_latency_ratios(rows, f"CPU ({threads} thread(s))"),
+        energy_ratio_vs_voxelmorph_gpu=energy_ratio_vs_gpu(
+            rows, f"Loihi 2 (estimated; {ENCODING_LABELS['shared']}, {main_dep.replace('_', ' ')})"),
         label_names=label_names, dice_per_label=dice_per_label,
         loihi_sparse_mapping_json=sparse_json, partition_cache=pcache,
         energy_per_layer_mj=per_layer, gpu_record=gpu_record_info, figures=figures, figure_captions=captions, notes=notes,
@@ -1086,6 +1117,7 @@ def run_table(args: argparse.Namespace) -> int:
     atomic_write_text(out / "report.html", report_html(doc, out))
     print(printable(doc))
     print(ratio_line(doc["cpu_latency_ratio_vs_voxelmorph"]))
+    print(energy_ratio_sentence(doc["energy_ratio_vs_voxelmorph_gpu"]))
     print(f"wrote {out / 'benchmark.json'}, {out / 'benchmark.md'}, {out / 'report.html'} and {len(figures)} "
           f"figures in {report} ({time.perf_counter() - t_start:.0f} s)")
     return 0

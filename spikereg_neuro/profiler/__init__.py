@@ -22,8 +22,8 @@ from .constants import Constant
 from .counting import (VARIANTS, ConnectionCounts, ExactCountRecorder, LayerCounts, LayerInfo,
                        NetworkCounter, ProfileCounts, count_patch, counts_from_inference,
                        patches_per_scale, record_spikes, register_and_count)
-from .gpu_energy import (GPU_CONSTANTS, GPU_IDLE, GPU_THROUGHPUT, count_conv_macs, estimate_gpu,
-                         estimate_gpu_latency, measure_cpu, measure_gpu, nvml_available)
+from .gpu_energy import (GPU_CONSTANTS, GPU_IDLE, GPU_KERNEL_FLOOR, GPU_THROUGHPUT, count_conv_macs,
+                         count_gpu_kernels, estimate_gpu, estimate_gpu_latency, measure_cpu, measure_gpu, nvml_available)
 from .loihi2_energy import (DEFAULT_CONSTANTS_YAML, PILOTNET_MEASURED, PRESETS, Loihi2Constants,
                             calibration_check, default_constants, energy_per_layer, estimate_loihi2,
                             load_constants,
@@ -33,7 +33,7 @@ __all__ = [
     "Constant", "VARIANTS", "Connection", "ConnectionCounts", "ExactCountRecorder", "LayerCounts", "LayerInfo",
     "NetworkCounter", "ProfileCounts", "count_patch", "counts_from_inference",
     "patches_per_scale", "record_spikes", "register_and_count",
-    "GPU_CONSTANTS", "GPU_IDLE", "GPU_THROUGHPUT", "count_conv_macs", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
+    "GPU_CONSTANTS", "GPU_IDLE", "GPU_KERNEL_FLOOR", "GPU_THROUGHPUT", "count_conv_macs", "count_gpu_kernels", "estimate_gpu", "estimate_gpu_latency", "measure_cpu", "measure_gpu", "nvml_available",
     "DEFAULT_CONSTANTS_YAML", "PILOTNET_MEASURED", "PRESETS", "Loihi2Constants", "calibration_check",
     "default_constants", "energy_per_layer", "estimate_loihi2", "load_constants", "naive_mapping", "step_times_us",
 ]

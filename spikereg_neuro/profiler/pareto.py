@@ -129,17 +129,33 @@ def front(points: Sequence[Mapping[str, Any]], dice_key: str = "dice_quantized")
 
 def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """The pareto document of several benchmark runs and/or earlier pareto documents (checked to
-    share pairs, data and constants). ``labels`` name the benchmark runs, in order."""
+    share pairs, data and constants). ``labels`` name the benchmark runs, in order. A run named
+    like a point that a pareto.json brings replaces that point (a model priced again); two runs
+    of one name are an error."""
     docs = [_read_doc(p) for p in paths]
     runs = sum(doc.get("format") != PARETO_FORMAT for _, doc, _ in docs)
     if labels is not None and len(labels) != runs:
         raise ValueError(f"--labels has {len(labels)} names for {runs} benchmark runs")
     names = iter(labels or [])
-    pts = [q for j, doc, name in docs
-           for q in _points_of(j, doc, next(names) if labels and doc.get("format") != PARETO_FORMAT else name)]
+    pts, from_run = [], []
+    for j, doc, name in docs:
+        is_run = doc.get("format") != PARETO_FORMAT
+        for q in _points_of(j, doc, next(names) if labels and is_run else name):
+            pts.append(q)
+            from_run.append(is_run)
+    run_labels = [q["label"] for q, r in zip(pts, from_run) if r]
+    twice = sorted({x for x in run_labels if run_labels.count(x) > 1})
+    if twice:
+        raise ValueError(f"two benchmark runs are both named {twice[0]!r}: give them different --labels")
+    replaced = [q for q, r in zip(pts, from_run) if not r and q["label"] in run_labels]
+    pts = [q for q in pts if not any(q is x for x in replaced)]
     if len(pts) < 2:
         raise ValueError("benchmark pareto needs at least 2 points (benchmark runs or a pareto.json's points)")
-    return build_points(pts)
+    doc = build_points(pts)
+    for q in replaced:
+        doc.setdefault("notes", []).append(f"{q['label']}: the point of {q.get('from', q['path'])} is replaced by "
+                                           "the benchmark run of that name")
+    return doc
 
 
 def build_points(pts: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -44,6 +44,15 @@ def _num(v: Any) -> Optional[float]:
     return v if math.isfinite(v) else None
 
 
+def energy_ratio_sentence(e: Mapping[str, Any]) -> str:
+    """``benchmark.json["energy_ratio_vs_voxelmorph_gpu"]`` as a sentence naming both sides' sources."""
+    f = (lambda v: "n/a" if v is None else f"{v:.2f}x")
+    s, g = e.get("spikereg") or {}, e.get("voxelmorph") or {}
+    return (f"Energy per registration, SpikeReg ({s.get('platform')}, {s.get('source') or 'n/a'}) / VoxelMorph "
+            f"({g.get('platform')}, {g.get('source') or 'n/a'}): gross {f(e.get('gross'))}, dynamic "
+            f"{f(e.get('dynamic'))}.")
+
+
 def make_row(method: str, platform: str, *, energy_mj: Optional[float] = None,
              energy_source: Optional[str] = None, energy_note: str = "",
              dynamic_mj: Optional[float] = None,
@@ -203,6 +212,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
                      f"{f(r.get('spikereg_float'))} ({inf.get('spikereg_float')}), quantized emulator "
                      f"{f(r.get('quantized_emulator'))} ({inf.get('quantized_emulator')}).")
         lines.append("")
+    e = doc.get("energy_ratio_vs_voxelmorph_gpu")
+    if e:
+        lines += [energy_ratio_sentence(e), ""]
     lines.append("Energy and latency are per registration of one pair (mean over the pairs) unless the platform "
                  "says otherwise; energy is gross (static or idle power x time + dynamic), the dynamic part beside "
                  "it. *meas.* = measured on this machine, or on the GPU machine a row's platform names (a recorded NVML "
@@ -438,6 +450,9 @@ def report_html(doc: Mapping[str, Any], out_dir: str | Path) -> str:
         f = (lambda v: "n/a" if v is None else f"{v:.2f}x")
         h.append(f"<p>CPU latency / VoxelMorph's ({_e(r.get('platform'))}, same pairs): SpikeReg float "
                  f"{_e(f(r.get('spikereg_float')))}, quantized emulator {_e(f(r.get('quantized_emulator')))}.</p>")
+    e = doc.get("energy_ratio_vs_voxelmorph_gpu")
+    if e:
+        h.append(f"<p>{_e(energy_ratio_sentence(e))}</p>")
     h += ["<h2>What the numbers rest on</h2>", f"<p>{_inline(basis_paragraph(doc))}</p>"]
     vt = variant_table(doc)
     if vt:
