@@ -77,8 +77,22 @@ class SpikeRegRegistrar:
                 "patch": inf.patch, "stride": inf.stride, "best_val_dice": inf.meta.get("best_val_dice")}
 
 
+#: the methods ``--symmetric`` runs both ways (ANTs SyN is symmetric by construction; the
+#: identity needs nothing)
+SYMMETRIC_METHODS = ("voxelmorph", "spikereg")
+
+
 def make_registrar(name: str, args: Optional[argparse.Namespace] = None):
-    """The registrar of a method name, configured from the command-line ``args``."""
+    """The registrar of a method name, configured from the command-line ``args`` (with
+    ``args.symmetric``, the learned methods run both ways: :class:`SymmetricRegistrar`)."""
+    reg = _make_registrar(name, args)
+    if args is not None and getattr(args, "symmetric", False) and name in SYMMETRIC_METHODS:
+        from .baselines.base import SymmetricRegistrar
+        return SymmetricRegistrar(reg)
+    return reg
+
+
+def _make_registrar(name: str, args: Optional[argparse.Namespace] = None):
     g = (lambda k, d=None: getattr(args, k, d) if args is not None else d)
     if name == "identity":
         from .baselines.identity import IdentityRegistrar
@@ -341,11 +355,17 @@ def accuracy_markdown(doc: Dict[str, Any]) -> str:
                  + (" EPE vox (before) |" if epe else "") + " s / pair |")
     lines.append("|---|---|---|---|---|---|" + ("---|" if epe else "") + "---|")
     for name, m in methods.items():
+        if (m.get("info") or {}).get("symmetric"):
+            name = f"{name} (both ways)"
         lines.append(f"| {name} | {_fmt(m['dice_mean'])} ± {_fmt(m['dice_std'])} | {_fmt(m['dice_before_mean'])} "
                      f"| {_fmt(m['hd95_mean'], 2)} | {_fmt(m['folding_pct_mean'], 3)} | {_fmt(m['sdlogj_mean'], 3)} "
                      + (f"| {_fmt(m.get('epe_mean'), 2)} ({_fmt(m.get('epe_before_mean'), 2)}) " if epe else "")
                      + f"| {_fmt(m['seconds_per_pair'], 2)} |")
     lines.append("")
+    if any((m.get("info") or {}).get("symmetric") for m in methods.values()):
+        lines.append("*both ways* (`--symmetric`): the method registered each pair in both directions and was scored "
+                     "on the inverse-consistent mean of the two fields (twice its work).")
+        lines.append("")
     lines.append("Dice: mean over foreground labels present in both maps (Learn2Reg); HD95: symmetric 95th "
                  "percentile surface distance in mm; folding %: voxels with det(J) <= 0; SDlogJ: standard "
                  "deviation of log det(J) (see spikereg_neuro/registration/metrics.py). "

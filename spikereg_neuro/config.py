@@ -129,6 +129,8 @@ class InferenceConfig(DictIO):
     fewest overlapping tiles that fit (:func:`spikereg_neuro.tiling.plan_tiles`).
     ``max_voxels = 0``: fixed ``patch_size``^3 tiles at ``stride`` (the patch the network was
     trained on; what calibration and the Lava backend use). ``batch_size``: tiles per call.
+    ``symmetric``: register each pair both ways and take the inverse-consistent mean (twice the
+    network calls and energy; :func:`spikereg_neuro.inference.register_tensors`).
     """
 
     _keys_label = "keys in 'inference':"
@@ -137,10 +139,15 @@ class InferenceConfig(DictIO):
     stride: int = 16
     batch_size: int = 4
     max_voxels: int = DEFAULT_MAX_VOXELS
+    symmetric: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.symmetric, bool):
+            raise ValueError(f"inference.symmetric must be true or false, got {self.symmetric!r}")
         for f in fields(self):
             v = getattr(self, f.name)
+            if f.name == "symmetric":
+                continue
             if isinstance(v, bool) or not isinstance(v, int):
                 raise ValueError(f"inference.{f.name} must be an integer, got {v!r} ({type(v).__name__})")
         if self.patch_size < 1 or self.batch_size < 1 or not 1 <= self.stride <= self.patch_size:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .checkpoint import DEFAULT_MODEL, load_network
 from .model.policy import residual_registration
-from .registration.transform import warp
+from .registration.transform import symmetric_field, warp
 from .tiling import count_tiles, plan_tiles, tiled_predict
 
 VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
@@ -71,8 +71,12 @@ def register_tensors(
     integration_steps: int = 0,
     max_voxels: int = 0,
     multiple: int = 8,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """Residual coarse-to-fine registration of whole ``(1, 1, D, H, W)`` volumes.
+
+    ``symmetric``: the pair is registered both ways (twice the network calls) and the result is
+    :func:`~spikereg_neuro.registration.transform.symmetric_field` of the two fields.
 
     ``max_voxels = 0``: each iteration tiles its (downsampled) volume with ``patch`` tiles at
     ``stride``; volumes are zero-padded to a multiple of the coarsest scale. ``max_voxels > 0``:
@@ -85,6 +89,11 @@ def register_tensors(
     the whole volume (the model's ``integration_steps``). ``progress(n)`` is called after each
     network call on ``n`` patches (a whole volume counts as one). Returns ``(1, 3, D, H, W)``.
     """
+    if symmetric:
+        def one_way(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return register_tensors(predict_patch, scales, a, b, patch, stride, batch_size, progress,
+                                    integration_steps, max_voxels, multiple)
+        return symmetric_field(one_way(fixed, moving), one_way(moving, fixed))
     size = fixed.shape[2:]
     padded = _padded_shape(size, scales, max_voxels, multiple)
     pads = []
@@ -126,8 +135,10 @@ def _call_plan(shape: Sequence[int], patch: Sequence[int], stride: Sequence[int]
 
 
 def count_calls(shape: Sequence[int], scales: Sequence[int], patch: Sequence[int],
-                stride: Sequence[int], max_voxels: int = 0, multiple: int = 8) -> int:
+                stride: Sequence[int], max_voxels: int = 0, multiple: int = 8, symmetric: bool = False) -> int:
     """Network calls (patches; a whole volume counts as one) of :func:`register_tensors`."""
+    if symmetric:
+        return 2 * count_calls(shape, scales, patch, stride, max_voxels, multiple)
     total = 0
     for sc in scales:
         sz = [n // sc for n in _padded_shape(shape, scales, max_voxels, multiple)]
@@ -147,11 +158,12 @@ class SpikeRegInference:
     def __init__(self, checkpoint: Union[str, Path, None] = None, device: str = "cpu",
                  patch_size: Optional[Sequence[int]] = None, stride: Optional[Sequence[int]] = None,
                  batch_size: Optional[int] = None, progress: bool = False,
-                 max_voxels: Optional[int] = None) -> None:
-        """``patch_size``/``stride``/``batch_size``/``max_voxels`` override the checkpoint's
-        inference settings (:class:`~spikereg_neuro.config.InferenceConfig`): by default whole
-        volumes up to ``max_voxels`` voxels per call; fixed tiles with ``max_voxels=0`` or when
-        ``patch_size``/``stride`` are given without ``max_voxels`` (per-patch profiling)."""
+                 max_voxels: Optional[int] = None, symmetric: Optional[bool] = None) -> None:
+        """``patch_size``/``stride``/``batch_size``/``max_voxels``/``symmetric`` override the
+        checkpoint's inference settings (:class:`~spikereg_neuro.config.InferenceConfig`): by
+        default whole volumes up to ``max_voxels`` voxels per call; fixed tiles with
+        ``max_voxels=0`` or when ``patch_size``/``stride`` are given without ``max_voxels``
+        (per-patch profiling); ``symmetric``: register both ways (:func:`register_tensors`)."""
         from .config import InferenceConfig
 
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_MODEL
@@ -177,6 +189,7 @@ class SpikeRegInference:
         if self.batch_size < 1 or self.max_voxels < 0:
             raise ValueError(f"batch_size must be >= 1 and max_voxels >= 0, got {self.batch_size}, {self.max_voxels}")
         self.multiple = m
+        self.symmetric = bool(inf.symmetric if symmetric is None else symmetric)
         self.progress = progress
         self.meta = {k: ckpt.get(k) for k in ("best_val_dice", "data", "data_config", "config", "train_summary")}
         self.activity: Dict[str, np.ndarray] = {}
@@ -209,12 +222,12 @@ class SpikeRegInference:
         if self.progress:
             from tqdm.auto import tqdm
             total = count_calls(f.shape, self.net.cfg.scales, self.patch, self.stride,
-                                self.max_voxels, self.multiple)
+                                self.max_voxels, self.multiple, self.symmetric)
             bar = tqdm(total=total, desc="register", unit="call" if self.max_voxels else "patch", leave=False)
         u = register_tensors(self._predict, self.net.cfg.scales, ft, mt, self.patch, self.stride,
                              self.batch_size, progress=bar.update if bar is not None else None,
                              integration_steps=self.net.cfg.integration_steps,
-                             max_voxels=self.max_voxels, multiple=self.multiple)
+                             max_voxels=self.max_voxels, multiple=self.multiple, symmetric=self.symmetric)
         if bar is not None:
             bar.close()
         return u[0].cpu().numpy().astype(np.float32)

@@ -57,6 +57,31 @@ def test_identity_zero_field_and_unchanged_dice(tiny_pair):
 
 
 # ----------------------------------------------------------------------------- VoxelMorph
+def test_symmetric_registrar_runs_both_ways_and_keeps_the_wrapped_one():
+    from spikereg_neuro.baselines import SymmetricRegistrar
+
+    class Shift:
+        name, checkpoint = "shift", "ckpt.pt"
+        calls = []
+
+        def register(self, fixed, moving, affine=None):
+            self.calls.append((float(fixed.flat[0]), float(moving.flat[0])))
+            u = np.zeros((3, *fixed.shape), np.float32)
+            u[0] = 0.5 + (fixed.flat[0] < moving.flat[0])      # a bias of 0.5, plus 1 one way only
+            return u
+
+        def info(self):
+            return {"kind": "shift"}
+
+    f, m = np.zeros((8, 8, 8), np.float32), np.ones((8, 8, 8), np.float32)
+    reg = SymmetricRegistrar(Shift())
+    u = reg.register(f, m)
+    assert Shift.calls == [(0.0, 1.0), (1.0, 0.0)]
+    # (1.5 + inverse of 0.5) / 2: the shared 0.5 cancels, half of the one-way 1 is left
+    assert np.allclose(u[0], 0.5) and np.allclose(u[1:], 0)
+    assert reg.name == "shift" and reg.checkpoint == "ckpt.pt" and reg.info() == {"kind": "shift", "symmetric": True}
+
+
 def test_voxelmorph_field_convention_matches_its_own_transformer():
     """Warping the moving image with our ``warp`` and VxmPairwise's displacement reproduces
     VxmPairwise's own warped source (anisotropic shape: a channel/axis mix-up would fail)."""
@@ -233,6 +258,17 @@ def test_benchmark_accuracy_end_to_end(tiny, trained, tmp_path, capsys):
     assert "EPE vox (before)" in md
     assert doc["methods"]["voxelmorph"]["dice_gain"]["n"] == 1
     assert "Gain over the unregistered" not in md   # one pair: no interval to report
+
+    # --symmetric: the learned methods run both ways (reported so), the identity as always
+    sym = tmp_path / "bench_sym"
+    assert main(["benchmark", "accuracy", "--config", str(conf), "--cache", str(cache), "--out", str(sym),
+                 "--methods", "identity,voxelmorph", "--voxelmorph-model", str(run / "best.pt"), "--symmetric",
+                 "--no-progress"]) == 0
+    sdoc = json.loads((sym / "accuracy.json").read_text())
+    assert sdoc["methods"]["voxelmorph"]["info"]["symmetric"] is True
+    assert "symmetric" not in sdoc["methods"]["identity"]["info"]
+    assert sdoc["methods"]["voxelmorph"]["epe_mean"] != doc["methods"]["voxelmorph"]["epe_mean"]
+    assert "| voxelmorph (both ways) |" in (sym / "accuracy.md").read_text()
 
     # unknown method names are a one-line user error
     assert main(["benchmark", "accuracy", "--out", str(out), "--methods", "identity,elastix"]) == 1

@@ -516,3 +516,20 @@ def test_malformed_data_files_and_arguments_fail_up_front(files, tmp_path, capsy
     monkeypatch.setattr(nf, "_read_qnet_file", damaged)
     with pytest.raises(nf.NetFileError, match=r"damaged.h5: damaged HDF5 file \(Can't synchronously"):
         nf.load_qnet(h5)
+
+
+def test_register_symmetric_cancels_the_motion_of_an_image_to_itself(files, tmp_path, capsys):
+    """--symmetric registers both ways: an image against itself moves far less than one way, and a
+    bad inference.symmetric in a config is a one-line error."""
+    from spikereg_neuro.config import InferenceConfig
+    mean_motion = {}
+    for extra in ((), ("--symmetric",)):
+        out = tmp_path / f"w{len(extra)}.nii.gz"
+        field = tmp_path / f"u{len(extra)}.nii.gz"
+        args = ["register", str(files["fixed"]), str(files["fixed"]), "--out-warped", str(out),
+                "--out-field", str(field), "--model", str(files["ckpt"]), "-q", *extra]
+        assert main(args) == 0, capsys.readouterr().err
+        mean_motion[extra] = float(np.linalg.norm(np.asarray(nib.load(str(field)).dataobj), axis=-1).mean())
+    assert mean_motion[("--symmetric",)] < 0.05 * mean_motion[()], mean_motion
+    with pytest.raises(ValueError, match="inference.symmetric must be true or false"):
+        InferenceConfig(symmetric="yes")

@@ -10,7 +10,9 @@ from spikereg_neuro.registration.transform import (
     compose,
     identity_grid,
     integrate_velocity,
+    invert_field,
     resize_field,
+    symmetric_field,
     warp,
     warp_labels,
 )
@@ -172,6 +174,23 @@ def test_integrate_then_inverse_is_identity():
         assert np.abs(res[inner]).max() < 0.02  # vs |v| = 1 voxel
     # a non-trivial displacement was produced
     assert np.abs(phi[0].numpy()).max() > 0.5
+
+
+def test_invert_field_undoes_a_smooth_field_and_symmetric_field_cancels_a_shared_bias():
+    u = t(smooth_field(SHAPE, 1.5, seed=21, sigma=3.0))
+    w = invert_field(u)
+    inner = (slice(None),) + (slice(3, -3),) * 3
+    # warping with u then w is the identity: w + u o (id + w) = 0
+    assert np.abs(compose(u, w)[0].numpy()[inner]).max() < 1e-3
+    assert np.abs(compose(u, invert_field(u, iterations=0))[0].numpy()[inner]).max() > 0.05  # -u alone is not it
+    shift = torch.zeros(1, 3, *SHAPE, dtype=torch.float64)
+    shift[:, 1] = 0.7
+    assert torch.allclose(invert_field(shift), -shift)
+    # a bias both directions predict cancels; a consistent pair (u, its inverse) keeps u
+    assert torch.allclose(symmetric_field(shift, shift), torch.zeros_like(shift))
+    assert np.abs((symmetric_field(u, w) - u)[0].numpy()[inner]).max() < 0.03   # trilinear error, |u| = 1.5
+    with pytest.raises(ValueError, match="iterations"):
+        invert_field(u, iterations=-1)
 
 
 # --------------------------------------------------------------------------- resize_field

@@ -9,10 +9,10 @@ All return displacement fields in the project convention (``(3, D, H, W)``, voxe
 channel ``k`` along axis ``k``); see :mod:`.base` and docs/baselines.md. The heavy optional
 imports (voxelmorph, ants) happen only when a method is used.
 """
-from .base import Registrar, check_field, check_pair_arrays
+from .base import Registrar, SymmetricRegistrar, check_field, check_pair_arrays
 from .identity import IdentityRegistrar
 
-__all__ = ["Registrar", "check_field", "check_pair_arrays", "IdentityRegistrar", "VoxelMorphRegistrar",
+__all__ = ["Registrar", "SymmetricRegistrar", "check_field", "check_pair_arrays", "IdentityRegistrar", "VoxelMorphRegistrar",
            "VoxelMorphConfig", "train_voxelmorph", "AntsSyNRegistrar"]
 
 

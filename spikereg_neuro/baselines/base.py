@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Protocol, Tuple, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Registrar", "check_pair_arrays", "check_field"]
+__all__ = ["Registrar", "SymmetricRegistrar", "check_pair_arrays", "check_field"]
 
 
 @runtime_checkable
@@ -64,3 +64,28 @@ def check_field(field: np.ndarray, shape: Tuple[int, ...], who: str) -> np.ndarr
     if not np.isfinite(field).all():
         raise RuntimeError(f"{who} returned a field with NaN or inf")
     return field
+
+
+class SymmetricRegistrar:
+    """A registrar run both ways, the inverse-consistent mean of the two fields
+    (:func:`~spikereg_neuro.registration.transform.symmetric_field`): twice the work, and a bias
+    both directions share cancels. Everything else (``name``, ``available``, ``load``, the
+    checkpoint) is the wrapped registrar's; ``info()`` adds ``"symmetric": True``."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self.__dict__["base"], key)
+
+    def register(self, fixed: np.ndarray, moving: np.ndarray, affine: Optional[np.ndarray] = None) -> np.ndarray:
+        import torch
+
+        from ..registration.transform import symmetric_field
+        u = self.base.register(fixed, moving, affine)
+        v = self.base.register(moving, fixed, affine)
+        return symmetric_field(torch.from_numpy(np.asarray(u, np.float32))[None],
+                               torch.from_numpy(np.asarray(v, np.float32))[None])[0].numpy()
+
+    def info(self) -> Dict[str, Any]:
+        return {**self.base.info(), "symmetric": True}

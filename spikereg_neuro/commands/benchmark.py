@@ -92,6 +92,9 @@ def add_accuracy_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPa
     a.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 "
                                              "(default: ANTsPy's 40,20,0)")
     a.add_argument("--device", default="cpu", help="torch device of the network methods")
+    a.add_argument("--symmetric", action="store_true",
+                   help="run VoxelMorph and SpikeReg both ways and score the inverse-consistent mean of the two "
+                        "fields (twice the work; ANTs SyN is symmetric already)")
     a.add_argument("--no-progress", action="store_true")
     a.set_defaults(func=run_accuracy)
     return a
@@ -176,6 +179,9 @@ def add_table_options(p: argparse.ArgumentParser) -> None:
                         "constants: the report gets an energy-vs-Dice figure of this run's model and theirs "
                         "(report/pareto.png; `benchmark pareto` makes the same from finished runs)")
     p.add_argument("--no-ants", action="store_true", help="skip ANTs SyN (its row says so)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="VoxelMorph and SpikeReg (float, emulator, Loihi 2 counts, GPU estimates) register each pair "
+                        "both ways, the inverse-consistent mean of the two fields: twice the calls and energy")
     p.add_argument("--ants-iterations", help="SyN reg_iterations per level, e.g. 40,20,10 (default ANTsPy's)")
     p.add_argument("--threads", type=int, default=1, help="CPU threads of the timed runs (default 1)")
     p.add_argument("--config", default=None, help="config whose data section defines the embedded pairs")

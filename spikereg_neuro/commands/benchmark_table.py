@@ -496,8 +496,9 @@ def inference_label(shape, scales, patch, stride, max_voxels: int, multiple: int
 
 
 def emulator_registrations(q, emu: "CountingEmulator", fixed: np.ndarray, moving: np.ndarray,
-                           max_voxels: int, multiple: int, batch_size: int = 4) -> Dict[str, Any]:
-    """Both quantized registrations of one pair.
+                           max_voxels: int, multiple: int, batch_size: int = 4,
+                           symmetric: bool = False) -> Dict[str, Any]:
+    """Both quantized registrations of one pair (each both ways with ``symmetric``).
 
     * tiled (``q.patch_size`` tiles at ``q.stride``) through the counting emulator ``emu``: the
       spike counts of the Loihi 2 row; ``tiled_seconds`` excludes the counting (``count_seconds``);
@@ -514,7 +515,7 @@ def emulator_registrations(q, emu: "CountingEmulator", fixed: np.ndarray, moving
     f = torch.from_numpy(normalize_intensity(fixed))[None, None]
     m = torch.from_numpy(normalize_intensity(moving))[None, None]
     u = register_tensors(emu, q.scales, f, m, q.patch_size, q.stride, batch_size,
-                         integration_steps=q.integration_steps)
+                         integration_steps=q.integration_steps, symmetric=symmetric)
     tiled = u[0].numpy().astype(np.float32)
     wall = time.perf_counter() - t0
     count_s = emu.count_s - cnt_before
@@ -522,17 +523,19 @@ def emulator_registrations(q, emu: "CountingEmulator", fixed: np.ndarray, moving
     f = torch.from_numpy(normalize_intensity(fixed))[None, None]
     m = torch.from_numpy(normalize_intensity(moving))[None, None]
     u = register_tensors(emulator_predictor(q), q.scales, f, m, q.patch_size, q.stride, batch_size,
-                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple))
+                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple),
+                         symmetric=symmetric)
     whole = u[0].numpy().astype(np.float32)
     return {"tiled_field": tiled, "tiled_seconds": wall - count_s, "count_seconds": count_s,
             "whole_field": whole, "whole_seconds": time.perf_counter() - t0}
 
 
 def register_deployment(q, emu: "CountingEmulator", fixed: np.ndarray, moving: np.ndarray,
-                        stride=None, max_voxels: int = 0, multiple: int = 8, batch_size: int = 4) -> np.ndarray:
+                        stride=None, max_voxels: int = 0, multiple: int = 8, batch_size: int = 4,
+                        symmetric: bool = False) -> np.ndarray:
     """One quantized registration through the counting emulator ``emu``: tiles of ``q.patch_size``
-    at ``stride`` (default ``q.stride``), or whole volumes up to ``max_voxels`` per call. Returns
-    the field; the counts accumulate in ``emu.by_shape``."""
+    at ``stride`` (default ``q.stride``), or whole volumes up to ``max_voxels`` per call; both ways
+    with ``symmetric``. Returns the field; the counts accumulate in ``emu.by_shape``."""
     import torch
 
     from ..inference import normalize_intensity, register_tensors
@@ -540,7 +543,8 @@ def register_deployment(q, emu: "CountingEmulator", fixed: np.ndarray, moving: n
     f = torch.from_numpy(normalize_intensity(fixed))[None, None]
     m = torch.from_numpy(normalize_intensity(moving))[None, None]
     u = register_tensors(emu, q.scales, f, m, q.patch_size, stride or q.stride, batch_size,
-                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple))
+                         integration_steps=q.integration_steps, max_voxels=int(max_voxels), multiple=int(multiple),
+                         symmetric=symmetric)
     return u[0].numpy().astype(np.float32)
 
 
@@ -604,6 +608,7 @@ def run_table(args: argparse.Namespace) -> int:
         raise ValueError("benchmark: --out DIR is required (or use a sub-command, e.g. 'benchmark accuracy')")
     t_start = time.perf_counter()
     threads = max(1, int(args.threads or 1))
+    symmetric = bool(getattr(args, "symmetric", False))
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
     import torch
     torch.set_num_threads(threads)
@@ -668,7 +673,7 @@ def run_table(args: argparse.Namespace) -> int:
     regs: Dict[str, Any] = {"identity": make_registrar("identity"),
                             "voxelmorph": make_registrar("voxelmorph", args),
                             "spikereg": make_registrar("spikereg", argparse.Namespace(
-                                spikereg_model=args.spikereg_model, device="cpu"))}
+                                spikereg_model=args.spikereg_model, device="cpu", symmetric=symmetric))}
     if not args.no_ants:
         regs["ants_syn"] = make_registrar("ants_syn", args)
     skipped: Dict[str, str] = {}
@@ -725,7 +730,8 @@ def run_table(args: argparse.Namespace) -> int:
             fields[name] = field
             bar.update(1)
         bar.set_postfix(method="quantized (emulator)", pair=pair["name"])
-        r = emulator_registrations(q, emu, pair["fixed"], pair["moving"], emu_max_voxels, emu_multiple)
+        r = emulator_registrations(q, emu, pair["fixed"], pair["moving"], emu_max_voxels, emu_multiple,
+                                   symmetric=symmetric)
         records["quantized"].append({"pair": pair["name"], "seconds": r["tiled_seconds"],
                                      "count_seconds": r["count_seconds"], "inference": emu_tiled_label,
                                      **evaluate_pair(pair, r["tiled_field"])})
@@ -738,7 +744,7 @@ def run_table(args: argparse.Namespace) -> int:
         # counted passes of the other Loihi deployments (exact counts per input shape, Dice of each)
         for dep, kw in (("tiles_no_overlap", {"stride": q.patch_size}),
                         ("whole", {"max_voxels": emu_max_voxels, "multiple": emu_multiple})):
-            u = register_deployment(q, dep_emus[dep], pair["fixed"], pair["moving"], **kw)
+            u = register_deployment(q, dep_emus[dep], pair["fixed"], pair["moving"], symmetric=symmetric, **kw)
             records[f"loihi_{dep}"].append({"pair": pair["name"], **evaluate_pair(pair, u)})
             dep_fields[dep] = u
         fields["quantized"] = dep_fields[main_dep]   # the quantized field of the Loihi 2 rows
@@ -768,6 +774,14 @@ def run_table(args: argparse.Namespace) -> int:
     gpu_measurable = gpu_present and nvml_available("cuda")
     if gpu_measurable and gpu_record is not None:
         gpu_record, gpu_record_info["why"] = None, "not used: the GPU rows are measured on this machine"
+    if symmetric and gpu_record is not None:
+        gpu_record, gpu_record_info["why"] = None, ("not used: --symmetric registers both ways, the record measured "
+                                                    "one way")
+    if symmetric:
+        notes.append("--symmetric: VoxelMorph and SpikeReg (float, quantized emulator, Loihi 2 counts, GPU estimates) "
+                     "registered each pair both ways and scored the inverse-consistent mean of the two fields "
+                     "(registration.transform.symmetric_field): twice the network calls; ANTs SyN and the identity "
+                     "as always.")
 
     def cpu_ms(name: str) -> Optional[float]:
         return 1e3 * float(np.mean([r["seconds"] for r in records[name]]))
@@ -784,16 +798,24 @@ def run_table(args: argparse.Namespace) -> int:
     if "voxelmorph" in regs:
         acc = _acc(records["voxelmorph"])
         from ..baselines.voxelmorph import predict_field
+        from ..registration.transform import symmetric_field
         vnet = regs["voxelmorph"].load()
         p0 = pairs[0]
         ft = torch.from_numpy(normalize_intensity(p0["fixed"]))[None, None]
         mt = torch.from_numpy(normalize_intensity(p0["moving"]))[None, None]
-        vmacs = count_conv_macs(vnet, lambda: predict_field(vnet, ft, mt))
+        def vm_pass() -> Any:
+            """One VoxelMorph registration as the CPU rows run it (both ways with --symmetric)."""
+            if not symmetric:
+                return predict_field(vnet, ft, mt)
+            return symmetric_field(predict_field(vnet, ft, mt), predict_field(vnet, mt, ft))
+        vmacs = count_conv_macs(vnet, vm_pass)
         if gpu_measurable:
             gnet = vnet.to("cuda")
             fg, mg = ft.cuda(), mt.cuda()
             def vcall():
                 with torch.no_grad():
+                    if symmetric:
+                        return symmetric_field(predict_field(gnet, fg, mg), predict_field(gnet, mg, fg))
                     return predict_field(gnet, fg, mg)
             g = measure_gpu(vcall, n_repeats=10)
             vnet.to("cpu")
@@ -805,7 +827,7 @@ def run_table(args: argparse.Namespace) -> int:
                                       "same model.",
                                  details={"gpu": g, "macs": vmacs["macs"]}))
         else:
-            vkern = count_gpu_kernels(lambda: predict_field(vnet, ft, mt))
+            vkern = count_gpu_kernels(vm_pass)
             lat = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, kernels=vkern["per_kernel"])
             conv_only = estimate_gpu_latency(vmacs["macs"], basis=gpu_throughput, layers=vmacs["layers"])
             e = estimate_gpu(vmacs["macs"], basis=gpu_basis, latency_ms=lat["latency_ms"])
@@ -814,8 +836,9 @@ def run_table(args: argparse.Namespace) -> int:
             vrow = make_row("VoxelMorph", "GPU (no GPU here: estimate)", energy_mj=e["energy_mj"],
                             dynamic_mj=e["dynamic_mj"],
                             energy_source="estimated", latency_ms=lat["latency_ms"], latency_source="estimated",
-                            **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one forward pass "
-                                         f"({tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
+                            **acc, note=(f"ESTIMATED: {vmacs['macs']:.4g} counted conv MACs of one registration "
+                                         f"({'both ways: two forward passes' if symmetric else 'one forward pass'}, "
+                                         f"{tuple(p0['fixed'].shape)} volume) x {e['constants'][gpu_basis]['value']:g} "
                                          f"pJ/MAC ({gpu_basis}) + idle power x latency (gross); latency = {lat['latency_basis']} "
                                          f"({vkern['kernels']} kernels counted on the CPU; H100 SXM datasheet peaks and "
                                          "a graph-replay launch floor: a best case, eager launches cost more). No GPU on "
@@ -919,7 +942,7 @@ def run_table(args: argparse.Namespace) -> int:
     if "spikereg" not in regs:
         rows.append(refusal_row("SpikeReg", "GPU simulation (SLAYER)", skipped.get("spikereg", "not available")))
     elif gpu_measurable:
-        ginf = SpikeRegInference(regs["spikereg"].checkpoint, device="cuda")
+        ginf = SpikeRegInference(regs["spikereg"].checkpoint, device="cuda", symmetric=symmetric)
         p0 = pairs[0]
         g = measure_gpu(lambda: ginf.register(p0["fixed"], p0["moving"]), n_repeats=2, warmup=1)
         rows.append(make_row("SpikeReg", f"GPU simulation (SLAYER, {g['device']})", energy_mj=g["energy_mj"],
@@ -1090,7 +1113,7 @@ def run_table(args: argparse.Namespace) -> int:
     doc = build_document(
         rows, constants, names,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        machine=machine, threads=threads, quick=bool(args.quick),
+        machine=machine, threads=threads, quick=bool(args.quick), symmetric=symmetric,
         data={k: v for k, v in meta.items() if k != "label_names"},
         pair_subjects={p["name"]: p.get("subjects") for p in pairs},
         per_pair={k: v for k, v in records.items()},

@@ -119,6 +119,27 @@ def compose(u_first: torch.Tensor, u_second: torch.Tensor) -> torch.Tensor:
     return u_second + warp(u_first, u_second, mode="bilinear", padding_mode="border")
 
 
+def invert_field(field: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+    """Pull field ``w`` of the inverse of ``x -> x + u(x)``: ``x + w(x) + u(x + w(x)) = x``, by
+    the fixed-point iteration ``w <- -u o (id + w)`` from ``w = -u`` (it converges where the
+    map is smooth, ``|grad u| < 1``; a folded field has no inverse to find)."""
+    _check_field(field)
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    w = -field
+    for _ in range(iterations):
+        w = -warp(field, w, mode="bilinear", padding_mode="border")
+    return w
+
+
+def symmetric_field(u_fm: torch.Tensor, u_mf: torch.Tensor, iterations: int = 8) -> torch.Tensor:
+    """Inverse-consistent mean of a pair registered both ways: ``(u_fm + inverse(u_mf)) / 2``,
+    ``u_fm`` warping the moving image onto the fixed one and ``u_mf`` the fixed onto the moving.
+    A bias both directions share (motion a network predicts for any input) cancels: two identical
+    images give a field near zero."""
+    return 0.5 * (u_fm + invert_field(u_mf, iterations))
+
+
 def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:
     """Scaling and squaring: displacement of ``exp(v)`` for a stationary velocity field."""
     _check_field(velocity)
