@@ -272,6 +272,10 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
 def run(args: argparse.Namespace) -> int:
     from .run import SimError
 
+    if not args.timeout > 0:   # also NaN
+        print(f"spikereg-neuro simulate: error: --timeout must be a number of seconds > 0, got {args.timeout:g}",
+              file=sys.stderr)
+        return 1
     if (args.fixed or args.moving) and args.pair:
         print("spikereg-neuro simulate: error: --pair selects a pair of --data; drop it with --fixed/--moving",
               file=sys.stderr)

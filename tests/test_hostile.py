@@ -533,3 +533,39 @@ def test_register_symmetric_cancels_the_motion_of_an_image_to_itself(files, tmp_
     assert mean_motion[("--symmetric",)] < 0.05 * mean_motion[()], mean_motion
     with pytest.raises(ValueError, match="inference.symmetric must be true or false"):
         InferenceConfig(symmetric="yes")
+
+
+def test_outputs_never_replace_a_file_of_an_input_folder_nor_come_from_empty_names(files, tmp_path, capsys):
+    """An output inside a --data folder that names one of its files is refused (simulate once
+    replaced a pair's image with its run.json); an empty output name is an error, not "no output";
+    a timeout of 0 s is refused before Lava starts."""
+    from spikereg_neuro.io.paths import check_outputs
+    data = tmp_path / "pairs"
+    data.mkdir()
+    image = data / "m.nii.gz"
+    shutil.copy(files["moving"], image)
+    before = _digest(image)
+    with pytest.raises(ValueError, match="is a file of the input folder --data"):
+        check_outputs({"--data": data}, {"--out": image})
+    check_outputs({"--data": data}, {"--out": data / "new.json"})        # a new file there is fine
+    for argv, flag in ((["simulate", "--net", str(files["ckpt"]), "--data", str(data), "--backend", "emulator",
+                         "--out", str(image)], "--out"),
+                       (["simulate", "--net", str(files["ckpt"]), "--data", str(data), "--full", "--backend",
+                         "emulator", "--out", str(tmp_path / "r.json"), "--field", str(image)], "--field")):
+        assert main(argv) == 1
+        assert f"{flag} {image} is a file of the input folder --data" in _one_error_line(capsys.readouterr().err,
+                                                                                           "simulate")
+    assert _digest(image) == before
+    with pytest.raises(ValueError, match="--out-field is empty"):
+        check_outputs({}, {"--out-field": ""})
+    for extra in (["--out-field", ""], ["--out-warped", ""]):
+        argv = _register(files, out=tmp_path / "w.nii.gz")
+        if extra[0] == "--out-warped":
+            argv[argv.index("--out-warped") + 1] = ""
+        else:
+            argv += extra
+        assert main(argv) == 1
+        assert f"{extra[0]} is empty" in _one_error_line(capsys.readouterr().err, "register")
+    assert not (tmp_path / "w.nii.gz").exists()
+    assert main(["simulate", "--net", str(files["ckpt"]), "--backend", "lava", "--timeout", "0"]) == 1
+    assert "--timeout must be a number of seconds > 0" in _one_error_line(capsys.readouterr().err, "simulate")

@@ -382,3 +382,26 @@ def test_train_on_a_learn2reg_folder_records_its_data(tiny, tmp_path):
     assert item["fixed_labels"].dtype == torch.int64
     rc = main(["train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r2")])
     assert rc == 1 and not (tmp_path / "r2").exists()
+
+
+def test_train_refuses_or_cleans_up_before_it_has_written_anything(tiny, tmp_path, capsys):
+    """--init naming the run's own checkpoint is refused (it would be overwritten); a bad --init
+    fails before the data and the run folder; a run failing in its first step leaves no folder."""
+    import hashlib
+
+    base = ["train", "--config", str(tiny["cfg_path"]), "--cache", str(tiny["root"] / "cache"), "--no-progress"]
+    run = tiny["root"] / "run"
+    before = hashlib.sha256((run / "best.pt").read_bytes()).hexdigest()
+    assert main([*base, "--out", str(run), "--init", str(run / "best.pt")]) == 1
+    assert "is this run's best.pt" in capsys.readouterr().err
+    assert hashlib.sha256((run / "best.pt").read_bytes()).hexdigest() == before
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"\x00not a checkpoint" * 10)
+    out = tmp_path / "new_run"
+    assert main([*base, "--out", str(out), "--init", str(junk)]) == 1
+    assert "junk.pt" in capsys.readouterr().err and not out.exists()
+    big = tmp_path / "big_patch.yaml"
+    big.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "patch_size": 32}}))
+    assert main(["train", "--config", str(big), "--cache", str(tiny["root"] / "cache"), "--no-progress",
+                 "--out", str(out)]) == 1
+    assert "smaller than the patch" in capsys.readouterr().err and not out.exists()

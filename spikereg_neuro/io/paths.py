@@ -37,6 +37,8 @@ def same_file(a: PathLike, b: PathLike) -> bool:
 def check_input_file(path: PathLike, what: str) -> Path:
     """``path`` as a :class:`~pathlib.Path` once it names an existing regular file: a directory
     raises ``IsADirectoryError``, a missing path ``FileNotFoundError``, both naming ``what``."""
+    if str(path) == "":
+        raise ValueError(f"the {what} path is empty")
     p = Path(path)
     if p.is_dir():
         raise IsADirectoryError(f"expected a {what} file, got a directory: {p}")
@@ -45,13 +47,28 @@ def check_input_file(path: PathLike, what: str) -> Path:
     return p
 
 
-def _named(paths: Union[Mapping[str, Optional[PathLike]], Iterable[Optional[PathLike]]]
-           ) -> Dict[str, Path]:
+def _named(paths: Union[Mapping[str, Optional[PathLike]], Iterable[Optional[PathLike]]],
+           empty_ok: bool = True) -> Dict[str, Path]:
+    """``{flag: Path}`` of the given paths (``None`` skipped; ``""`` skipped, or with
+    ``empty_ok=False`` an error: an output named by an empty argument)."""
     if isinstance(paths, Mapping):
         items = list(paths.items())
     else:
         items = [(str(p), p) for p in paths]
+    if not empty_ok:
+        for name, p in items:
+            if p is not None and str(p) == "":
+                raise ValueError(f"{name} is empty: give a file name")
     return {name: Path(p) for name, p in items if p is not None and str(p) != ""}
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` lies somewhere under the directory ``folder`` (resolved)."""
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -89,12 +106,13 @@ def check_outputs(
 
     * has the wrong suffix (``suffixes[flag]``, e.g. ``(".nii", ".nii.gz")``),
     * is an existing directory,
-    * is the same file as an input or as another output (resolved paths, hard links),
+    * is empty (``""``), or the same file as an input or as another output (resolved paths, hard
+      links), or an existing file inside an input that is a folder (a data set's files),
     * cannot be written: its parent is a file, is missing (and ``make_parents`` is false, i.e.
       the command does not create parent directories) or is not writable.
     """
     ins = _named(inputs)
-    outs = _named(outputs)
+    outs = _named(outputs, empty_ok=False)
     for flag, out in outs.items():
         want = tuple((suffixes or {}).get(flag, ()))
         if want and not str(out).lower().endswith(tuple(s.lower() for s in want)):
@@ -104,6 +122,9 @@ def check_outputs(
         for iflag, inp in ins.items():
             if same_file(out, inp):
                 raise ValueError(f"{flag} {out} is the same file as the input {iflag} ({inp}); "
+                                 f"refusing to overwrite an input")
+            if inp.is_dir() and out.exists() and _inside(out, inp):
+                raise ValueError(f"{flag} {out} is a file of the input folder {iflag} ({inp}); "
                                  f"refusing to overwrite an input")
     names = list(outs)
     for i, a in enumerate(names):

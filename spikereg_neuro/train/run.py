@@ -48,8 +48,18 @@ class TrainOptions:
         if self.init is not None and self.resume is not None:
             raise ValueError("--init starts a new run from a model's weights, --resume continues a run: "
                              "use one of them")
+        if self.init is not None and self.out is not None:
+            from ..io.paths import same_file
+            for name in RUN_CHECKPOINTS:
+                if same_file(self.init, Path(self.out) / name):
+                    raise ValueError(f"--init {self.init} is this run's {name} (--out {self.out}), which training "
+                                     "overwrites: copy it elsewhere or choose another --out")
         if self.data is not None and not Path(self.data).exists():
             raise FileNotFoundError(f"--data: not found: {self.data}")
+
+
+#: the checkpoints a run writes into its folder
+RUN_CHECKPOINTS = ("best.pt", "last.pt")
 
 
 def prepare_config(opts: TrainOptions) -> Any:
@@ -170,11 +180,17 @@ def run_training(opts: TrainOptions) -> Dict[str, Any]:
         cfg.train = replace(cfg.train, device=f"cuda:{local}")
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda requested but torch sees no CUDA device")
+    # the network (and --init's weights, checked here) before the data: a bad --init fails at once.
+    # Nothing below draws from torch's global generator before the trainer, so the run is unchanged.
+    torch.manual_seed(cfg.train.seed)
+    net = SpikeRegUNet(cfg.model)
+    if opts.init and not opts.resume:
+        init_weights(net, opts.init)
     if opts.data is not None:
         train_set, val_set, data_info = folder_data(opts.data)
     else:
         if rank == 0:
-            h5 = build_dataset(cfg.data, opts.cache)
+            h5 = build_dataset(cfg.data, opts.cache, progress=opts.progress)
         ddp.barrier()
         if rank != 0:
             h5 = build_dataset(cfg.data, opts.cache, progress=False)
@@ -185,19 +201,23 @@ def run_training(opts: TrainOptions) -> Dict[str, Any]:
     train_loader = DataLoader(train_set, batch_size=1, shuffle=True, generator=gen)
     val_loader = (DataLoader(val_set, batch_size=1, shuffle=False)
                   if rank == 0 and val_set is not None else None)
-    torch.manual_seed(cfg.train.seed)
-    net = SpikeRegUNet(cfg.model)
+    fresh = opts.out is None or not Path(opts.out).exists()
     trainer = SpikeRegTrainer(net, cfg, opts.out, progress=opts.progress)
     trainer.data_info = data_info
     if opts.resume:
         trainer.resume(opts.resume)
     elif opts.init:
-        init_weights(net, opts.init)
         if rank == 0:
             print(f"[train] weights from {opts.init}", flush=True)
         if world > 1:
             ddp.broadcast_module(net)
-    summary = trainer.train(train_loader, val_loader)
+    try:
+        summary = trainer.train(train_loader, val_loader)
+    except BaseException:
+        # a run that fails before it wrote anything leaves no empty folder behind
+        if rank == 0 and fresh and trainer.out.is_dir() and not any(trainer.out.iterdir()):
+            trainer.out.rmdir()
+        raise
     summary["processes"] = world
     if rank == 0:
         atomic_write_text(trainer.out / "summary.json", json.dumps(summary, indent=2, default=float))

@@ -392,11 +392,8 @@ class SpikeRegTrainer:
         log_path = self.out / "train_log.csv"
         t0 = time.time()
         with contextlib.ExitStack() as stack:
-            fh = None
-            new_log = False
-            if self.is_main:
-                new_log = not log_path.exists()
-                fh = stack.enter_context(open(log_path, "a", newline=""))
+            fh = None            # opened with the first row: a run failing in its first epoch leaves no log
+            new_log = not log_path.exists()
             writer = None
             while self.epoch < target:
                 self.epoch += 1
@@ -432,6 +429,7 @@ class SpikeRegTrainer:
                     row.update(self.validate(val_loader))
                 self.history.append(row)
                 if writer is None:
+                    fh = stack.enter_context(open(log_path, "a", newline=""))
                     writer = csv.DictWriter(fh, fieldnames=list(row))
                     if new_log:
                         writer.writeheader()
