@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
+from typing import Tuple
 
 from sim.cli import add_patch_arguments
 
@@ -85,7 +87,7 @@ def run_map(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, int(args.threads)))
     t0 = time.time()
     layers, meta = load_layers(args.net, untrained=args.untrained, seed=args.seed)
-    patch = tuple(args.patch) if args.patch else tuple(meta["patch"])
+    patch = check_patch(args.patch, _size_multiple(layers)) if args.patch else tuple(meta["patch"])
     lim = CoreLimits(encoding=args.encoding, memory_reserved_bytes=int(args.reserve),
                      **({"fan_in_axons_per_core": None, "fan_out_axons_per_core": None}
                         if args.no_axon_limits else {}))
@@ -99,6 +101,26 @@ def run_map(args: argparse.Namespace) -> int:
           f"({args.encoding} synapses, valid={m['valid']}); wrote {paths['json']} and {paths['summary']} "
           f"({time.time() - t0:.1f} s)")
     return 0 if m["valid"] else 1
+
+
+def check_patch(patch, multiple: int) -> Tuple[int, int, int]:
+    """``--patch`` as three ints: each a positive multiple of the network's size multiple, and
+    no larger in all than the largest volume the toolkit registers (a one-line ``ValueError``)."""
+    from spikereg_neuro.registration.world import MAX_WORKING_VOXELS
+
+    p = tuple(int(x) for x in patch)
+    if any(x < 1 or x % multiple for x in p):
+        raise ValueError(f"--patch {' '.join(map(str, p))}: every side must be a positive multiple of {multiple} "
+                         "(the network's size multiple: 2 per stride-2 layer)")
+    if math.prod(p) > MAX_WORKING_VOXELS:
+        raise ValueError(f"--patch {' '.join(map(str, p))}: {math.prod(p):,} voxels, above the "
+                         f"{MAX_WORKING_VOXELS:,} of the largest volume this toolkit registers")
+    return p
+
+
+def _size_multiple(layers) -> int:
+    """2 per stride-2 layer of an exported network (the encoder's downsampling)."""
+    return math.prod(int(l["stride"][0]) for l in layers)
 
 
 def run_export(args: argparse.Namespace) -> int:
@@ -121,6 +143,8 @@ def run_export(args: argparse.Namespace) -> int:
                              patch_size=InferenceConfig.from_checkpoint(ckpt).patch3)
         print("loihi export: note: a checkpoint was given: default weight exponents, NOT data-calibrated "
               "(use `spikereg-neuro calibrate` and export its net.h5 for deployment)", file=sys.stderr)
+    if args.patch:
+        check_patch(args.patch, q.size_multiple)
     info = export_deployable(q, args.out, patch_shape=args.patch, source_file=str(path),
                              source_sha256=file_sha256(path))
     n_netx = len(info["netx_expressible_layers"])

@@ -31,7 +31,15 @@ def evaluate_registration(fixed_labels: np.ndarray, moving_labels: np.ndarray, w
 def mean_metrics(records: Sequence[Dict[str, float]]) -> Dict[str, float]:
     """nan-mean of every scalar metric over pair records."""
     keys = [k for k, v in records[0].items() if isinstance(v, (int, float))] if records else []
-    return {k: float(np.nanmean([r[k] for r in records])) for k in keys}
+    return {k: _nanmean([r[k] for r in records]) for k in keys}
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN (without numpy's empty-slice warning) when there are none,
+    e.g. Dice of pairs without labels."""
+    a = np.asarray(values, dtype=np.float64)
+    a = a[~np.isnan(a)]
+    return float(a.mean()) if a.size else float("nan")
 
 
 def paired_gain(after: Sequence[float], before: Sequence[float], confidence: float = 0.95,

@@ -394,6 +394,14 @@ def test_cli_map_and_export_from_checkpoint(tmp_path, capsys):
     out = capsys.readouterr()
     assert "netx-expressible layers: 0 of 8" in out.out and "NOT data-calibrated" in out.err
     assert load_deployable(tmp_path / "d.h5").patch_shape == (16, 16, 16)
+    # a patch off the size multiple, or beyond any volume the toolkit registers: one line, nothing written
+    for patch, msg in ((["7", "7", "7"], "positive multiple of 8"), (["0", "8", "8"], "positive multiple of 8"),
+                       (["4096"] * 3, "68,719,476,736 voxels")):
+        for cmd, out in (("map", tmp_path / "map2"), ("export", tmp_path / "d2.h5")):
+            assert main(["loihi", cmd, "--net", str(ckpt), "--out", str(out), "--patch", *patch]) == 1
+            err = capsys.readouterr().err.strip().splitlines()
+            assert msg in err[-1] and err[-1].startswith(f"spikereg-neuro loihi {cmd}: error: --patch")
+            assert not out.exists()
 
 
 def test_loihi_run_without_lava_loihi_exits_nonzero(tiny_qnet, tmp_path, capsys):

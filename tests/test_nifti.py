@@ -248,3 +248,16 @@ def test_a_qform_that_differs_from_the_sform_is_kept(tmp_path):
     other[:3, 3] += 10
     out2 = nib.load(str(save_volume(tmp_path / "o2.nii.gz", vol, other, header=hdr)))
     np.testing.assert_allclose(out2.get_qform(), other, atol=1e-5)
+
+
+def test_a_nifti2_header_is_written_as_nifti2_without_warnings(tmp_path):
+    import warnings
+
+    data = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    nib.save(nib.Nifti2Image(data, np.diag([2.0, 2.0, 2.0, 1.0])), str(tmp_path / "in.nii.gz"))
+    arr, aff, hdr = load_volume(tmp_path / "in.nii.gz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # nibabel warned "sizeof_hdr should be 348"
+        save_volume(tmp_path / "out.nii.gz", arr, aff, header=hdr)
+    out = nib.load(str(tmp_path / "out.nii.gz"))
+    assert isinstance(out, nib.Nifti2Image) and np.array_equal(np.asarray(out.dataobj), np.asarray(arr))

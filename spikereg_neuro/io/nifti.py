@@ -266,7 +266,8 @@ def save_volume(
         raise ValueError(f"refusing to write non-finite values (NaN/inf) to {p}")
     # a NIfTI header is copied; another format's (MGH, Analyze) has no sform/qform to keep
     hdr = header.copy() if isinstance(header, nib.Nifti1Header) else None
-    img = nib.Nifti1Image(data.astype(out_dtype, copy=False), aff, header=hdr, dtype=out_dtype)
+    kind = nib.Nifti2Image if isinstance(hdr, nib.Nifti2Header) else nib.Nifti1Image   # NIfTI-2 stays NIfTI-2
+    img = kind(data.astype(out_dtype, copy=False), aff, header=hdr, dtype=out_dtype)
     img.set_data_dtype(out_dtype)
     if hdr is not None:
         # a copied header may carry scaling for another data range: write raw values
