@@ -230,6 +230,8 @@ def _notes(q, ver: Dict[str, Any], cmp_: Dict[str, Any]) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: torch's default), got {args.threads}")
     import torch
     if args.threads:
         torch.set_num_threads(int(args.threads))

@@ -84,7 +84,8 @@ def run_map(args: argparse.Namespace) -> int:
     check_outputs(inputs={"--net": args.net},
                   outputs={"--out mapping.json": out_dir / "mapping.json",
                            "--out mapping_summary.txt": out_dir / "mapping_summary.txt"})
-    torch.set_num_threads(max(1, int(args.threads)))
+    from spikereg_neuro.devices import check_threads
+    torch.set_num_threads(check_threads(args.threads))
     t0 = time.time()
     layers, meta = load_layers(args.net, untrained=args.untrained, seed=args.seed)
     patch = check_patch(args.patch, _size_multiple(layers)) if args.patch else tuple(meta["patch"])

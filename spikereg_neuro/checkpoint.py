@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import torch
 
+from .config import InferenceConfig
 from .io.atomic import atomic_write
 from .io.hashing import file_sha256  # noqa: F401  (re-exported: callers import it from here)
 from .io.safe_load import safe_torch_load, verify_shipped
@@ -62,7 +63,8 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     unpickling is a ``ValueError``). The shipped default model is checked against the sha256
     in ``models/default.json`` first (once per process); any checkpoint that records
     ``weights_sha256`` (all written by this version) is checked against it: a corrupted or
-    edited file is an error, not another field.
+    edited file is an error, not another field. The records commands read are checked too
+    (:func:`_check_records`): a damaged one is an error naming the file and key.
     """
     path = Path(path)
     if path.is_file() and _is_shipped(path):
@@ -73,15 +75,38 @@ def read_checkpoint(path: str | Path) -> Dict[str, Any]:
     if ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path} has checkpoint format version {ckpt.get('format_version')}, "
                          f"this spikereg-neuro reads version {FORMAT_VERSION}")
+    _check_records(path, ckpt)
     want = ckpt.get("weights_sha256")
-    if want is not None:
-        state = ckpt.get("state_dict")
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path}: its state_dict is not a mapping of tensors")
-        if weights_sha256(state) != want:
-            raise ValueError(f"{path}: the weights do not match the sha256 recorded in the checkpoint "
-                             "(the file is corrupt or was edited)")
+    if want is not None and weights_sha256(ckpt["state_dict"]) != want:
+        raise ValueError(f"{path}: the weights do not match the sha256 recorded in the checkpoint "
+                         "(the file is corrupt or was edited)")
     return ckpt
+
+
+#: records every checkpoint holds (mappings), and those it may hold that readers take as mappings
+_REQUIRED_RECORDS = ("model_config", "state_dict")
+_MAPPING_RECORDS = ("inference", "config", "data_config", "data")
+
+
+def _check_records(path: Path, ckpt: Mapping[str, Any]) -> None:
+    """The records the commands read: ``model_config`` (a valid model config) and
+    ``state_dict`` (a mapping of tensors) present, the optional ones mappings, the
+    ``inference`` settings valid; else a one-line ``ValueError`` naming the file and key."""
+    for key in _REQUIRED_RECORDS:
+        if key not in ckpt:
+            raise ValueError(f"{path}: the checkpoint has no '{key}' (the file is damaged or was edited)")
+    for key in (*_REQUIRED_RECORDS, *_MAPPING_RECORDS):
+        v = ckpt.get(key)
+        if not isinstance(v, Mapping) and (v is not None or key in _REQUIRED_RECORDS):
+            raise ValueError(f"{path}: the checkpoint's '{key}' must be a mapping, got {type(v).__name__}")
+    if not all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()):
+        raise ValueError(f"{path}: its state_dict is not a mapping of tensors")
+    for key, check in (("model_config", lambda: ModelConfig.from_stored(ckpt["model_config"])),
+                       ("inference", lambda: InferenceConfig.from_checkpoint(ckpt))):
+        try:
+            check()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: the checkpoint's {key} is invalid: {exc}") from None
 
 
 def load_network(path: str | Path, expect: Optional[ModelConfig] = None) -> tuple[SpikeRegUNet, Dict[str, Any]]:

@@ -2,7 +2,8 @@
 ``augment`` (training-time augmentation, :mod:`spikereg_neuro.data.augment`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -10,7 +11,7 @@ import yaml
 
 from .data.augment import AugmentConfig
 from .data.dataset import DataConfig
-from .dataclass_io import DictIO, checked_kwargs
+from .dataclass_io import DictIO, check_fields, checked_kwargs
 from .model.config import ModelConfig
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "default.yaml"
@@ -59,7 +60,7 @@ class TrainConfig(DictIO):
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        self._check_types()
+        check_fields(self, "train")  # one clear error per mistyped key (``lr: "fast"``, ``epochs: 1.5``)
         self.rate_band = tuple(float(x) for x in self.rate_band)
         if len(self.rate_band) != 2 or not 0 <= self.rate_band[0] < self.rate_band[1] <= 1:
             raise ValueError(f"rate_band must be (low, high) with 0 <= low < high <= 1, got {self.rate_band}")
@@ -90,30 +91,6 @@ class TrainConfig(DictIO):
             if not 0 <= getattr(self, k) < inf:
                 raise ValueError(f"train.{k} must be a finite number >= 0, got {getattr(self, k)}")
 
-    def _check_types(self) -> None:
-        """One clear error per mistyped key (``lr: "fast"``, ``epochs: 1.5``), by the defaults' types."""
-        for f in fields(self):
-            v = getattr(self, f.name)
-            want = type(f.default)
-            if want is bool:
-                ok = isinstance(v, bool)
-                what = "true or false"
-            elif want is int:
-                ok = isinstance(v, int) and not isinstance(v, bool)
-                what = "an integer"
-            elif want is float:
-                ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-                what = "a number"
-            elif want is str:
-                ok = isinstance(v, str)
-                what = "a string"
-            else:  # rate_band: a pair of numbers
-                ok = (isinstance(v, (list, tuple)) and len(v) == 2
-                      and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))
-                what = "a list of two numbers"
-            if not ok:
-                raise ValueError(f"train.{f.name} must be {what}, got {v!r} ({type(v).__name__})")
-
 
 #: whole-volume inference up to this many voxels per network call (a 160 x 192 x 224 pair peaked
 #: at 5.0 GiB with it, 2.2 GiB at 1.5 M; larger volumes run in as few tiles as fit)
@@ -142,14 +119,7 @@ class InferenceConfig(DictIO):
     symmetric: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.symmetric, bool):
-            raise ValueError(f"inference.symmetric must be true or false, got {self.symmetric!r}")
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name == "symmetric":
-                continue
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"inference.{f.name} must be an integer, got {v!r} ({type(v).__name__})")
+        check_fields(self, "inference")
         if self.patch_size < 1 or self.batch_size < 1 or not 1 <= self.stride <= self.patch_size:
             raise ValueError(f"inference needs patch_size >= 1, batch_size >= 1 and 1 <= stride <= "
                              f"patch_size, got {self.patch_size}, {self.batch_size}, {self.stride}")
@@ -163,10 +133,10 @@ class InferenceConfig(DictIO):
         A checkpoint that records its patch but no stride tiles at half the patch (the overlap
         every stage assumed before the stride was stored).
         """
-        d = dict(ckpt.get("inference") or {})
-        if "patch_size" in d and "stride" not in d and isinstance(d["patch_size"], int):
-            d["stride"] = max(1, d["patch_size"] // 2)
-        return cls.from_dict(d)
+        d = ckpt.get("inference")
+        if isinstance(d, Mapping) and "stride" not in d and isinstance(d.get("patch_size"), int):
+            d = {**d, "stride": max(1, d["patch_size"] // 2)}
+        return cls.from_dict(d, "inference")  # a record that is not a mapping is a one-line error
 
     @property
     def patch3(self) -> List[int]:
@@ -198,11 +168,22 @@ class Config(DictIO):
         return cls(**{k: kind.from_dict(given.get(k)) for k, kind in kinds.items()})
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading ``1e-3`` (no dot) as the number YAML 1.2 makes it, not a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def _read_yaml(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
     try:
-        d = yaml.safe_load(path.read_text())
+        d = yaml.load(path.read_bytes().decode("utf-8"), Loader=_Loader)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not a text (UTF-8) YAML file: byte {exc.start} is not UTF-8") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{path} is not valid YAML: {exc}") from exc
     if d is not None and not isinstance(d, dict):

@@ -1,7 +1,17 @@
-"""Checking a ``--device`` before any work (a clear error instead of a torch traceback later)."""
+"""Checking a ``--device`` or ``--threads`` before any work (a clear error instead of a torch
+traceback later)."""
 from __future__ import annotations
 
-__all__ = ["check_device"]
+from typing import Optional
+
+__all__ = ["check_device", "check_threads"]
+
+
+def check_threads(threads: Optional[int], flag: str = "--threads") -> int:
+    """``threads`` as an int >= 1, else a one-line ``ValueError`` (before torch sees it)."""
+    if threads is None or int(threads) < 1:
+        raise ValueError(f"{flag} must be >= 1, got {threads}")
+    return int(threads)
 
 
 def check_device(spec: str, what: str = "--device") -> str:

@@ -100,3 +100,12 @@ def test_verbose_before_or_after_the_command():
     p = build_parser()
     assert p.parse_args(["-v", "train"]).verbose and p.parse_args(["train", "-v"]).verbose
     assert not p.parse_args(["train"]).verbose
+
+
+def test_a_yaml_number_without_a_dot_is_a_number(tmp_path):
+    """PyYAML reads ``1e-3`` as a string (YAML 1.1); the config loader reads it as YAML 1.2 does."""
+    from spikereg_neuro.config import load_config
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: 1e-3\n  grad_clip: 5E+0\n  rate_band: [1e-2, 2.5e-1]\n")
+    cfg = load_config(p)
+    assert cfg.train.lr == 1e-3 and cfg.train.grad_clip == 5.0 and cfg.train.rate_band == (0.01, 0.25)

@@ -199,7 +199,8 @@ def run_table(args: argparse.Namespace) -> int:
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
-    threads = max(1, int(args.threads or 1))
+    from ..devices import check_threads
+    threads = check_threads(args.threads)
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
     import torch
     torch.set_num_threads(threads)
@@ -251,8 +252,9 @@ def run_train_voxelmorph(args: argparse.Namespace) -> int:
     from ..baselines.voxelmorph import train_voxelmorph
     from ..config import load_config
 
-    if args.threads:
-        torch.set_num_threads(int(args.threads))
+    if args.threads is not None:
+        from ..devices import check_threads
+        torch.set_num_threads(check_threads(args.threads))
     if args.steps is not None and args.steps < 1:
         raise ValueError("--steps must be >= 1")
     init, resume = getattr(args, "init", None), getattr(args, "resume", None)

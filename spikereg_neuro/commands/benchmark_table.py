@@ -601,13 +601,72 @@ def energy_ratio_vs_gpu(rows: List[Dict[str, Any]], loihi_platform: str) -> Dict
                      "gross = static or idle power x time + dynamic on both sides"}
 
 
+# ============================================================================ argument checks
+def check_lava_patch(patch: Sequence[int], multiple: Optional[int] = None,
+                     volume: Optional[Sequence[int]] = None) -> None:
+    """``--lava-patch`` as ``simulate --patch`` must be (:func:`sim.harness.load_patch`): positive
+    multiples of the network's size ``multiple``, within the pairs' ``volume``, checked up front."""
+    patch = [int(p) for p in patch]
+    if any(p < 1 or (multiple and p % multiple) for p in patch):
+        raise ValueError(f"--lava-patch {patch} must be positive multiples of {multiple or 1}")
+    if volume is not None and any(p > v for p, v in zip(patch, volume)):
+        raise ValueError(f"--lava-patch {patch} larger than the volume {[int(v) for v in volume]}")
+
+
+def read_lava_run(path: str) -> Dict[str, Any]:
+    """The run.json of a ``simulate --full --backend lava`` run (``--lava-run``), else a one-line
+    ``ValueError`` naming the file."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--lava-run {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"--lava-run {path} is not a readable JSON file ({_first_line(e)})") from None
+    if (not isinstance(doc, dict) or doc.get("backend") != "lava" or doc.get("mode") != "full registration"
+            or "seconds" not in doc):
+        raise ValueError(f"--lava-run {path} is not the run.json of `simulate --full --backend lava`")
+    return doc
+
+
+def table_registrars(args: argparse.Namespace, symmetric: bool) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The registrars of the CPU rows with their models loaded (a bad --voxelmorph-model,
+    --spikereg-model or --ants-iterations fails here, before any work), and why the others are
+    skipped. A model file named on the command line must be usable; a missing default model only
+    skips its rows (the SpikeReg one only when --net gives the quantized network)."""
+    from ..accuracy import make_registrar
+
+    regs: Dict[str, Any] = {"identity": make_registrar("identity"),
+                            "voxelmorph": make_registrar("voxelmorph", args),
+                            "spikereg": make_registrar("spikereg", argparse.Namespace(
+                                spikereg_model=args.spikereg_model, device="cpu", symmetric=symmetric))}
+    if not args.no_ants:
+        regs["ants_syn"] = make_registrar("ants_syn", args)
+    named = {"voxelmorph": ("--voxelmorph-model", args.voxelmorph_model),
+             "spikereg": ("--spikereg-model", args.spikereg_model)}
+    skipped: Dict[str, str] = {}
+    for k in list(regs):
+        ok, why = regs[k].available()
+        flag, path = named.get(k, (None, None))
+        if not ok and path:
+            raise ValueError(f"{flag} {path}: no such file" if not Path(path).exists() else why)
+        if not ok and k == "spikereg" and not args.net:
+            raise ValueError(why)
+        if not ok:
+            skipped[k] = why
+            del regs[k]
+        elif hasattr(regs[k], "load"):
+            regs[k].load()
+    return regs, skipped
+
+
 # ============================================================================ the command
 def run_table(args: argparse.Namespace) -> int:
     """Run every row, write benchmark.json / benchmark.md / report/*.png, print the table."""
     if not args.out:
         raise ValueError("benchmark: --out DIR is required (or use a sub-command, e.g. 'benchmark accuracy')")
     t_start = time.perf_counter()
-    threads = max(1, int(args.threads or 1))
+    from ..devices import check_threads
+    threads = check_threads(args.threads)
     symmetric = bool(getattr(args, "symmetric", False))
     os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
     import torch
@@ -624,7 +683,7 @@ def run_table(args: argparse.Namespace) -> int:
     from ..profiler import figures as figs
     from ..profiler.table import (build_document, energy_ratio_sentence, make_row, markdown, printable, refusal_row,
                                   report_html)
-    from ..accuracy import _clean, _machine, embedded_pairs, evaluate_pair, make_registrar, table_pairs
+    from ..accuracy import _clean, _machine, embedded_pairs, evaluate_pair, table_pairs
 
     progress = not args.no_progress
     log = print
@@ -633,6 +692,12 @@ def run_table(args: argparse.Namespace) -> int:
     report = out / "report"
     if args.pairs is not None and args.pairs < 0:
         raise ValueError("--pairs must be >= 0")
+    if args.calib_pairs < 1:
+        raise ValueError("--calib-pairs must be >= 1")
+    if not args.lava_timeout > 0:   # False for NaN too
+        raise ValueError(f"--lava-timeout must be > 0 seconds, got {args.lava_timeout:g}")
+    if getattr(args, "lava_run", None):
+        read_lava_run(args.lava_run)   # a file named on the command line must be such a run
     consts = load_constants(args.constants)
     gpu_basis = args.gpu_basis
     if gpu_basis not in GPU_CONSTANTS:
@@ -645,6 +710,12 @@ def run_table(args: argparse.Namespace) -> int:
         from ..profiler import pareto as _pareto
         # each a finished benchmark run or a pareto.json, read (and so checked) before any work
         pareto_points = [q for run in pareto_with for q in _pareto.read_points(run)]
+    regs, skipped = table_registrars(args, symmetric)   # models loaded: checked before any pair or net.h5
+    if not args.no_lava:
+        from calibration.netfile import load_qnet
+        # the quantized network's size multiple (2 ** stride-2 layers) is its model's downsampling
+        check_lava_patch(args.lava_patch, load_qnet(args.net).size_multiple if args.net
+                         else regs["spikereg"].load().net.cfg.downsampling)
 
     n = int(args.pairs) if args.pairs else (1 if args.quick else None)
     model_path = Path(args.spikereg_model) if args.spikereg_model else DEFAULT_MODEL
@@ -664,26 +735,14 @@ def run_table(args: argparse.Namespace) -> int:
         where = "held-out test pair(s)"
     if not pairs:
         raise ValueError("no held-out pairs to benchmark")
+    if not args.no_lava:
+        check_lava_patch(args.lava_patch, volume=pairs[0]["fixed"].shape)
     names = [p["name"] for p in pairs]
     log(f"[benchmark] {len(pairs)} {where}: {', '.join(names)}; {threads} CPU thread(s)")
 
     q, qinfo = obtain_qnet(model_path, args.net, out, args.calib_pairs, args.cache, log, data=data)
 
     # ---------------------------------------------------------------- registrations (all on CPU)
-    regs: Dict[str, Any] = {"identity": make_registrar("identity"),
-                            "voxelmorph": make_registrar("voxelmorph", args),
-                            "spikereg": make_registrar("spikereg", argparse.Namespace(
-                                spikereg_model=args.spikereg_model, device="cpu", symmetric=symmetric))}
-    if not args.no_ants:
-        regs["ants_syn"] = make_registrar("ants_syn", args)
-    skipped: Dict[str, str] = {}
-    for k in list(regs):
-        ok, why = regs[k].available()
-        if not ok:
-            skipped[k] = why
-            del regs[k]
-        elif hasattr(regs[k], "load"):
-            regs[k].load()
     emu = CountingEmulator(q)
     # the emulator is timed the way a user runs it (whole volume up to the model's max_voxels, as
     # SpikeRegInference does); the counted pass for the Loihi row tiles 32^3 patches (the mapping is
@@ -1221,9 +1280,7 @@ def _lava_full_row(args, q, meta, log) -> Optional[Dict[str, Any]]:
         return None
     try:
         if path:
-            doc = json.loads(Path(path).read_text())
-            if doc.get("backend") != "lava" or doc.get("mode") != "full registration" or "seconds" not in doc:
-                raise ValueError(f"{path} is not the run.json of `simulate --full --backend lava`")
+            doc = read_lava_run(path)
             how = f"`simulate --full` run.json {path}"
         else:
             from sim.cli import machine_info

@@ -33,14 +33,14 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..dataclass_io import DictIO
+from ..dataclass_io import DictIO, check_fields
 from ..io.atomic import atomic_write
 from ..io.nifti import save_volume
 from ..registration.transform import compose
@@ -92,19 +92,21 @@ class DataConfig(DictIO):
     synth: SynthConfig = field(default_factory=SynthConfig)
 
     def __post_init__(self) -> None:
-        if self.synth is None or isinstance(self.synth, Mapping):
-            self.synth = SynthConfig.from_dict(self.synth)
+        check_fields(self, "data")  # types first: ``shape: 64``, ``n_train: 2.5``, ``synth: 5`` name their key
+        if not isinstance(self.synth, SynthConfig):
+            self.synth = SynthConfig.from_dict(self.synth, "data.synth")
         self.voxel_size_mm = float(self.voxel_size_mm)
         if not (math.isfinite(self.voxel_size_mm) and self.voxel_size_mm > 0):
-            raise ValueError(f"voxel_size_mm must be > 0, got {self.voxel_size_mm}")
-        shape = tuple(int(s) for s in self.shape)
-        if len(shape) != 3 or min(shape) < 4:
-            raise ValueError(f"shape must be 3 integers >= 4, got {self.shape!r}")
-        self.shape = shape  # type: ignore[assignment]
+            raise ValueError(f"data.voxel_size_mm must be > 0, got {self.voxel_size_mm}")
+        self.shape = tuple(int(s) for s in self.shape)  # type: ignore[assignment]
+        if min(self.shape) < 4:
+            raise ValueError(f"data.shape must be 3 integers >= 4, got {list(self.shape)}")
         for name in ("n_train", "n_val", "n_test"):
-            if int(getattr(self, name)) < 2:
-                raise ValueError(f"{name} must be >= 2 (pairs need two subjects), got {getattr(self, name)}")
+            if getattr(self, name) < 2:
+                raise ValueError(f"data.{name} must be >= 2 (pairs need two subjects), got {getattr(self, name)}")
             setattr(self, name, int(getattr(self, name)))
+        if self.seed < 0:
+            raise ValueError(f"data.seed must be >= 0, got {self.seed}")
         self.seed = int(self.seed)
 
     def n_subjects(self, split: str) -> int:
@@ -295,21 +297,34 @@ def build_dataset(
 
 def dataset_info(h5path: PathLike) -> Dict[str, Any]:
     """Metadata of a built file: ``config`` (DataConfig), ``affine``, ``spacing``, ``shape``,
-    ``label_names`` ({int: str}), ``n_subjects`` ({split: n}), ``format_version``."""
+    ``label_names`` ({int: str}), ``n_subjects`` ({split: n}), ``format_version``.
+
+    A file that is not an HDF5 file, or one that is not a data set of this project (no stored
+    params, affine or splits), is a one-line ``ValueError`` naming it."""
     path = Path(h5path)
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
-    with h5py.File(path, "r") as f:
-        params = json.loads(f.attrs["params"])
-        return {
-            "config": DataConfig.from_dict(params["config"]),
-            "format_version": int(f.attrs["format_version"]),
-            "affine": np.array(f["affine"]),
-            "spacing": tuple(float(v) for v in f.attrs["voxel_size"]),
-            "shape": tuple(int(v) for v in f.attrs["shape"]),
-            "label_names": {int(k): v for k, v in json.loads(f.attrs["label_names"]).items()},
-            "n_subjects": {s: int(f[s]["images"].shape[0]) for s in SPLITS if s in f},
-        }
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise ValueError(f"{path} is not an HDF5 file, so not a spikereg-neuro dataset "
+                         "(build one with `spikereg-neuro data build`)") from None
+    with f:
+        try:
+            params = json.loads(f.attrs["params"])
+            return {
+                "config": DataConfig.from_dict(params["config"]),
+                "format_version": int(f.attrs["format_version"]),
+                "affine": np.array(f["affine"]),
+                "spacing": tuple(float(v) for v in f.attrs["voxel_size"]),
+                "shape": tuple(int(v) for v in f.attrs["shape"]),
+                "label_names": {int(k): v for k, v in json.loads(f.attrs["label_names"]).items()},
+                "n_subjects": {s: int(f[s]["images"].shape[0]) for s in SPLITS if s in f},
+            }
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            why = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # str(KeyError) adds quotes
+            raise ValueError(f"{path} is an HDF5 file but not a spikereg-neuro dataset "
+                             f"({' '.join(str(why).split()) or type(exc).__name__})") from None
 
 
 def _check_pairs(pairs: Sequence[Sequence[int]], n: int, split: str) -> List[Tuple[int, int]]:

@@ -25,6 +25,15 @@ __all__ = ["safe_torch_load", "verify_shipped"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 _UNSAFE = re.compile(r"Unsupported (?:class|global)[: ]\s*(?:GLOBAL\s+)?([\w.]+)")
+#: torch's weights-only refusal of a byte that starts no pickle opcode it reads: not a torch file
+_NOT_PICKLE = re.compile(r"Unsupported operand \d+")
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """``exc`` as one short line, without torch's advice to retry with ``weights_only=False``
+    (which would run code from the file): only what follows its ``WeightsUnpickler error:``."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1].replace("Weights only load failed.", "")
+    return _one_line(text) or "the file ends early or is empty"
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -52,10 +61,13 @@ def safe_torch_load(path: PathLike, what: str = "checkpoint") -> Any:
             raise ValueError(f"{p}: refusing to load this {what}: it needs unsafe unpickling "
                              f"(it references {m.group(1)}); only tensors and plain Python values "
                              f"are accepted") from None
-        raise ValueError(f"{p} is not a readable torch {what} ({_one_line(exc)})") from None
+        if _NOT_PICKLE.search(str(exc)):
+            raise ValueError(f"{p} is not a readable torch {what} (not a PyTorch file: it is neither "
+                             f"a torch zip archive nor a pickle the safe loader reads)") from None
+        raise ValueError(f"{p} is not a readable torch {what} ({_torch_reason(exc)})") from None
     except Exception as exc:  # noqa: BLE001 - zip/pickle/torch errors all mean a bad file
         raise ValueError(f"{p} is not a readable torch {what} "
-                         f"({exc.__class__.__name__}: {_one_line(exc)})") from None
+                         f"({exc.__class__.__name__}: {_torch_reason(exc)})") from None
 
 
 @lru_cache(maxsize=16)

@@ -22,6 +22,7 @@ minimum, 0 for labels), so results match ``ants.apply_transforms``.
 """
 from __future__ import annotations
 
+import numbers
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,9 +108,14 @@ def model_spacing(ckpt: Mapping[str, Any]) -> Tuple[float, str]:
 
 
 def _positive_mm(value: Any, where: str) -> float:
-    v = np.asarray(value, dtype=np.float64).ravel()
+    """``value`` (one number or three equal ones, mm) as a float; one-line errors naming ``where``."""
+    bad = ValueError(f"{where}: voxel_size_mm {value!r} is not a positive size in mm")
+    items = value if isinstance(value, (list, tuple)) else [value]
+    if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) for x in items):
+        raise bad  # strings ("2.5", "x"), booleans, mappings, nested lists
+    v = np.asarray(items, dtype=np.float64)
     if v.size not in (1, 3) or not np.all(np.isfinite(v)) or np.any(v <= 0):
-        raise ValueError(f"{where}: voxel_size_mm {value!r} is not a positive size in mm")
+        raise bad
     if v.size == 3 and not np.allclose(v, v[0], rtol=1e-3):
         raise ValueError(f"{where}: voxel_size_mm {value!r} is anisotropic; register supports "
                          f"models trained at an isotropic spacing")
