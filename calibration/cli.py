@@ -80,6 +80,9 @@ def calibrate_model(
                   outputs={"--out": out, "report (json)": rdir / "calibration_report.json",
                            "report (md)": rdir / "calibration_report.md"},
                   suffixes={"--out": H5_SUFFIXES})
+    from spikereg_neuro.train.folder_data import embedded_h5, is_folder_data
+    if data and not is_folder_data(data):
+        dataset_info(embedded_h5(data))     # a file that is not a data set fails here, before the model loads
 
     # the heavy modules only after the cheap checks above
     from .calibrate import choose_weight_exps, collect_float_stats, summarize_stats, verify
@@ -97,7 +100,6 @@ def calibrate_model(
     log(f"model: {model_path} (sha256 {sha[:12]}), patch {patch}, stride {stride}, scales {list(net.cfg.scales)}")
 
     from spikereg_neuro.registration.world import model_spacing
-    from spikereg_neuro.train.folder_data import embedded_h5, is_folder_data
 
     model_mm, mm_source = model_spacing(ckpt)
 
