@@ -76,11 +76,11 @@ def calibrate_model(
     if not 0 <= headroom_bits < 23:  # False for NaN; 23: no state value would be allowed
         raise ValueError(f"--headroom-bits must be in [0, 23) (bits of the 24-bit signed state kept "
                          f"free), got {headroom_bits}")
-    check_outputs(inputs={"--model": model_path, "--data": data},
+    from spikereg_neuro.train.folder_data import data_files, embedded_h5, is_folder_data
+    check_outputs(inputs={"--model": model_path, **data_files(data)},
                   outputs={"--out": out, "report (json)": rdir / "calibration_report.json",
                            "report (md)": rdir / "calibration_report.md"},
                   suffixes={"--out": H5_SUFFIXES})
-    from spikereg_neuro.train.folder_data import embedded_h5, is_folder_data
     if data and not is_folder_data(data):
         dataset_info(embedded_h5(data))     # a file that is not a data set fails here, before the model loads
 

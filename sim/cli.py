@@ -96,9 +96,10 @@ def simulate(net: str, *, backend: str = "lava", pair: int = 0, patch: Sequence[
     from .run import run_backend
 
     from spikereg_neuro.io.paths import check_outputs
+    from spikereg_neuro.train.folder_data import data_files
 
     if out:
-        check_outputs(inputs={"--net": net, "--data": data, "--fixed": fixed, "--moving": moving},
+        check_outputs(inputs={"--net": net, "--fixed": fixed, "--moving": moving, **data_files(data)},
                       outputs={"--out": out})
 
     def err(msg: str) -> None:
@@ -183,10 +184,11 @@ def simulate_full(net: str, *, backend: str = "lava", pair: int = 0, tile: Optio
     if batch_size < 1:
         raise ValueError("--batch-size must be >= 1")
     from spikereg_neuro.io.paths import check_outputs
+    from spikereg_neuro.train.folder_data import data_files
 
     outs = {k: v for k, v in (("--out", out), ("--field", field_path)) if v}
     if outs:
-        check_outputs(inputs={"--net": net, "--data": data, "--fixed": fixed, "--moving": moving}, outputs=outs)
+        check_outputs(inputs={"--net": net, "--fixed": fixed, "--moving": moving, **data_files(data)}, outputs=outs)
     q = load_qnet(net)
     tile = [int(x) for x in (tile or q.patch_size)]
     stride = [int(x) for x in (stride or q.stride)]

@@ -34,11 +34,12 @@ class SpikeRegRegistrar:
 
     name = "spikereg"
 
-    def __init__(self, checkpoint: Optional[str] = None, device: str = "cpu") -> None:
+    def __init__(self, checkpoint: Optional[str] = None, device: str = "cpu", symmetric: bool = False) -> None:
         from .checkpoint import DEFAULT_MODEL
 
         self.checkpoint = Path(checkpoint) if checkpoint else DEFAULT_MODEL
         self.device = device
+        self.symmetric = bool(symmetric)   # both ways (register_tensors), whatever the checkpoint says
         self._inf = None
 
     def available(self) -> Tuple[bool, str]:
@@ -51,7 +52,7 @@ class SpikeRegRegistrar:
         if self._inf is None:
             from .inference import SpikeRegInference
             from .registration.world import model_spacing
-            self._inf = SpikeRegInference(self.checkpoint, device=self.device)
+            self._inf = SpikeRegInference(self.checkpoint, device=self.device, symmetric=self.symmetric)
             self.spacing_mm = model_spacing(self._inf.meta)[0]  # the checkpoint's keys it reads
         return self._inf
 
@@ -74,19 +75,18 @@ class SpikeRegRegistrar:
     def info(self) -> Dict[str, Any]:
         inf = self.load()
         return {"checkpoint": str(self.checkpoint), "parameters": sum(p.numel() for p in inf.net.parameters()),
-                "patch": inf.patch, "stride": inf.stride, "best_val_dice": inf.meta.get("best_val_dice")}
-
-
-#: the methods ``--symmetric`` runs both ways (ANTs SyN is symmetric by construction; the
-#: identity needs nothing)
-SYMMETRIC_METHODS = ("voxelmorph", "spikereg")
+                "patch": inf.patch, "stride": inf.stride, "best_val_dice": inf.meta.get("best_val_dice"),
+                **({"symmetric": True} if self.symmetric else {})}
 
 
 def make_registrar(name: str, args: Optional[argparse.Namespace] = None):
-    """The registrar of a method name, configured from the command-line ``args`` (with
-    ``args.symmetric``, the learned methods run both ways: :class:`SymmetricRegistrar`)."""
+    """The registrar of a method name, configured from the command-line ``args``. With
+    ``args.symmetric`` the learned methods run both ways: SpikeReg through its own inference
+    (``register_tensors(symmetric=True)``), VoxelMorph in a :class:`SymmetricRegistrar` (ANTs SyN
+    is symmetric by construction; the identity needs nothing); without it, one way (SpikeReg
+    whatever its checkpoint's ``inference.symmetric``)."""
     reg = _make_registrar(name, args)
-    if args is not None and getattr(args, "symmetric", False) and name in SYMMETRIC_METHODS:
+    if args is not None and getattr(args, "symmetric", False) and name == "voxelmorph":
         from .baselines.base import SymmetricRegistrar
         return SymmetricRegistrar(reg)
     return reg
@@ -101,7 +101,7 @@ def _make_registrar(name: str, args: Optional[argparse.Namespace] = None):
         from .baselines.voxelmorph import VoxelMorphRegistrar
         return VoxelMorphRegistrar(g("voxelmorph_model"), device=g("device", "cpu"))
     if name == "spikereg":
-        return SpikeRegRegistrar(g("spikereg_model"), device=g("device", "cpu"))
+        return SpikeRegRegistrar(g("spikereg_model"), device=g("device", "cpu"), symmetric=bool(g("symmetric", False)))
     if name == "ants_syn":
         from .baselines.ants import AntsSyNRegistrar
         kw: Dict[str, Any] = {}

@@ -35,8 +35,8 @@ def mean_metrics(records: Sequence[Dict[str, float]]) -> Dict[str, float]:
 
 
 def _nanmean(values: Sequence[float]) -> float:
-    """Mean of the finite values; NaN (without numpy's empty-slice warning) when there are none,
-    e.g. Dice of pairs without labels."""
+    """Mean of the values that are not NaN; NaN (without numpy's empty-slice warning) when there
+    are none, e.g. Dice of pairs without labels."""
     a = np.asarray(values, dtype=np.float64)
     a = a[~np.isnan(a)]
     return float(a.mean()) if a.size else float("nan")

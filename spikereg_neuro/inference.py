@@ -11,15 +11,16 @@ import torch.nn.functional as F
 
 from .checkpoint import DEFAULT_MODEL, load_network
 from .model.policy import residual_registration
-from .registration.transform import symmetric_field, warp
+from .registration.transform import register_both_ways, warp
 from .tiling import count_tiles, plan_tiles, tiled_predict
 
 VolumeLike = Union[np.ndarray, torch.Tensor, str, Path]
 
 
 #: a volume in [0, 1] whose ``lo_pct`` / ``hi_pct`` percentiles lie at most / at least these
-#: values is taken as already on the training scale (the embedded volumes: 0 and 0.966-1.0)
-NORMALIZED_LO_MAX, NORMALIZED_HI_MIN = 0.05, 0.5
+#: values is taken as already on the training scale (the embedded volumes: 0 and 0.966-1.0), so
+#: that scale is kept to within 5 %
+NORMALIZED_LO_MAX, NORMALIZED_HI_MIN = 0.05, 0.95
 
 
 def normalize_intensity(x: np.ndarray, lo_pct: float = 0.5, hi_pct: float = 99.5) -> np.ndarray:
@@ -93,7 +94,7 @@ def register_tensors(
         def one_way(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return register_tensors(predict_patch, scales, a, b, patch, stride, batch_size, progress,
                                     integration_steps, max_voxels, multiple)
-        return symmetric_field(one_way(fixed, moving), one_way(moving, fixed))
+        return register_both_ways(one_way, fixed, moving)
     size = fixed.shape[2:]
     padded = _padded_shape(size, scales, max_voxels, multiple)
     pads = []

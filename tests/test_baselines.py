@@ -82,6 +82,22 @@ def test_symmetric_registrar_runs_both_ways_and_keeps_the_wrapped_one():
     assert reg.name == "shift" and reg.checkpoint == "ckpt.pt" and reg.info() == {"kind": "shift", "symmetric": True}
 
 
+def test_symmetric_spikereg_runs_both_ways_in_its_own_inference_only():
+    """--symmetric: SpikeReg's inference registers both ways itself (never wrapped twice), and
+    without it SpikeReg runs one way whatever a checkpoint says."""
+    import argparse
+
+    from spikereg_neuro.accuracy import SpikeRegRegistrar, make_registrar
+    from spikereg_neuro.baselines import SymmetricRegistrar
+
+    both = make_registrar("spikereg", argparse.Namespace(symmetric=True, spikereg_model=None, device="cpu"))
+    one = make_registrar("spikereg", argparse.Namespace(symmetric=False, spikereg_model=None, device="cpu"))
+    assert isinstance(both, SpikeRegRegistrar) and both.load().symmetric and both.info()["symmetric"] is True
+    assert not one.load().symmetric and "symmetric" not in one.info()
+    vm = make_registrar("voxelmorph", argparse.Namespace(symmetric=True, voxelmorph_model=None, device="cpu"))
+    assert isinstance(vm, SymmetricRegistrar)
+
+
 def test_voxelmorph_field_convention_matches_its_own_transformer():
     """Warping the moving image with our ``warp`` and VxmPairwise's displacement reproduces
     VxmPairwise's own warped source (anisotropic shape: a channel/axis mix-up would fail)."""

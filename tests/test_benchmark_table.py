@@ -140,10 +140,16 @@ def test_counted_kernels_give_the_conv_macs_and_a_launch_floor():
     assert "juliagpu" in floor.citation and floor.unit == "s"
     lat = estimate_gpu_latency(k["macs"], kernels=k["per_kernel"])
     # tiny kernels: each costs the floor, more than its roofline
-    assert lat["latency_ms"] == pytest.approx(4 * floor.value * 1e3) and lat["lower_bound"]
+    assert lat["latency_ms"] == pytest.approx(4 * floor.value * 1e3) and lat["best_case"] and not lat["lower_bound"]
     assert "cuda_graph_kernel_floor_s" in lat["constants"] and "4 dispatched kernels" in lat["latency_basis"]
     big = estimate_gpu_latency(0, kernels=[(0, 3.35e9), (247.25e12, 0)])   # 1 ms of HBM, 1 s of MACs
     assert big["latency_ms"] == pytest.approx(1001.0)
+    # no kernel for allocations and in-place views; a storage read twice or expanded counts once
+    x = torch.rand(4, 4)
+    k = count_gpu_kernels(lambda: (torch.empty(8), x.clone().unsqueeze_(0), x * x, x[:1].expand(4, 4) + 1.0))
+    assert k["ops"] == {"aten.clone": 1, "aten.mul": 1, "aten.add": 1}
+    assert (0, 2 * 64) in k["per_kernel"]            # x * x: 64 bytes read (once), 64 written
+    assert (0, 16 + 64) in k["per_kernel"]           # the expanded row: its 16 bytes, then 64 written
 
 
 def test_figures_are_written(tmp_path):

@@ -536,26 +536,31 @@ def test_register_symmetric_cancels_the_motion_of_an_image_to_itself(files, tmp_
 
 
 def test_outputs_never_replace_a_file_of_an_input_folder_nor_come_from_empty_names(files, tmp_path, capsys):
-    """An output inside a --data folder that names one of its files is refused (simulate once
-    replaced a pair's image with its run.json); an empty output name is an error, not "no output";
-    a timeout of 0 s is refused before Lava starts."""
-    from spikereg_neuro.io.paths import check_outputs
+    """An output naming a file that a --data folder's pairs read is refused (simulate once
+    replaced a pair's image with its run.json), a new file in that folder is not; an empty output
+    name is an error, not "no output"; a timeout of 0 s is refused before Lava starts."""
+    from spikereg_neuro.train.folder_data import data_files
     data = tmp_path / "pairs"
     data.mkdir()
     image = data / "m.nii.gz"
     shutil.copy(files["moving"], image)
+    shutil.copy(files["fixed"], data / "f.nii.gz")
+    from spikereg_neuro.data.learn2reg import PAIRS_FORMAT, PAIRS_VERSION
+    (data / "pairs.json").write_text(json.dumps({"format": PAIRS_FORMAT, "version": PAIRS_VERSION, "pairs": [
+        {"fixed": "f.nii.gz", "moving": "m.nii.gz", "name": "p0"}]}))
+    assert set(data_files(data).values()) == {data / "f.nii.gz", image, data / "pairs.json"}
     before = _digest(image)
-    with pytest.raises(ValueError, match="is a file of the input folder --data"):
-        check_outputs({"--data": data}, {"--out": image})
-    check_outputs({"--data": data}, {"--out": data / "new.json"})        # a new file there is fine
     for argv, flag in ((["simulate", "--net", str(files["ckpt"]), "--data", str(data), "--backend", "emulator",
                          "--out", str(image)], "--out"),
                        (["simulate", "--net", str(files["ckpt"]), "--data", str(data), "--full", "--backend",
                          "emulator", "--out", str(tmp_path / "r.json"), "--field", str(image)], "--field")):
         assert main(argv) == 1
-        assert f"{flag} {image} is a file of the input folder --data" in _one_error_line(capsys.readouterr().err,
-                                                                                           "simulate")
+        assert f"{flag} {image} is the same file as the input --data file m.nii.gz" in _one_error_line(
+            capsys.readouterr().err, "simulate")
     assert _digest(image) == before
+    from spikereg_neuro.io.paths import check_outputs
+    (data / "run.json").write_text("{}")            # an earlier run's output in the folder: may be replaced
+    check_outputs(data_files(data), {"--out": data / "run.json"})
     with pytest.raises(ValueError, match="--out-field is empty"):
         check_outputs({}, {"--out-field": ""})
     for extra in (["--out-field", ""], ["--out-warped", ""]):

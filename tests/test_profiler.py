@@ -359,7 +359,7 @@ def test_gpu_estimate_is_labelled_estimated():
     assert r["latency_ms"] is None and r["energy_basis"] == "dynamic"
     from spikereg_neuro.profiler import estimate_gpu_latency
     lat = estimate_gpu_latency(1e9, layers=[(5e8, 1e6), (5e8, 3.35e9)])   # 2nd layer memory-bound: 1 ms
-    assert lat["latency_ms"] == pytest.approx(5e8 / 247.25e12 * 1e3 + 1.0) and lat["lower_bound"]
+    assert lat["latency_ms"] == pytest.approx(5e8 / 247.25e12 * 1e3 + 1.0) and lat["best_case"]
     g = estimate_gpu(1e9, latency_ms=lat["latency_ms"])
     assert g["energy_basis"] == "gross" and g["dynamic_mj"] == pytest.approx(2.831)
     assert g["energy_mj"] == pytest.approx(2.831 + 26.0 * lat["latency_ms"])

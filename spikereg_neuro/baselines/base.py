@@ -76,16 +76,21 @@ class SymmetricRegistrar:
         self.base = base
 
     def __getattr__(self, key: str) -> Any:
-        return getattr(self.__dict__["base"], key)
+        try:
+            base = self.__dict__["base"]
+        except KeyError:        # not built yet (copy, pickle): no recursion, a plain AttributeError
+            raise AttributeError(key) from None
+        return getattr(base, key)
 
     def register(self, fixed: np.ndarray, moving: np.ndarray, affine: Optional[np.ndarray] = None) -> np.ndarray:
         import torch
 
-        from ..registration.transform import symmetric_field
-        u = self.base.register(fixed, moving, affine)
-        v = self.base.register(moving, fixed, affine)
-        return symmetric_field(torch.from_numpy(np.asarray(u, np.float32))[None],
-                               torch.from_numpy(np.asarray(v, np.float32))[None])[0].numpy()
+        from ..registration.transform import register_both_ways
+
+        def one_way(f: np.ndarray, m: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.asarray(self.base.register(f, m, affine), np.float32))[None]
+
+        return register_both_ways(one_way, fixed, moving)[0].numpy()
 
     def info(self) -> Dict[str, Any]:
         return {**self.base.info(), "symmetric": True}

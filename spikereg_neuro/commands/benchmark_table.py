@@ -857,7 +857,7 @@ def run_table(args: argparse.Namespace) -> int:
     if "voxelmorph" in regs:
         acc = _acc(records["voxelmorph"])
         from ..baselines.voxelmorph import predict_field
-        from ..registration.transform import symmetric_field
+        from ..registration.transform import register_both_ways
         vnet = regs["voxelmorph"].load()
         p0 = pairs[0]
         ft = torch.from_numpy(normalize_intensity(p0["fixed"]))[None, None]
@@ -866,7 +866,7 @@ def run_table(args: argparse.Namespace) -> int:
             """One VoxelMorph registration as the CPU rows run it (both ways with --symmetric)."""
             if not symmetric:
                 return predict_field(vnet, ft, mt)
-            return symmetric_field(predict_field(vnet, ft, mt), predict_field(vnet, mt, ft))
+            return register_both_ways(lambda a, b: predict_field(vnet, a, b), ft, mt)
         vmacs = count_conv_macs(vnet, vm_pass)
         if gpu_measurable:
             gnet = vnet.to("cuda")
@@ -874,7 +874,7 @@ def run_table(args: argparse.Namespace) -> int:
             def vcall():
                 with torch.no_grad():
                     if symmetric:
-                        return symmetric_field(predict_field(gnet, fg, mg), predict_field(gnet, mg, fg))
+                        return register_both_ways(lambda a, b: predict_field(gnet, a, b), fg, mg)
                     return predict_field(gnet, fg, mg)
             g = measure_gpu(vcall, n_repeats=10)
             vnet.to("cpu")

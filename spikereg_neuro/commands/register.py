@@ -43,9 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "checkpoint); fixed: on FIXED's own voxel grid (reoriented to RAS), whatever its spacing")
     p.add_argument("--moving-labels", help="label map of the moving image (any grid), warped nearest-neighbour")
     p.add_argument("--out-warped-labels", help="where to write the warped labels (their integer type is kept)")
-    p.add_argument("--symmetric", action="store_true", default=None,
-                   help="register both ways and take the inverse-consistent mean (twice the network calls; "
-                        "default: the checkpoint's inference.symmetric, off for the shipped model)")
+    p.add_argument("--symmetric", action=argparse.BooleanOptionalAction, default=None,
+                   help="register both ways and take the inverse-consistent mean (twice the network calls); "
+                        "default: the checkpoint's inference.symmetric, off for the shipped model")
     p.add_argument("--model", help="checkpoint (default: the shipped model)")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run)

@@ -62,14 +62,6 @@ def _named(paths: Union[Mapping[str, Optional[PathLike]], Iterable[Optional[Path
     return {name: Path(p) for name, p in items if p is not None and str(p) != ""}
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` lies somewhere under the directory ``folder`` (resolved)."""
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
 
 def _nearest_existing(path: Path) -> Path:
     p = path.absolute()
@@ -107,7 +99,7 @@ def check_outputs(
     * has the wrong suffix (``suffixes[flag]``, e.g. ``(".nii", ".nii.gz")``),
     * is an existing directory,
     * is empty (``""``), or the same file as an input or as another output (resolved paths, hard
-      links), or an existing file inside an input that is a folder (a data set's files),
+      links; a data folder's files: :func:`~spikereg_neuro.train.folder_data.data_files`),
     * cannot be written: its parent is a file, is missing (and ``make_parents`` is false, i.e.
       the command does not create parent directories) or is not writable.
     """
@@ -122,9 +114,6 @@ def check_outputs(
         for iflag, inp in ins.items():
             if same_file(out, inp):
                 raise ValueError(f"{flag} {out} is the same file as the input {iflag} ({inp}); "
-                                 f"refusing to overwrite an input")
-            if inp.is_dir() and out.exists() and _inside(out, inp):
-                raise ValueError(f"{flag} {out} is a file of the input folder {iflag} ({inp}); "
                                  f"refusing to overwrite an input")
     names = list(outs)
     for i, a in enumerate(names):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 PARETO_FORMAT = "spikereg-neuro/pareto"
+PARETO_VERSION = 2   # 2: the Loihi 2 constants recorded in the document
 
 
 def _loihi_constants(constants: Optional[Mapping[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -26,7 +27,6 @@ def _loihi_constants(constants: Optional[Mapping[str, Any]]) -> Optional[Dict[st
     from .gpu_energy import GPU_CONSTANTS, GPU_IDLE, GPU_KERNEL_FLOOR, GPU_THROUGHPUT
     gpu = {*GPU_CONSTANTS, *GPU_IDLE, *GPU_KERNEL_FLOOR, *GPU_THROUGHPUT}
     return {k: (v.get("value") if isinstance(v, Mapping) else v) for k, v in constants.items() if k not in gpu}
-PARETO_VERSION = 2   # 2: the Loihi 2 constants recorded in the document
 
 
 def _main_loihi_row(doc: Mapping[str, Any]) -> Mapping[str, Any]:

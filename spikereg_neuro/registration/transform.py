@@ -12,7 +12,7 @@ Conventions (the Learn2Reg / LUMIR ones):
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, Sequence, Tuple
+from typing import Any, Callable, Iterator, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,9 @@ __all__ = [
     "trilinear_corners",
     "compose",
     "integrate_velocity",
+    "invert_field",
+    "symmetric_field",
+    "register_both_ways",
     "resize_field",
 ]
 
@@ -138,6 +141,13 @@ def symmetric_field(u_fm: torch.Tensor, u_mf: torch.Tensor, iterations: int = 8)
     A bias both directions share (motion a network predicts for any input) cancels: two identical
     images give a field near zero."""
     return 0.5 * (u_fm + invert_field(u_mf, iterations))
+
+
+def register_both_ways(register: Callable[[Any, Any], torch.Tensor], fixed: Any, moving: Any,
+                       iterations: int = 8) -> torch.Tensor:
+    """``register(fixed, moving)`` (a pull field ``(N, 3, D, H, W)``) run both ways, then
+    :func:`symmetric_field` of the two: the one definition of "register both ways"."""
+    return symmetric_field(register(fixed, moving), register(moving, fixed), iterations)
 
 
 def integrate_velocity(velocity: torch.Tensor, steps: int = 7) -> torch.Tensor:

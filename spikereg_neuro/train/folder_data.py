@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 
 from ..data.learn2reg import PairRecord, find_dataset_json, read_json_object, read_learn2reg, read_pairs_json
 
-__all__ = ["FolderPairs", "folder_records", "is_folder_data", "check_at_spacing", "load_pair_at", "FolderPairList"]
+__all__ = ["FolderPairs", "folder_records", "data_files", "is_folder_data", "check_at_spacing", "load_pair_at", "FolderPairList"]
 
 
 def _image_list(json_path: Path, data: Dict[str, Any]) -> List[Tuple[Path, Optional[Path]]]:
@@ -144,6 +144,38 @@ def is_folder_data(path: str | Path) -> bool:
     embedded HDF5 data set."""
     p = Path(path)
     return p.is_dir() or p.suffix.lower() == ".json"
+
+
+def data_files(path: Optional[str | Path]) -> Dict[str, Path]:
+    """The files a ``--data`` argument reads, named for error messages: an HDF5 data set itself,
+    or a folder's index JSON and every image and label map of its pairs (training, validation,
+    ``pairs.json``), so that :func:`~spikereg_neuro.io.paths.check_outputs` keeps outputs off them.
+    A folder that cannot be read gives what could be listed (its own error comes later)."""
+    if path is None:
+        return {}
+    p = Path(path)
+    if not is_folder_data(p):
+        return {"--data": p}
+    from ..data.learn2reg import read_pair_folder
+    files: List[Path] = []
+    def records() -> List[PairRecord]:
+        train, val, _ = folder_records(p)
+        return [*train, *val]
+
+    for read in (records, lambda: read_pair_folder(p)):
+        try:
+            files += [q for r in read() for q in r.paths()]
+        except (ValueError, KeyError, OSError):
+            pass
+    for index in (p / "pairs.json", p) if p.is_dir() else (p,):
+        if index.is_file():
+            files.append(index)
+    if p.is_dir() and not (p / "pairs.json").is_file():
+        try:
+            files.append(find_dataset_json(p))
+        except (ValueError, FileNotFoundError):
+            pass
+    return {f"--data file {q.name}": q for q in dict.fromkeys(files)}
 
 
 def embedded_h5(path: str | Path) -> Path:
