@@ -19,6 +19,7 @@ from spikereg_neuro.checkpoint import DEFAULT_MODEL, read_checkpoint, save_check
 from spikereg_neuro.cli import describe_error, main
 from spikereg_neuro.model.config import ModelConfig
 from spikereg_neuro.model.unet import SpikeRegUNet
+from cli_errors import one_error_line as _one_error_line
 
 TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
 SHAPE = (16, 16, 16)
@@ -36,14 +37,6 @@ class _Marker:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def _one_error_line(err: str, cmd: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"spikereg-neuro {cmd}: error: "), lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +293,7 @@ def test_unexpected_errors_memory_and_usage(files, capsys, monkeypatch):
 
     monkeypatch.setattr(inf.SpikeRegInference, "register", boom)
     assert main(_register(files)) == 1
-    line = _one_error_line(capsys.readouterr().err, "register")
+    line = _one_error_line(capsys.readouterr().err, "register", internal=True)
     assert "internal error: RuntimeError: something unexpected" in line and "-v" in line
 
     def oom(*a, **k):

@@ -15,17 +15,10 @@ from spikereg_neuro.checkpoint import save_checkpoint
 from spikereg_neuro.cli import main
 from spikereg_neuro.model.config import ModelConfig
 from spikereg_neuro.model.unet import SpikeRegUNet
+from cli_errors import one_error_line as _one_error_line
 
 TINY = dict(enc_channels=(4, 4, 8, 8), dec_channels=(8, 4, 4), enc_windows=(4, 3, 2, 2), dec_window=2)
 SHAPE = (24, 24, 24)
-
-
-def _one_error_line(err: str, cmd: str) -> str:
-    lines = [l for l in err.strip().splitlines() if l.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith(f"spikereg-neuro {cmd}: error: "), lines[0]
-    assert "Traceback" not in err and "internal error" not in err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
