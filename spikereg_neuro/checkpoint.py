@@ -91,7 +91,8 @@ _MAPPING_RECORDS = ("inference", "config", "data_config", "data")
 def _check_records(path: Path, ckpt: Mapping[str, Any]) -> None:
     """The records the commands read: ``model_config`` (a valid model config) and
     ``state_dict`` (a mapping of tensors) present, the optional ones mappings, the
-    ``inference`` settings valid; else a one-line ``ValueError`` naming the file and key."""
+    ``inference`` settings, the ``data_config`` and the model's voxel size valid; else a one-line
+    ``ValueError`` naming the file and key."""
     for key in _REQUIRED_RECORDS:
         if key not in ckpt:
             raise ValueError(f"{path}: the checkpoint has no '{key}' (the file is damaged or was edited)")
@@ -101,8 +102,18 @@ def _check_records(path: Path, ckpt: Mapping[str, Any]) -> None:
             raise ValueError(f"{path}: the checkpoint's '{key}' must be a mapping, got {type(v).__name__}")
     if not all(isinstance(v, torch.Tensor) for v in ckpt["state_dict"].values()):
         raise ValueError(f"{path}: its state_dict is not a mapping of tensors")
+    def data_config() -> None:
+        from .data.dataset import DataConfig
+        if ckpt.get("data_config") is not None:
+            DataConfig.from_dict(ckpt["data_config"])
+
+    def spacing() -> None:
+        from .registration.world import model_spacing
+        model_spacing(ckpt)
+
     for key, check in (("model_config", lambda: ModelConfig.from_stored(ckpt["model_config"])),
-                       ("inference", lambda: InferenceConfig.from_checkpoint(ckpt))):
+                       ("inference", lambda: InferenceConfig.from_checkpoint(ckpt)),
+                       ("data_config", data_config), ("voxel size", spacing)):
         try:
             check()
         except (TypeError, ValueError) as exc:

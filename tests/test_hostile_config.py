@@ -162,9 +162,12 @@ def test_commands_given_a_damaged_checkpoint_print_one_line(files, tmp_path, cap
 
 def test_a_checkpoint_spacing_that_is_no_number_names_its_key(files, tmp_path):
     path = _damaged(files, tmp_path, "vox.pt", lambda ck: ck.update(config={"data": {"voxel_size_mm": "x"}}))
-    with pytest.raises(ValueError, match=r"the checkpoint's config \(data section\): voxel_size_mm 'x' is not a "
-                                         r"positive size in mm"):
-        model_spacing(read_checkpoint(path))
+    with pytest.raises(ValueError, match=r"vox.pt: the checkpoint's voxel size is invalid: the checkpoint's config "
+                                         r"\(data section\): voxel_size_mm 'x' is not a positive size in mm"):
+        read_checkpoint(path)
+    path = _damaged(files, tmp_path, "dc.pt", lambda ck: ck.update(data_config={"voxel_size_mm": "x"}))
+    with pytest.raises(ValueError, match=r"dc.pt: the checkpoint's data_config is invalid: voxel_size_mm must be"):
+        read_checkpoint(path)
     for bad in ("2.5", True, [2.5, "x", 2.5], {"a": 1}):
         with pytest.raises(ValueError, match="is not a positive size in mm"):
             model_spacing({"data_config": {"voxel_size_mm": bad}})
