@@ -1023,8 +1023,8 @@ def run_table(args: argparse.Namespace) -> int:
             note=(f"ESTIMATED: SLAYER computes every layer's convolution densely on every time step of its window, "
                   f"whole volume (as the float CPU row runs): {slayer_macs:.4g} MACs per registration (sum of out x "
                   f"C_in x k^3 x window over the calls) x {e['constants'][gpu_basis]['value']:g} pJ/MAC ({gpu_basis}) + "
-                  f"idle power x latency (gross); latency = {lat['latency_basis']} (H100 SXM datasheet peaks: a lower "
-                  "bound; neuron dynamics and kernel launches not counted). No GPU on this machine. Dice/HD95/folding "
+                  f"idle power x latency (gross); latency = {lat['latency_basis']} (H100 SXM datasheet peaks: a best "
+                  "case; neuron dynamics and kernel launches not counted). No GPU on this machine. Dice/HD95/folding "
                   "from the CPU runs of the same model."),
             details={"macs": slayer_macs, "horowitz_lower_bound_mj": estimate_gpu(slayer_macs, basis="horowitz_fp32_mac_pj")["energy_mj"]})
         srow["inference"] = f"{WHOLE_VOLUME} (MACs counted per call)"
@@ -1096,10 +1096,11 @@ def run_table(args: argparse.Namespace) -> int:
                      f"scripts/gpu_session.py ({gpu_record_info.get('path')}) for the same model files (sha256), "
                      "'measured' there, not on this machine; their Dice is this run's CPU registrations. Each such "
                      "row keeps the estimate from counted MACs in details.estimate. Any other GPU row is an "
-                     "estimate (best case, lower bound); --no-gpu-record shows the estimates alone.")
+                     "estimate (a best case for the GPU); --no-gpu-record shows the estimates alone.")
     elif not gpu_present:
         notes.append("No GPU on this machine: the GPU rows are estimates from counted MACs (energy per MAC and peak "
-                      "throughput from cited datasheet/paper figures); both are best cases (lower bounds).")
+                      "throughput from cited datasheet/paper figures, a per-kernel time of a CUDA-graph replay); both are best "
+                     "cases for the GPU.")
     notes.append("No CPU energy is reported: this machine exposes no energy counter (RAPL); nothing is estimated "
                  "in its place.")
     notes.append(f"Tiling: the CPU latency rows register as a user does (SpikeReg float: {float_label}; emulator: "
