@@ -567,3 +567,19 @@ def test_outputs_never_replace_a_file_of_an_input_folder_nor_come_from_empty_nam
     assert not (tmp_path / "w.nii.gz").exists()
     assert main(["simulate", "--net", str(files["ckpt"]), "--backend", "lava", "--timeout", "0"]) == 1
     assert "--timeout must be a number of seconds > 0" in _one_error_line(capsys.readouterr().err, "simulate")
+
+
+def test_a_pair_that_cannot_be_read_is_not_called_off_grid(files, tmp_path):
+    """Only a grid mismatch says "not on one grid"; NaN or another shape keep their own words."""
+    from spikereg_neuro.train.folder_data import load_pair_at
+    nan = np.asarray(nib.load(str(files["fixed"])).dataobj, np.float32).copy()
+    nan[0, 0, 0] = np.nan
+    bad = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(nan, np.diag([2.0, 2.0, 2.0, 1.0])), str(bad))
+    with pytest.raises(ValueError) as exc:
+        load_pair_at(bad, files["moving"], None)
+    assert "NaN" in str(exc.value) and "not on one grid" not in str(exc.value)
+    other = tmp_path / "other.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((8, 8, 8), np.float32), np.diag([2.0, 2.0, 2.0, 1.0])), str(other))
+    with pytest.raises(ValueError, match="not on one grid"):
+        load_pair_at(other, files["moving"], None)

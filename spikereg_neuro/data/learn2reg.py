@@ -47,6 +47,7 @@ __all__ = [
     "write_pairs_json",
     "read_pair_folder",
     "read_nifti_pair",
+    "GridMismatchError",
     "load_pair_record",
 ]
 
@@ -297,6 +298,10 @@ def _spacing(affine: np.ndarray) -> Tuple[float, float, float]:
     return tuple(float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :3], axis=0))  # type: ignore[return-value]
 
 
+class GridMismatchError(ValueError):
+    """The volumes of a pair (or a label map and its image) are not on one voxel grid."""
+
+
 def read_nifti_pair(
     fixed_path: PathLike,
     moving_path: PathLike,
@@ -316,7 +321,7 @@ def read_nifti_pair(
     try:
         check_pair((fixed, f_aff), (moving, m_aff), atol=atol)
     except ValueError as exc:
-        raise ValueError(f"{fixed_path} / {moving_path}: {exc}") from None
+        raise GridMismatchError(f"{fixed_path} / {moving_path}: {exc}") from None
     out: Dict[str, Any] = {"fixed": fixed, "moving": moving, "fixed_labels": None, "moving_labels": None}
     for key, lpath, ref in (("fixed_labels", fixed_labels, (fixed, f_aff)), ("moving_labels", moving_labels, (moving, m_aff))):
         if lpath is None:
@@ -325,7 +330,7 @@ def read_nifti_pair(
         try:
             check_pair(ref, (lab, l_aff), atol=atol)
         except ValueError as exc:
-            raise ValueError(f"{lpath} does not match its image: {exc}") from None
+            raise GridMismatchError(f"{lpath} does not match its image: {exc}") from None
         out[key] = lab
     out["affine"] = f_aff
     out["spacing"] = _spacing(f_aff)

@@ -204,13 +204,13 @@ def load_pair_at(fixed: str | Path, moving: str | Path, spacing_mm: Optional[flo
     spacing, else one-line ``ValueError`` (``hint`` says what to do). Returns ``fixed``,
     ``moving`` float32, ``fixed_labels``/``moving_labels`` int64 or ``None``, ``affine``,
     ``spacing``, ``name``."""
-    from ..data.learn2reg import read_nifti_pair
+    from ..data.learn2reg import GridMismatchError, read_nifti_pair
     from ..inference import normalize_intensity
 
     what = name or f"{fixed} / {moving}"
     try:
         pr = read_nifti_pair(fixed, moving, fixed_labels, moving_labels)
-    except ValueError as exc:
+    except GridMismatchError as exc:   # unreadable files and NaN keep their own message
         raise ValueError(f"{exc} (not on one grid)" + (f"; {hint}" if hint else "")) from None
     if spacing_mm is not None:
         check_at_spacing(pr["spacing"], spacing_mm, what, hint)
