@@ -106,9 +106,24 @@ def test_resolve_and_load_the_record_file(tmp_path):
     got, info = resolve_gpu_record(p.parse_args(["--gpu-record", str(f)]), log=lambda s: None)
     assert got["models"]["voxelmorph"]["sha256"] == SHA_VXM and info["gpu"] == "NVIDIA H200"
     assert info["date"] == rec["date"] and info["used_for"] == []
-    assert resolve_gpu_record(p.parse_args(["--gpu-record", str(f), "--no-gpu-record"]))[0] is None
+    with pytest.raises(ValueError, match="exclude each other"):
+        resolve_gpu_record(p.parse_args(["--gpu-record", str(f), "--no-gpu-record"]))
+    assert resolve_gpu_record(p.parse_args(["--no-gpu-record"]))[0] is None
     with pytest.raises(FileNotFoundError):
         resolve_gpu_record(p.parse_args(["--gpu-record", str(tmp_path / "missing.json")]))
+    with pytest.raises(FileNotFoundError, match="a directory"):
+        resolve_gpu_record(p.parse_args(["--gpu-record", str(tmp_path)]))
+    # well-formed but damaged inside: refused when read, before any work
+    for damage, said in ((lambda r: r["models"].update(voxelmorph="x"), "model 'voxelmorph' must be a mapping"),
+                         (lambda r: r.update(pair="p"), "'pair' must be a mapping"),
+                         (lambda r: r["pair"].update(shape=[64, "a", 64]), "pair shape must be 3 positive"),
+                         (lambda r: r["models"]["voxelmorph"]["measurement"].update(energy_mj="lots"),
+                          "measurement energy_mj must be a finite number")):
+        broken = json.loads(json.dumps(rec))
+        damage(broken)
+        f.write_text(json.dumps(broken))
+        with pytest.raises(ValueError, match=said):
+            load_gpu_record(f)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something else", "models": {}}))
     with pytest.raises(ValueError, match="not a scripts/gpu_session.py record"):

@@ -95,3 +95,23 @@ def test_calibrate_rejects_negative_threads(files, tmp_path, capsys):
     assert "--threads must be >= 0 (0: torch's default), got -3" in _one_error_line(capsys.readouterr().err,
                                                                                       "calibrate")
     assert not out.parent.exists()
+
+
+def test_benchmark_pareto_with_its_own_output_or_other_pairs_is_refused_up_front(tmp_path, capsys):
+    """--pareto-with naming the --out folder would replace the benchmark.json it reads; a run on
+    other pairs could not be drawn: both stop before any work."""
+    import hashlib
+    from test_pareto import _run
+
+    run = _run(tmp_path, "run", 7.0, 4.0, 0.7, 0.05)
+    before = hashlib.sha256((run / "benchmark.json").read_bytes()).hexdigest()
+    assert main(["benchmark", "--out", str(run), "--pareto-with", str(run), "--no-lava", "--no-ants"]) == 1
+    assert "is the same file as the input --pareto-with" in _one_error_line(capsys.readouterr().err, "benchmark")
+    assert hashlib.sha256((run / "benchmark.json").read_bytes()).hexdigest() == before
+    other = _run(tmp_path, "other", 7.0, 4.0, 0.7, 0.05, pairs=("pair_009",))
+    out = tmp_path / "out"
+    assert main(["benchmark", "--out", str(out), "--pareto-with", str(other), "--no-lava", "--no-ants",
+                 "--pairs", "1", "-q"]) == 1
+    assert "was scored on other pairs (pair_009) than this run (pair_000)" in _one_error_line(
+        capsys.readouterr().err, "benchmark")
+    assert not (out / "net.h5").exists()

@@ -405,3 +405,25 @@ def test_train_refuses_or_cleans_up_before_it_has_written_anything(tiny, tmp_pat
     assert main(["train", "--config", str(big), "--cache", str(tiny["root"] / "cache"), "--no-progress",
                  "--out", str(out)]) == 1
     assert "smaller than the patch" in capsys.readouterr().err and not out.exists()
+
+
+def test_resume_refuses_other_data_and_leaves_no_folder(tiny, tmp_path, capsys):
+    """--resume continues a run on its own data: a config with another data section, or a --data
+    folder for a run of the embedded set, is one line, and the refused run leaves no folder."""
+    last = tiny["root"] / "run" / "last.pt"
+    other = tmp_path / "other_shape.yaml"
+    other.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"], "shape": [16, 16, 16]},
+                                     "train": {**TINY["train"], "epochs": 3}}))
+    out = tmp_path / "resumed"
+    base = ["train", "--cache", str(tiny["root"] / "cache"), "--no-progress", "--out", str(out), "--resume", str(last)]
+    assert main([*base, "--config", str(other)]) == 1
+    assert "the config's data section differs from the run's (data.shape)" in capsys.readouterr().err
+    assert not out.exists()
+    folder = tmp_path / "pairs"       # refused before the folder is read
+    folder.mkdir()
+    ck = torch.load(last, weights_only=True)
+    ck["data"] = {"kind": "embedded", "path": "tiny.h5"}      # as `train` records it
+    torch.save(ck, tmp_path / "last.pt")
+    base[base.index(str(last))] = str(tmp_path / "last.pt")
+    assert main([*base, "--epochs", "3", "--data", str(folder)]) == 1
+    assert "the run trained on the embedded data" in capsys.readouterr().err and not out.exists()

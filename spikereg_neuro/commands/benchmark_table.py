@@ -370,6 +370,21 @@ def load_gpu_record(path: Any) -> Dict[str, Any]:
     doc = read_json_object(path)
     if doc.get("format") != GPU_RECORD_FORMAT or not isinstance(doc.get("models"), dict):
         raise ValueError(f"{path} is not a scripts/gpu_session.py record (format {GPU_RECORD_FORMAT!r})")
+    for key in ("machine", "pair"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise ValueError(f"{path}: its '{key}' must be a mapping, got {type(doc[key]).__name__}")
+    shape = (doc.get("pair") or {}).get("shape")
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3
+                                  and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise ValueError(f"{path}: its pair shape must be 3 positive integers, got {shape!r}")
+    for name, entry in doc["models"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("measurement") or {}, dict):
+            raise ValueError(f"{path}: its model {name!r} must be a mapping with a 'measurement' mapping")
+        for k, v in (entry.get("measurement") or {}).items():
+            if k in ("energy_mj", "dynamic_mj", "latency_ms", "idle_power_w") and v is not None and not (
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                    and (v >= 0 or k == "dynamic_mj")):
+                raise ValueError(f"{path}: model {name!r}: measurement {k} must be a finite number, got {v!r}")
     doc["_path"] = str(path)
     return doc
 
@@ -451,9 +466,11 @@ def resolve_gpu_record(args: argparse.Namespace, log: Callable[[str], None] = pr
     """The GPU record the table may read (``--gpu-record FILE``, default :func:`default_gpu_record`;
     none with ``--no-gpu-record``) and what benchmark.json says about it. A given file that is
     missing or not a record is an error; a missing default is not."""
-    if getattr(args, "no_gpu_record", False):
-        return None, {"used_for": [], "why": "not read (--no-gpu-record)"}
     given = getattr(args, "gpu_record", None)
+    if getattr(args, "no_gpu_record", False):
+        if given:
+            raise ValueError("--gpu-record FILE and --no-gpu-record exclude each other")
+        return None, {"used_for": [], "why": "not read (--no-gpu-record)"}
     path = Path(given) if given else default_gpu_record()
     if path is None:
         return None, {"used_for": [], "why": "no benchmarks/ folder beside the package (not a checkout)"}
@@ -464,7 +481,8 @@ def resolve_gpu_record(args: argparse.Namespace, log: Callable[[str], None] = pr
         shown = str(path)
     if not path.is_file():
         if given:
-            raise FileNotFoundError(f"--gpu-record {given}: no such file")
+            raise FileNotFoundError(f"--gpu-record {given}: " + ("a directory, not a record file" if path.is_dir()
+                                                                 else "no such file"))
         return None, {"path": shown, "used_for": [], "why": "no record (scripts/gpu_session.py not run on a GPU yet)"}
     try:
         rec = load_gpu_record(path)
@@ -710,6 +728,13 @@ def run_table(args: argparse.Namespace) -> int:
         from ..profiler import pareto as _pareto
         # each a finished benchmark run or a pareto.json, read (and so checked) before any work
         pareto_points = [q for run in pareto_with for q in _pareto.read_points(run)]
+        from ..io.paths import check_outputs
+        read = {}
+        for run in pareto_with:
+            rp = Path(run)
+            for name in (("benchmark.json", "pareto.json") if rp.is_dir() else (rp.name,)):
+                read[f"--pareto-with {rp / name if rp.is_dir() else rp}"] = rp / name if rp.is_dir() else rp
+        check_outputs(read, {f"--out {n}": out / n for n in ("benchmark.json", "benchmark.md", "report.html")})
     regs, skipped = table_registrars(args, symmetric)   # models loaded: checked before any pair or net.h5
     if not args.no_lava:
         from calibration.netfile import load_qnet
@@ -738,6 +763,11 @@ def run_table(args: argparse.Namespace) -> int:
     if not args.no_lava:
         check_lava_patch(args.lava_patch, volume=pairs[0]["fixed"].shape)
     names = [p["name"] for p in pairs]
+    for q in (pareto_points if pareto_with else []):
+        if list(q.get("pairs") or []) != names:
+            raise ValueError(f"--pareto-with {q.get('from') or q.get('path')}: its point {q.get('label')!r} was "
+                             f"scored on other pairs ({', '.join(map(str, q.get('pairs') or [])) or 'none'}) than "
+                             f"this run ({', '.join(names)}): it could not be drawn on one basis")
     log(f"[benchmark] {len(pairs)} {where}: {', '.join(names)}; {threads} CPU thread(s)")
 
     q, qinfo = obtain_qnet(model_path, args.net, out, args.calib_pairs, args.cache, log, data=data)

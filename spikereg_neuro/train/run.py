@@ -92,6 +92,7 @@ def prepare_config(opts: TrainOptions) -> Any:
     if over:
         cfg.train = replace(cfg.train, **over)  # re-runs TrainConfig's checks
     if ckpt is not None:
+        _check_same_data(opts, cfg, ckpt)
         done = int(ckpt.get("epoch", 0))
         if cfg.train.epochs <= done:
             hint = ("--epochs is the total to reach, not extra epochs" if opts.epochs is not None
@@ -107,6 +108,32 @@ def prepare_config(opts: TrainOptions) -> Any:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} cannot be split over {world} processes "
                          "(the global batch must be a multiple of the process count)")
     return cfg
+
+
+def _check_same_data(opts: TrainOptions, cfg: Any, ckpt: Dict[str, Any]) -> None:
+    """``--resume`` continues a run on the data it trained on: another data section (a
+    ``--config`` with another shape, seed ...) or another source (``--data`` against the embedded
+    set, or another folder) is a one-line error, not a run that silently changes its data."""
+    was = ckpt.get("data") or {}
+    kind = "folder" if opts.data is not None else "embedded"
+    if was.get("kind") and was["kind"] != kind:
+        raise ValueError(f"--resume {opts.resume}: the run trained on the {was['kind']} data"
+                         + (f" ({was.get('path')})" if was.get("path") else "") + f", this one would use the {kind} "
+                         "data; resume it as it was, or start a new run from its weights with --init")
+    if kind == "folder" and was.get("path") and Path(was["path"]).resolve() != Path(opts.data).resolve():
+        from .folder_data import folder_records
+        here = folder_records(opts.data)[2].get("path")
+        if here and Path(here).resolve() != Path(was["path"]).resolve():
+            raise ValueError(f"--resume {opts.resume}: the run trained on {was['path']}, not {here}; "
+                             "use --init to start a new run from its weights")
+    old = ((ckpt.get("config") or {}).get("data")) if kind == "embedded" else None
+    if old is not None:
+        from ..data.dataset import DataConfig
+        before, now = DataConfig.from_dict(old).to_dict(), cfg.data.to_dict()
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise ValueError(f"--resume {opts.resume}: the config's data section differs from the run's "
+                             f"({', '.join('data.' + k for k in changed)}); resume without --config, or use --init")
 
 
 def folder_data(path: str) -> Tuple[Any, Optional[Any], Dict[str, Any]]:
@@ -203,18 +230,19 @@ def run_training(opts: TrainOptions) -> Dict[str, Any]:
                   if rank == 0 and val_set is not None else None)
     fresh = opts.out is None or not Path(opts.out).exists()
     trainer = SpikeRegTrainer(net, cfg, opts.out, progress=opts.progress)
-    trainer.data_info = data_info
-    if opts.resume:
-        trainer.resume(opts.resume)
-    elif opts.init:
-        if rank == 0:
-            print(f"[train] weights from {opts.init}", flush=True)
-        if world > 1:
-            ddp.broadcast_module(net)
     try:
+        trainer.data_info = data_info
+        if opts.resume:
+            trainer.resume(opts.resume)
+        elif opts.init:
+            if rank == 0:
+                print(f"[train] weights from {opts.init}", flush=True)
+            if world > 1:
+                ddp.broadcast_module(net)
         summary = trainer.train(train_loader, val_loader)
     except BaseException:
-        # a run that fails before it wrote anything leaves no empty folder behind
+        # a run that fails before it wrote anything (a refused --resume, a first step that
+        # cannot run) leaves no empty folder behind
         if rank == 0 and fresh and trainer.out.is_dir() and not any(trainer.out.iterdir()):
             trainer.out.rmdir()
         raise
