@@ -136,3 +136,122 @@ def test_a_run_named_like_a_recorded_point_replaces_it(tmp_path):
     assert any("replaced" in n and n.startswith("A:") for n in doc["notes"])
     with pytest.raises(ValueError, match="both named 'A'"):
         pareto.build([again, a, first / "pareto.json"], ["A", "A"])
+
+
+def _refused(tmp_path, capsys, argv, problem):
+    """``benchmark pareto ARGV --out O`` exits 1 with one error line naming ``problem``, no file in O."""
+    out = tmp_path / "out"
+    assert main(["benchmark", "pareto", *map(str, argv), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and problem in err[0] and "internal error" not in err[0], err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def _damaged(tmp_path, name, edit):
+    """A run whose benchmark.json has had ``edit(doc)`` applied (NaN written as JSON's NaN)."""
+    d = _run(tmp_path, name, 7.0, 4.0, 0.679, 0.055)
+    doc = json.loads((d / "benchmark.json").read_text())
+    edit(doc)
+    (d / "benchmark.json").write_text(json.dumps(doc))
+    return d
+
+
+def _set(key, value, row=None):
+    def edit(doc):
+        (doc["rows"][row] if row is not None else doc)[key] = value
+    return edit
+
+
+@pytest.mark.parametrize("name,edit,problem", [
+    ("nan", _set("energy_mj", float("nan"), 1), "rows[1].energy_mj: nan is out of range"),
+    ("neg", _set("energy_mj", -5, 1), "rows[1].energy_mj: -5 is out of range"),
+    ("estr", _set("energy_mj", "lots", 1), "rows[1].energy_mj: expected a number, got 'lots'"),
+    ("dicebig", _set("dice", 7.0, 1), "rows[1].dice: 7.0 is out of range"),
+    ("dicestr", _set("dice", "good", 1), "rows[1].dice: expected a number"),
+    ("rowsstr", _set("rows", "oops"), "rows: expected a list of rows"),
+    ("rowitem", lambda doc: doc["rows"].insert(0, "row"), "rows[0]: expected a row"),
+    ("rowsempty", _set("rows", []), "no Loihi 2 row with an energy"),
+    ("pairsint", _set("pairs", 5), "pairs: expected a list"),
+    ("rates", lambda doc: doc["spike_rates"].update(enc0="x"), "spike_rates.enc0: expected a number"),
+])
+def test_pareto_refuses_a_damaged_benchmark_json(tmp_path, capsys, name, edit, problem):
+    good = _run(tmp_path, "good", 10.0, 6.0, 0.684, 0.09)
+    bad = _damaged(tmp_path, name, edit)
+    _refused(tmp_path, capsys, [bad, good], f"{bad / 'benchmark.json'}: {problem}")
+    with pytest.raises(ValueError, match="expected|out of range|no Loihi 2"):
+        pareto.read_points(bad)        # what `benchmark --pareto-with` reads
+
+
+def _pareto_json(tmp_path, name, edit):
+    a = _run(tmp_path, f"{name}_a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, f"{name}_b", 7.0, 4.0, 0.679, 0.055)
+    doc = pareto.build([a, b], ["A", "B"])
+    edit(doc)
+    (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+    return tmp_path / f"{name}.json"
+
+
+def _point(key, value):
+    def edit(doc):
+        if value is None:
+            doc["points"][0].pop(key)
+        else:
+            doc["points"][0][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("name,edit,problem", [
+    ("pstr", _set("points", "x"), "points: expected a list of points"),
+    ("pints", _set("points", [1, 2]), "points[0]: expected a point"),
+    ("estr", _point("energy_mj", "x"), "points[0].energy_mj: expected a number, got 'x'"),
+    ("enone", _point("energy_mj", None), "points[0].energy_mj: expected a number, got nothing"),
+    ("nolabel", _point("label", None), "points[0].label: expected a non-empty name, got nothing"),
+    ("intlabel", _point("label", 5), "points[0].label: expected a non-empty name, got 5"),
+    ("dup", _point("label", "B"), "two points are labelled 'B'"),
+    ("v99", _set("version", 99), "pareto.json version 99 is not supported"),
+    ("pairs", _set("pairs", 3), "pairs: expected a list"),
+])
+def test_pareto_refuses_a_damaged_pareto_json(tmp_path, capsys, name, edit, problem):
+    p = _pareto_json(tmp_path, name, edit)
+    new = _run(tmp_path, "new", 6.0, 3.5, 0.70, 0.05)
+    _refused(tmp_path, capsys, [new, p], f"{p}: {problem}")
+
+
+def test_pareto_refuses_repeated_or_empty_names(tmp_path, capsys):
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    first = tmp_path / "first"
+    assert main(["benchmark", "pareto", str(a), str(b), "--labels", "A,B", "--out", str(first)]) == 0
+    capsys.readouterr()
+    _refused(tmp_path, capsys, [first, first], "two points are labelled 'A'")
+    for given in ("x,", " ,y", ",", ""):
+        _refused(tmp_path, capsys, [a, b, "--labels", given], "a name is empty")
+    _refused(tmp_path, capsys, [a, b, "--rename", "a=b"], "two points would be labelled 'b'")
+    _refused(tmp_path, capsys, [a, b, "--rename", "a=X", "--rename", "a=Y"], "--rename 'a' is given twice")
+    assert main(["benchmark", "pareto", str(a), str(b), "--rename", "a=b", "--rename", "b=a",
+                 "--out", str(tmp_path / "swap")]) == 0       # a swap keeps the names distinct
+    assert [p["label"] for p in json.loads((tmp_path / "swap" / "pareto.json").read_text())["points"]] == ["b", "a"]
+    capsys.readouterr()
+
+
+def test_pareto_write_is_all_or_nothing(tmp_path, monkeypatch):
+    a = _run(tmp_path, "a", 10.0, 6.0, 0.684, 0.09)
+    b = _run(tmp_path, "b", 7.0, 4.0, 0.679, 0.055)
+    doc = pareto.build([a, b])
+    bad = {**doc, "identity_dice": float("nan")}       # not JSON: refused before anything is drawn
+    with pytest.raises(ValueError, match="pareto.json"):
+        pareto.write(tmp_path / "o", bad)
+    assert not (tmp_path / "o").exists()
+    from spikereg_neuro.io import atomic
+
+    real = atomic.atomic_write_text
+
+    def fail_on_md(path, text, *a, **k):
+        if str(path).endswith(".md"):
+            raise OSError(f"{path}: No space left on device")
+        return real(path, text, *a, **k)
+
+    monkeypatch.setattr(atomic, "atomic_write_text", fail_on_md)
+    with pytest.raises(OSError, match="No space"):
+        pareto.write(tmp_path / "o2", doc)      # the figure and json written first are removed
+    assert not any((tmp_path / "o2").iterdir())

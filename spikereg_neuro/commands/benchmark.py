@@ -122,10 +122,15 @@ def add_pareto_parser(bsub: argparse._SubParsersAction) -> argparse.ArgumentPars
 def run_pareto(args: argparse.Namespace) -> int:
     from ..profiler import pareto
 
-    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    labels = None if args.labels is None else [x.strip() for x in args.labels.split(",")]
+    renames = [tuple(r.split("=", 1)) if "=" in r else (r, None) for r in args.rename]
+    olds = [old for old, _ in renames]
+    twice = next((old for old in olds if olds.count(old) > 1), None)
+    if twice is not None:
+        raise ValueError(f"--rename {twice!r} is given twice: rename each point once")
     pareto.check_outputs(args.out, args.runs)
     doc = pareto.build(args.runs, labels)
-    pareto.rename(doc, dict(r.split("=", 1) if "=" in r else (r, None) for r in args.rename))
+    pareto.rename(doc, dict(renames))
     paths = pareto.write(args.out, doc)
     print(pareto.markdown(doc))
     print(f"wrote {paths['json']}, {paths['md']} and {paths['png']}")

@@ -36,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pairs < 0:
         raise ValueError(f"--pairs must be >= 0 (0: all pairs), got {args.pairs}")
+    if str(args.out) == "":
+        raise ValueError("--out is empty: give a folder name")
     model = Path(args.model) if args.model else DEFAULT_MODEL
     out_dir = check_output_dir("--out", args.out)
     check_outputs(inputs={"--model": model, "--config": args.config},
@@ -47,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         data_cfg = load_config().data
     t0 = time.time()
-    h5 = build_dataset(data_cfg, args.cache)
+    quiet = bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
+    h5 = build_dataset(data_cfg, args.cache, progress=not quiet)
     print(f"demo data: {h5} ({time.time() - t0:.1f} s)")
     pairs = load_pairs_numpy(h5, "test")
     if args.pairs:
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if not model.is_file():
         raise FileNotFoundError(f"no SpikeReg model at {model}: train one with `spikereg-neuro train` "
                                 "and pass --model")
-    reg = SpikeRegInference(model, progress=not getattr(args, "quiet", False))
+    reg = SpikeRegInference(model, progress=not quiet)
     print(f"model: {model}")
     header = f"{'pair':>9} {'Dice before':>11} {'Dice after':>10} {'HD95 before':>11} {'HD95 after':>10} " \
              f"{'fold %':>7} {'sec':>6}"

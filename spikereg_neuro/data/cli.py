@@ -2,18 +2,83 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import re
 from pathlib import Path
 
 __all__ = ["register"]
 
+#: the coarsest grid ``--voxel-size`` may give: voxels across the field of view, per axis
+MIN_VOXELS_PER_AXIS = 8
+#: what ``export-demo`` writes into DIR (a folder holding anything else is refused)
+_EXPORT_PAIR_DIR = re.compile(r"pair_\d{3,}")
+_EXPORT_PAIR_FILES = {"fixed.nii.gz", "moving.nii.gz", "fixed_labels.nii.gz", "moving_labels.nii.gz"}
+
 
 def _config(args: argparse.Namespace):
-    from .dataset import DataConfig
+    """The data config of ``--voxel-size``, refused (one line naming the flag) before any work
+    when it is not a finite size > 0, too coarse (fewer than :data:`MIN_VOXELS_PER_AXIS`
+    voxels across the field of view) or too fine (more than ``MAX_WORKING_VOXELS``)."""
+    from ..registration.world import MAX_WORKING_VOXELS
+    from .dataset import DEFAULT_FOV_MM, DataConfig
 
     cfg = DataConfig()
-    if args.voxel_size is not None:
-        cfg = cfg.with_voxel_size(args.voxel_size)
+    vs = args.voxel_size
+    if vs is None:
+        return cfg
+    if not (math.isfinite(vs) and vs > 0):
+        raise ValueError(f"--voxel-size must be a finite number of mm > 0, got {vs:g}")
+    coarsest = min(DEFAULT_FOV_MM) / MIN_VOXELS_PER_AXIS
+    if vs > coarsest:
+        raise ValueError(f"--voxel-size {vs:g} is too coarse: the {min(DEFAULT_FOV_MM):g} mm field of "
+                         f"view would span {min(DEFAULT_FOV_MM) / vs:.1f} voxels (at least "
+                         f"{MIN_VOXELS_PER_AXIS}: --voxel-size at most {coarsest:g})")
+    cfg = cfg.with_voxel_size(vs)
+    n = math.prod(cfg.shape)
+    if n > MAX_WORKING_VOXELS:
+        raise ValueError(f"--voxel-size {vs:g} is too fine: a {'x'.join(map(str, cfg.shape))} grid has "
+                         f"{n:,} voxels (at most {MAX_WORKING_VOXELS:,})")
     return cfg
+
+
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
+
+
+def _is_own_export(pairs_json: Path) -> bool:
+    """Whether ``pairs_json`` was written by ``export-demo`` (its ``source`` line)."""
+    try:
+        doc = json.loads(pairs_json.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and str(doc.get("source", "")).startswith("spikereg-neuro synthetic")
+
+
+def _check_export_dir(arg) -> Path:
+    """DIR of ``export-demo``, checked before any work: not empty, not a file, writable, and
+    empty or holding only what a previous ``export-demo`` wrote (``pairs.json`` written by it,
+    ``pair_NNN/`` folders of its four NIfTI files), which it replaces."""
+    from ..io.paths import check_output_dir
+
+    if str(arg) == "":
+        raise ValueError("DIR is empty: give a folder name")
+    out = check_output_dir("DIR", arg)
+    if not out.is_dir():
+        return out
+    for entry in sorted(out.iterdir()):
+        if entry.name == "pairs.json" and entry.is_file() and not entry.is_symlink():
+            if not _is_own_export(entry):
+                raise ValueError(f"DIR {out} holds a pairs.json not written by export-demo; refusing to "
+                                 f"replace it (give an empty or new folder)")
+            continue
+        if (_EXPORT_PAIR_DIR.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink()
+                and all(f.name in _EXPORT_PAIR_FILES and f.is_file() and not f.is_symlink()
+                        for f in entry.iterdir())):
+            continue
+        raise ValueError(f"DIR {out} is not empty and not a previous export-demo folder ({entry.name}); "
+                         f"give an empty or new folder")
+    return out
 
 
 def _fmt_bytes(n: int) -> str:
@@ -27,7 +92,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     t0 = time.perf_counter()
-    path = build_dataset(cfg, args.cache, force=args.force, progress=not args.quiet)
+    path = build_dataset(cfg, args.cache, force=args.force, progress=not _quiet(args))
     elapsed = time.perf_counter() - t0
     info = dataset_info(path)
     print(path)
@@ -44,10 +109,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .learn2reg import read_pairs_json
 
     cfg = _config(args)
-    pairs_json = export_demo(args.dir, cfg, args.cache, progress=not args.quiet)
+    out = _check_export_dir(args.dir)
+    pairs_json = export_demo(out, cfg, args.cache, progress=not _quiet(args))
     records = read_pairs_json(pairs_json)
     print(pairs_json)
-    print(f"  {len(records)} test pairs written under {Path(args.dir)}")
+    print(f"  {len(records)} test pairs written under {out}")
     return 0
 
 
@@ -65,7 +131,9 @@ def register(subparsers) -> None:
         p.add_argument("--voxel-size", type=float, default=None, metavar="MM",
                        help="isotropic voxel size in mm (default 2.5; the grid shape is scaled to "
                             "keep a 160x180x160 mm field of view)")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        # SUPPRESS: an absent -q keeps the global ``spikereg-neuro -q`` (see cli._add_common_flags)
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="no progress bar")
 
     b = sub.add_parser("build", help="generate (or reuse) the cached HDF5 data set; print its path")
     common(b)
@@ -73,7 +141,7 @@ def register(subparsers) -> None:
     b.set_defaults(func=_cmd_build)
 
     e = sub.add_parser("export-demo", help="write the test pairs as NIfTI + pairs.json into DIR")
-    e.add_argument("dir", metavar="DIR", type=Path)
+    e.add_argument("dir", metavar="DIR")  # str: Path("") would silently become "."
     common(e)
     e.set_defaults(func=_cmd_export)
 

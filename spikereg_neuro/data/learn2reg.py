@@ -266,6 +266,11 @@ def read_pairs_json(path: PathLike, check_files: bool = True) -> List[PairRecord
     """Pairs of a folder written by ``export_demo`` (folder or its ``pairs.json``)."""
     json_path, doc = _pairs_doc(path)
     records = [PairRecord.from_dict(d, json_path.parent) for d in doc["pairs"]]
+    seen = set()
+    for r in records:
+        if r.name and r.name in seen:
+            raise ValueError(f"{json_path}: duplicate pair name {r.name!r}; every pair needs its own name")
+        seen.add(r.name)
     if check_files:
         _check_exist(records, json_path)
     return records

@@ -237,6 +237,25 @@ def _build(voxel_size: Tuple[float, float, float], shape: Tuple[int, int, int]) 
                     voxel_size=tuple(float(v) for v in vs))  # type: ignore[arg-type]
 
 
+#: coarsest voxel size (mm) of a template: 8 voxels across a 160 mm field of view; a coarser
+#: one spends minutes in a huge anti-aliasing filter for a grid of a few voxels
+MAX_VOXEL_SIZE_MM = 20.0
+#: largest template grid: ``registration.world.MAX_WORKING_VOXELS`` (not imported from there:
+#: world -> config -> data.dataset -> template would be an import cycle; a test checks they agree)
+MAX_TEMPLATE_VOXELS = 100_000_000
+
+
+def _check_grid(vs: Tuple[float, float, float], shape: Tuple[int, int, int]) -> None:
+    """Refuse, before loading anything, a voxel size too coarse or a grid too large."""
+    if max(vs) > MAX_VOXEL_SIZE_MM:
+        raise ValueError(f"voxel_size {max(vs):g} mm is too coarse for the template (at most "
+                         f"{MAX_VOXEL_SIZE_MM:g} mm)")
+    n = int(np.prod(shape, dtype=np.float64))
+    if n > MAX_TEMPLATE_VOXELS:
+        raise ValueError(f"shape {'x'.join(map(str, shape))} has {n:,} voxels, more than "
+                         f"{MAX_TEMPLATE_VOXELS:,}")
+
+
 def build_template(
     voxel_size: Union[float, Sequence[float]] = 2.5,
     shape: Sequence[int] = (64, 72, 64),
@@ -245,7 +264,9 @@ def build_template(
 
     Results are memoised per (voxel_size, shape); each call returns fresh array copies.
     """
-    tpl = _build(_as_voxel_size(voxel_size), _as_shape(shape))
+    vs, sh = _as_voxel_size(voxel_size), _as_shape(shape)
+    _check_grid(vs, sh)
+    tpl = _build(vs, sh)
     return Template(
         image=tpl.image.copy(), labels=tpl.labels.copy(), mask=tpl.mask.copy(),
         affine=tpl.affine.copy(), voxel_size=tpl.voxel_size,

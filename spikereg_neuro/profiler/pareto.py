@@ -12,6 +12,7 @@ a figure can be extended with a new model's run when the earlier models' runs ar
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -29,18 +30,57 @@ def _loihi_constants(constants: Optional[Mapping[str, Any]]) -> Optional[Dict[st
     return {k: (v.get("value") if isinstance(v, Mapping) else v) for k, v in constants.items() if k not in gpu}
 
 
-def _main_loihi_row(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The benchmark's main Loihi 2 row: the first SpikeReg row on Loihi 2 (shared kernels, the
-    run's deployment)."""
-    for r in doc.get("rows", []):
-        if str(r.get("platform", "")).startswith("Loihi 2") and r.get("energy_mj") is not None:
-            return r
-    raise ValueError("no Loihi 2 row with an energy")
+def _expect(v: Any, kind: Any, where: str, what: str) -> Any:
+    """``v`` (the JSON value at ``where``), checked to be a ``kind``: else a one-line error."""
+    if not isinstance(v, kind) or isinstance(v, bool):
+        raise ValueError(f"{where}: expected {what}, got {'nothing' if v is None else repr(v)[:40]}")
+    return v
 
 
-def _row(doc: Mapping[str, Any], method_prefix: str, platform_prefix: str) -> Optional[Mapping[str, Any]]:
-    return next((r for r in doc.get("rows", []) if str(r.get("method", "")).startswith(method_prefix)
-                 and str(r.get("platform", "")).startswith(platform_prefix)), None)
+def _num(v: Any, where: str, hi: Optional[float] = None, need: bool = False) -> Optional[float]:
+    """``v`` (the JSON value at ``where``) as a finite number >= 0 (and <= ``hi``); None passes
+    unless ``need``. Anything else (a string, NaN, a negative energy, a Dice of 7) is an error."""
+    if v is None and not need:
+        return None
+    _expect(v, (int, float), where, "a number")
+    if not math.isfinite(v) or v < 0 or (hi is not None and v > hi):
+        raise ValueError(f"{where}: {v!r} is out of range (expected a finite number "
+                         f"{'>= 0' if hi is None else f'in [0, {hi:g}]'})")
+    return float(v)
+
+
+def _rows(doc: Mapping[str, Any], src: str) -> List[Mapping[str, Any]]:
+    rows = _expect(doc.get("rows", []), list, f"{src}: rows", "a list of rows")
+    for i, r in enumerate(rows):
+        _expect(r, Mapping, f"{src}: rows[{i}]", "a row (a JSON object)")
+    return rows
+
+
+def _row(rows: Sequence[Mapping[str, Any]], method_prefix: str, platform_prefix: str,
+         energy: bool = False) -> Optional[int]:
+    """The index of the first row of that method and platform (with an energy, if ``energy``)."""
+    return next((i for i, r in enumerate(rows) if str(r.get("method", "")).startswith(method_prefix)
+                 and str(r.get("platform", "")).startswith(platform_prefix)
+                 and (not energy or r.get("energy_mj") is not None)), None)
+
+
+def _vxm(v: Any, where: str) -> Optional[Dict[str, Any]]:
+    """The VoxelMorph GPU reference (a benchmark row or a pareto.json's ``voxelmorph_gpu``), checked."""
+    if v is None:
+        return None
+    _expect(v, Mapping, where, "a JSON object")
+    return {"energy_mj": _num(v.get("energy_mj"), f"{where}.energy_mj"),
+            "dynamic_mj": _num(v.get("dynamic_mj"), f"{where}.dynamic_mj"),
+            "energy_source": v.get("energy_source"), "dice": _num(v.get("dice"), f"{where}.dice", hi=1),
+            "platform": v.get("platform")}
+
+
+def _shared(doc: Mapping[str, Any], src: str) -> Dict[str, Any]:
+    """A document's pairs and constants, checked (the one-basis check compares them)."""
+    return {"pairs": list(_expect(doc.get("pairs", []), list, f"{src}: pairs", "a list of pair names")),
+            "data": doc.get("data"),
+            "constants": _loihi_constants(_expect(doc.get("constants") or {}, Mapping, f"{src}: constants",
+                                                  "a JSON object"))}
 
 
 def _json_path(p: Path) -> Path:
@@ -77,12 +117,33 @@ def _read_doc(path: str | Path) -> tuple:
 
 
 def _points_of(j: Path, doc: Mapping[str, Any], label: str) -> List[Dict[str, Any]]:
-    """A benchmark document's point (named ``label``), or a pareto document's points."""
-    if doc.get("format") == PARETO_FORMAT:
-        shared = {k: doc.get(k) for k in ("pairs", "data", "voxelmorph_gpu", "identity_dice")}
-        shared["constants"] = _loihi_constants(doc.get("constants"))
-        return [{**q, **shared, "path": q.get("path") or str(j), "from": str(j)} for q in doc.get("points", [])]
-    return [point_from_doc(doc, label, str(j))]
+    """A benchmark document's point (named ``label``), or a pareto document's points (checked:
+    a supported version, one label each, numbers in range)."""
+    if doc.get("format") != PARETO_FORMAT:
+        return [point_from_doc(doc, label, str(j))]
+    v = doc.get("version")
+    if isinstance(v, bool) or v not in range(1, PARETO_VERSION + 1):
+        raise ValueError(f"{j}: pareto.json version {v!r} is not supported (this spikereg-neuro reads "
+                         f"versions 1 to {PARETO_VERSION}; a newer one needs a newer spikereg-neuro)")
+    shared = {**_shared(doc, str(j)), "voxelmorph_gpu": _vxm(doc.get("voxelmorph_gpu"), f"{j}: voxelmorph_gpu"),
+              "identity_dice": _num(doc.get("identity_dice"), f"{j}: identity_dice", hi=1)}
+    if doc.get("constants") is None:
+        shared["constants"] = None      # version 1: not recorded
+    pts = []
+    for i, q in enumerate(_expect(doc.get("points"), list, f"{j}: points", "a list of points")):
+        at = f"{j}: points[{i}]"
+        _expect(q, Mapping, at, "a point (a JSON object)")
+        name = q.get("label")
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"{at}.label: expected a non-empty name, got {'nothing' if name is None else repr(name)[:40]}")
+        if any(p["label"] == name for p in pts):
+            raise ValueError(f"{j}: two points are labelled {name!r}")
+        nums = {k: _num(q.get(k), f"{at}.{k}", hi=1 if k.startswith("dice") else None, need=k == "energy_mj")
+                for k in ("energy_mj", "dynamic_mj", "latency_ms", "dice_quantized", "dice_float",
+                          "mean_spike_rate", "max_layer_rate")}
+        pts.append({**q, **{k: q.get(k) for k in ("energy_source", "platform", "max_layer")}, **nums, **shared,
+                    "label": name, "path": q.get("path") or str(j), "from": str(j)})
+    return pts
 
 
 def read_points(path: str | Path, label: Optional[str] = None) -> List[Dict[str, Any]]:
@@ -93,33 +154,36 @@ def read_points(path: str | Path, label: Optional[str] = None) -> List[Dict[str,
 
 
 def point_from_doc(doc: Mapping[str, Any], label: str, path: str = "") -> Dict[str, Any]:
-    """One point from a benchmark document (a ``benchmark.json``'s content, or the run in progress)."""
-    loihi = _main_loihi_row(doc)
-    flt = _row(doc, "SpikeReg (float", "CPU")
-    vxm = _row(doc, "VoxelMorph", "GPU")
-    ident = _row(doc, "identity", "")
-    rates = {k: v for k, v in (doc.get("spike_rates") or {}).items() if v is not None}
+    """One point from a benchmark document (a ``benchmark.json``'s content, or the run in progress),
+    its rows, numbers and spike rates checked (a one-line error naming ``path`` and the key)."""
+    src = path or "the benchmark run"
+    rows = _rows(doc, src)
+    i = _row(rows, "", "Loihi 2", energy=True)
+    if i is None:
+        raise ValueError(f"{src}: no Loihi 2 row with an energy (rows: {len(rows)})")
+
+    def val(i: Optional[int], key: str) -> Optional[float]:
+        return None if i is None else _num(rows[i].get(key), f"{src}: rows[{i}].{key}", hi=1 if key == "dice" else None)
+
+    loihi, flt, vxm = rows[i], _row(rows, "SpikeReg (float", "CPU"), _row(rows, "VoxelMorph", "GPU")
+    given = _expect(doc.get("spike_rates") or {}, Mapping, f"{src}: spike_rates", "a JSON object of layer rates")
+    rates = {k: _num(v, f"{src}: spike_rates.{k}") for k, v in given.items() if v is not None}
     return {
         "label": label,
         "path": path,
-        "energy_mj": float(loihi["energy_mj"]),
-        "dynamic_mj": None if loihi.get("dynamic_mj") is None else float(loihi["dynamic_mj"]),
+        "energy_mj": val(i, "energy_mj"),
+        "dynamic_mj": val(i, "dynamic_mj"),
         "energy_source": loihi.get("energy_source"),
-        "latency_ms": loihi.get("latency_ms"),
+        "latency_ms": val(i, "latency_ms"),
         "platform": loihi.get("platform"),
-        "dice_quantized": loihi.get("dice"),
-        "dice_float": None if flt is None else flt.get("dice"),
-        "mean_spike_rate": doc.get("mean_spike_rate"),
+        "dice_quantized": val(i, "dice"),
+        "dice_float": val(flt, "dice"),
+        "mean_spike_rate": _num(doc.get("mean_spike_rate"), f"{src}: mean_spike_rate"),
         "max_layer_rate": max(rates.values()) if rates else None,
         "max_layer": max(rates, key=rates.get) if rates else None,
-        "pairs": list(doc.get("pairs", [])),
-        "data": doc.get("data"),
-        "constants": _loihi_constants(doc.get("constants") or {}),
-        "voxelmorph_gpu": None if vxm is None else {"energy_mj": vxm.get("energy_mj"),
-                                                     "dynamic_mj": vxm.get("dynamic_mj"),
-                                                     "energy_source": vxm.get("energy_source"),
-                                                     "dice": vxm.get("dice"), "platform": vxm.get("platform")},
-        "identity_dice": None if ident is None else ident.get("dice"),
+        **_shared(doc, src),
+        "voxelmorph_gpu": None if vxm is None else _vxm(rows[vxm], f"{src}: rows[{vxm}]"),
+        "identity_dice": val(_row(rows, "identity", ""), "dice"),
     }
 
 
@@ -144,6 +208,8 @@ def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -
     of one name are an error."""
     docs = [_read_doc(p) for p in paths]
     runs = sum(doc.get("format") != PARETO_FORMAT for _, doc, _ in docs)
+    if labels is not None and not all(x.strip() for x in labels):
+        raise ValueError(f"--labels {','.join(labels)!r}: a name is empty (give one name per benchmark run)")
     if labels is not None and len(labels) != runs:
         raise ValueError(f"--labels has {len(labels)} names for {runs} benchmark runs")
     names = iter(labels or [])
@@ -159,6 +225,11 @@ def build(paths: Sequence[str | Path], labels: Optional[Sequence[str]] = None) -
         raise ValueError(f"two benchmark runs are both named {twice[0]!r}: give them different --labels")
     replaced = [q for q, r in zip(pts, from_run) if not r and q["label"] in run_labels]
     pts = [q for q in pts if not any(q is x for x in replaced)]
+    for i, q in enumerate(pts):
+        other = next((x for x in pts[:i] if x["label"] == q["label"]), None)
+        if other is not None:
+            raise ValueError(f"two points are labelled {q['label']!r} (from {other.get('from', other['path'])} "
+                             f"and {q.get('from', q['path'])}): give each input once, or rename")
     if len(pts) < 2:
         raise ValueError("benchmark pareto needs at least 2 points (benchmark runs or a pareto.json's points)")
     doc = build_points(pts)
@@ -210,8 +281,12 @@ def rename(doc: Dict[str, Any], names: Mapping[str, Optional[str]]) -> None:
             raise ValueError(f"--rename {old!r}: give OLD=NEW")
         if old not in labels:
             raise ValueError(f"--rename: no point labelled {old!r} (points: {', '.join(labels)})")
-    for p in doc["points"]:
-        p["label"] = names.get(p["label"], p["label"])
+    new = [names.get(x, x) for x in labels]
+    twice = next((x for x in new if new.count(x) > 1), None)
+    if twice is not None:
+        raise ValueError(f"--rename: two points would be labelled {twice!r}")
+    for p, x in zip(doc["points"], new):
+        p["label"] = x
 
 
 def _f(v: Any, fmt: str) -> str:
@@ -282,13 +357,25 @@ def figure(path: Path, doc: Mapping[str, Any]) -> Path:
 
 
 def write(out_dir: str | Path, doc: Mapping[str, Any]) -> Dict[str, Path]:
-    """``pareto.json``, ``pareto.md`` and ``pareto.png`` in ``out_dir`` (atomically)."""
+    """``pareto.json``, ``pareto.md`` and ``pareto.png`` in ``out_dir``, all or none: the texts are
+    made first, and a failed write removes the files already written."""
     from ..io.atomic import atomic_write_text
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "pareto.json", "md": out / "pareto.md", "png": out / "pareto.png"}
-    figure(paths["png"], doc)      # the figure first: a failure leaves no json / md without it
-    atomic_write_text(paths["json"], json.dumps(doc, indent=1, allow_nan=False))
-    atomic_write_text(paths["md"], markdown(doc) + "\n![energy vs Dice](pareto.png)\n")
+    try:
+        text = json.dumps(doc, indent=1, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{paths['json']}: {exc}") from None
+    md = markdown(doc) + "\n![energy vs Dice](pareto.png)\n"
+    out.mkdir(parents=True, exist_ok=True)
+    done: List[Path] = []
+    try:
+        done.append(figure(paths["png"], doc))
+        done.append(atomic_write_text(paths["json"], text))
+        atomic_write_text(paths["md"], md)
+    except BaseException:
+        for p in done:
+            p.unlink(missing_ok=True)
+        raise
     return paths
