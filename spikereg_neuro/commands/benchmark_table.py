@@ -729,12 +729,10 @@ def run_table(args: argparse.Namespace) -> int:
         # each a finished benchmark run or a pareto.json, read (and so checked) before any work
         pareto_points = [q for run in pareto_with for q in _pareto.read_points(run)]
         from ..io.paths import check_outputs
-        read = {}
-        for run in pareto_with:
-            rp = Path(run)
-            for name in (("benchmark.json", "pareto.json") if rp.is_dir() else (rp.name,)):
-                read[f"--pareto-with {rp / name if rp.is_dir() else rp}"] = rp / name if rp.is_dir() else rp
-        check_outputs(read, {f"--out {n}": out / n for n in ("benchmark.json", "benchmark.md", "report.html")})
+        read = [f for rp in map(Path, pareto_with)
+                for f in ((rp / "benchmark.json", rp / "pareto.json") if rp.is_dir() else (rp,))]
+        check_outputs({f"--pareto-with {f}": f for f in read},
+                      {f"--out {n}": out / n for n in ("benchmark.json", "benchmark.md", "report.html")})
     regs, skipped = table_registrars(args, symmetric)   # models loaded: checked before any pair or net.h5
     if not args.no_lava:
         from calibration.netfile import load_qnet
@@ -892,20 +890,19 @@ def run_table(args: argparse.Namespace) -> int:
         p0 = pairs[0]
         ft = torch.from_numpy(normalize_intensity(p0["fixed"]))[None, None]
         mt = torch.from_numpy(normalize_intensity(p0["moving"]))[None, None]
-        def vm_pass() -> Any:
+        def vm_register(net: Any, f: Any, m: Any) -> Any:
             """One VoxelMorph registration as the CPU rows run it (both ways with --symmetric)."""
-            if not symmetric:
-                return predict_field(vnet, ft, mt)
-            return register_both_ways(lambda a, b: predict_field(vnet, a, b), ft, mt)
+            one_way = lambda a, b: predict_field(net, a, b)  # noqa: E731
+            return register_both_ways(one_way, f, m) if symmetric else one_way(f, m)
+
+        vm_pass = lambda: vm_register(vnet, ft, mt)  # noqa: E731
         vmacs = count_conv_macs(vnet, vm_pass)
         if gpu_measurable:
             gnet = vnet.to("cuda")
             fg, mg = ft.cuda(), mt.cuda()
             def vcall():
                 with torch.no_grad():
-                    if symmetric:
-                        return register_both_ways(lambda a, b: predict_field(gnet, a, b), fg, mg)
-                    return predict_field(gnet, fg, mg)
+                    return vm_register(gnet, fg, mg)
             g = measure_gpu(vcall, n_repeats=10)
             vnet.to("cpu")
             rows.append(make_row("VoxelMorph", f"{g['device']}", energy_mj=g["energy_mj"], dynamic_mj=g["dynamic_mj"],

@@ -36,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pairs < 0:
         raise ValueError(f"--pairs must be >= 0 (0: all pairs), got {args.pairs}")
-    if str(args.out) == "":
-        raise ValueError("--out is empty: give a folder name")
     model = Path(args.model) if args.model else DEFAULT_MODEL
     out_dir = check_output_dir("--out", args.out)
     check_outputs(inputs={"--model": model, "--config": args.config},
@@ -49,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         data_cfg = load_config().data
     t0 = time.time()
-    quiet = bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
+    quiet = bool(getattr(args, "quiet", False))   # cli._unify_quiet: -q / --no-progress, before or after demo
     h5 = build_dataset(data_cfg, args.cache, progress=not quiet)
     print(f"demo data: {h5} ({time.time() - t0:.1f} s)")
     pairs = load_pairs_numpy(h5, "test")

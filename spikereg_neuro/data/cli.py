@@ -42,10 +42,6 @@ def _config(args: argparse.Namespace):
     return cfg
 
 
-def _quiet(args: argparse.Namespace) -> bool:
-    return bool(getattr(args, "quiet", False) or getattr(args, "no_progress", False))
-
-
 def _is_own_export(pairs_json: Path) -> bool:
     """Whether ``pairs_json`` was written by ``export-demo`` (its ``source`` line)."""
     try:
@@ -56,13 +52,11 @@ def _is_own_export(pairs_json: Path) -> bool:
 
 
 def _check_export_dir(arg) -> Path:
-    """DIR of ``export-demo``, checked before any work: not empty, not a file, writable, and
+    """DIR of ``export-demo``, checked before any work: named, not a file, writable, and
     empty or holding only what a previous ``export-demo`` wrote (``pairs.json`` written by it,
     ``pair_NNN/`` folders of its four NIfTI files), which it replaces."""
     from ..io.paths import check_output_dir
 
-    if str(arg) == "":
-        raise ValueError("DIR is empty: give a folder name")
     out = check_output_dir("DIR", arg)
     if not out.is_dir():
         return out
@@ -92,7 +86,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     t0 = time.perf_counter()
-    path = build_dataset(cfg, args.cache, force=args.force, progress=not _quiet(args))
+    path = build_dataset(cfg, args.cache, force=args.force, progress=not getattr(args, "quiet", False))
     elapsed = time.perf_counter() - t0
     info = dataset_info(path)
     print(path)
@@ -110,7 +104,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     out = _check_export_dir(args.dir)
-    pairs_json = export_demo(out, cfg, args.cache, progress=not _quiet(args))
+    pairs_json = export_demo(out, cfg, args.cache, progress=not getattr(args, "quiet", False))
     records = read_pairs_json(pairs_json)
     print(pairs_json)
     print(f"  {len(records)} test pairs written under {out}")

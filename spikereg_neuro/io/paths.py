@@ -126,8 +126,10 @@ def check_outputs(
 
 
 def check_output_dir(flag: str, directory: PathLike, make_parents: bool = True) -> Path:
-    """Validate an output directory before any work: not an existing file, and creatable or
-    writable. Returns it as a ``Path``."""
+    """Validate an output directory before any work: named (``""`` is not the current folder),
+    not an existing file, and creatable or writable. Returns it as a ``Path``."""
+    if str(directory) == "":
+        raise ValueError(f"{flag} is empty: give a folder name")
     d = Path(directory)
     if d.exists() and not d.is_dir():
         raise ValueError(f"{flag} {d} is a file, not a directory")

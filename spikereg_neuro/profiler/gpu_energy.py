@@ -13,7 +13,7 @@ Estimate (:func:`estimate_gpu`): counted MACs x an energy per MAC from a named, 
 (default TF32 tensor-core peak: PyTorch runs cuDNN convolutions in TF32 by default on Ampere and
 newer), plus an idle power x the estimated latency, so that ``energy_mj`` is GROSS like every
 other row (``energy_basis = "gross"``, ``dynamic_mj`` without the idle part). The latency
-(:func:`estimate_gpu_latency`) is a roofline lower bound from datasheet figures: per dispatched
+(:func:`estimate_gpu_latency`) is a best-case roofline from datasheet figures: per dispatched
 kernel (:func:`count_gpu_kernels`) the largest of MACs / peak MAC rate, bytes moved / HBM bandwidth
 and a cited per-kernel floor; or, where no kernels were counted, per layer the larger of the first
 two.
@@ -83,7 +83,8 @@ GPU_THROUGHPUT: Dict[str, Constant] = {
         "launch, memory-bound layers, host transfers or tiling overhead).", "derived"),
 }
 
-#: the smallest time one kernel takes on a GPU, back to back: the per-kernel floor of the latency
+#: the time one small kernel takes on a GPU, back to back in a CUDA graph: the per-kernel floor of
+#: the best-case latency (a mean, not a hard minimum)
 GPU_KERNEL_FLOOR: Dict[str, Constant] = {
     "cuda_graph_kernel_floor_s": Constant(
         0.875e-6, "s",
@@ -96,6 +97,15 @@ GPU_KERNEL_FLOOR: Dict[str, Constant] = {
         "derived"),
 }
 DEFAULT_GPU_KERNEL_FLOOR = "cuda_graph_kernel_floor_s"
+
+
+def conv_macs(in_elements: int, out_elements: int, channels_per_group: int, kernel: Sequence[int],
+              transposed: bool = False) -> int:
+    """Multiply-accumulates of one convolution, padding taps included (the convention of FLOP
+    counters): output elements x C_in / groups x prod(kernel); transposed: input elements x
+    C_out / groups x prod(kernel). ``channels_per_group`` is C_in / groups (C_out / groups)."""
+    return int((in_elements if transposed else out_elements) * int(channels_per_group)
+               * math.prod(int(k) for k in kernel))
 
 
 def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
@@ -121,13 +131,10 @@ def count_conv_macs(model: Any, run: Callable[[], Any]) -> Dict[str, Any]:
 
     def hook(mod, args, out, name=""):
         if isinstance(mod, conv_types):
-            k = 1
-            for x in mod.kernel_size:
-                k *= int(x)
-            if isinstance(mod, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)):
-                n = args[0].numel() * (mod.out_channels // mod.groups) * k
-            else:
-                n = out.numel() * (mod.in_channels // mod.groups) * k
+            transposed = isinstance(mod, (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d))
+            n = conv_macs(args[0].numel(), out.numel(),
+                          (mod.out_channels if transposed else mod.in_channels) // mod.groups, mod.kernel_size,
+                          transposed)
         elif isinstance(mod, torch.nn.Linear):
             n = out.numel() * mod.in_features
         else:
@@ -208,12 +215,9 @@ def count_gpu_kernels(run: Callable[[], Any], warmup: bool = True) -> Dict[str, 
 
     def macs_of(func, args, out) -> int:
         name = func.overloadpacket.__name__
-        if name == "convolution":
+        if name == "convolution":   # weight (C_out, C_in / groups, k...), transposed (C_in, C_out / groups, k...)
             x, w, transposed = args[0], args[1], bool(args[6])
-            k = 1
-            for d in w.shape[2:]:
-                k *= int(d)
-            return int((x.numel() if transposed else out.numel()) * int(w.shape[1]) * k)
+            return conv_macs(x.numel(), out.numel(), int(w.shape[1]), w.shape[2:], transposed)
         if name in ("mm", "bmm", "addmm", "baddbmm"):
             a = args[1] if name in ("addmm", "baddbmm") else args[0]
             return int(out.numel() * int(a.shape[-1]))

@@ -157,24 +157,20 @@ def data_files(path: Optional[str | Path]) -> Dict[str, Path]:
     if not is_folder_data(p):
         return {"--data": p}
     from ..data.learn2reg import read_pair_folder
-    files: List[Path] = []
-    def records() -> List[PairRecord]:
+    try:                                    # training and validation pairs
         train, val, _ = folder_records(p)
-        return [*train, *val]
-
-    for read in (records, lambda: read_pair_folder(p)):
-        try:
-            files += [q for r in read() for q in r.paths()]
+        records = [*train, *val]
+    except (ValueError, KeyError, OSError):
+        try:                                # an evaluation-only folder
+            records = read_pair_folder(p)
         except (ValueError, KeyError, OSError):
-            pass
-    for index in (p / "pairs.json", p) if p.is_dir() else (p,):
-        if index.is_file():
-            files.append(index)
-    if p.is_dir() and not (p / "pairs.json").is_file():
-        try:
-            files.append(find_dataset_json(p))
-        except (ValueError, FileNotFoundError):
-            pass
+            records = []
+    files = [q for r in records for q in r.paths()]
+    try:
+        files.append(p if not p.is_dir() else p / "pairs.json" if (p / "pairs.json").is_file()
+                     else find_dataset_json(p))
+    except (ValueError, FileNotFoundError):
+        pass
     return {f"--data file {q.name}": q for q in dict.fromkeys(files)}
 
 
